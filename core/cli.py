@@ -1,0 +1,178 @@
+"""Command line: ``python -m core run ...`` trains an experiment headlessly and prints Tables 1 and 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import DATASETS, Protocol
+
+COMMANDS: dict[str, Any] = {}
+"""Sub-command name -> (help, add-arguments function, handler); other modules register theirs here."""
+
+
+def command(name: str, help: str, add_arguments):
+    def register(handler):
+        COMMANDS[name] = (help, add_arguments, handler)
+        return handler
+    return register
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that define an experiment (shared by ``run`` and ``submit``)."""
+    default = Protocol()
+    p = parser.add_argument_group("experiment")
+    p.add_argument("--dataset", choices=DATASETS, default=default.dataset)
+    p.add_argument("--data", metavar="PATH", help="where the dataset is (folder, IDX folder or CIFAR archive)")
+    p.add_argument("--repeats", type=int, default=20, help="number of repeats (paper: 20)")
+    p.add_argument("--epochs", type=int, default=default.epochs, help="epoch budget (paper: 50)")
+    p.add_argument("--batch-size", type=int, default=default.batch_size)
+    p.add_argument("--patience", type=int, default=default.patience, help="EarlyStopping patience (paper: 10)")
+    p.add_argument("--reduce-lr", action="store_true",
+                   help="add ReduceLROnPlateau(factor 0.5, patience 3, min 1e-5), Face Mask version 2")
+    p.add_argument("--paper-v2", action="store_true", help="Face Mask version 2: --patience 5 --reduce-lr")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="augmentation (default: the paper's choice, on for photo datasets only)")
+    p.add_argument("--limit", type=int, help="use only N training images (stratified), for quick looks")
+    p.add_argument("--test-limit", type=int, help="use only N test images (stratified)")
+    p.add_argument("--image-size", type=int, default=default.image_size, help="folder images are resized to this")
+    p.add_argument("--stage1-eval", choices=("last", "best"), default=default.stage1_eval,
+                   help="stage-one weights reported in Table 1 (paper: last epoch)")
+    p.add_argument("--features-from", choices=("last", "best"), default=default.features_from,
+                   help="stage-one weights that extract stage two's features")
+    p.add_argument("--head-init", choices=("fresh", "warm"), default=default.head_init,
+                   help="stage-two softmax freshly initialised or warm-started from stage one's")
+    p.add_argument("--stage2-eval", choices=("last", "best"), default=default.stage2_eval,
+                   help="stage-two weights reported")
+    p.add_argument("--sgd-momentum", type=float, default=default.sgd_momentum)
+    p.add_argument("--seed", type=int, default=default.seed, help="split seed; repeat i trains with seed+i")
+
+
+def protocol_from_args(args: argparse.Namespace) -> Protocol:
+    values = dict(
+        dataset=args.dataset, data_path=args.data, epochs=args.epochs, batch_size=args.batch_size,
+        patience=args.patience, reduce_lr=args.reduce_lr, augment=args.augment, limit=args.limit,
+        test_limit=args.test_limit, image_size=args.image_size, stage1_eval=args.stage1_eval,
+        features_from=args.features_from, head_init=args.head_init, stage2_eval=args.stage2_eval,
+        sgd_momentum=args.sgd_momentum, seed=args.seed,
+    )
+    if args.paper_v2:
+        values.update(patience=5, reduce_lr=True)
+    return Protocol(**values)
+
+
+def add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", metavar="DIR", help="cache folder (default: $TWO_STAGE_CACHE or ./cache)")
+
+
+def print_tables(runs: list[dict], out=sys.stdout) -> None:
+    import pandas as pd
+
+    from . import paper, stats
+
+    if not runs:
+        return
+    protocol = Protocol.from_dict(runs[0]["protocol"])
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.precision", 4):
+        print(f"\nTable 1 (ours): {len(runs)} repeats; {protocol.describe()}", file=out)
+        print(stats.table1(runs).to_string(), file=out)
+        for column in paper.columns_for(protocol.dataset):
+            print(f"\nTable 1 (paper, {column}; {paper.REPEATS} repeats):", file=out)
+            print(paper.table1(column).to_string(), file=out)
+        table2 = stats.table2(runs)
+        if not table2.empty:
+            print("\nTable 2 (ours): paired two-tailed tests of test accuracy", file=out)
+            print(table2.drop(columns=["alpha"]).to_string(index=False), file=out)
+        print(f"\nTable 2 (paper):\n{paper.table2().to_string(index=False)}", file=out)
+
+
+class _Printer:
+    """Progress lines per repeat and epoch, with a rough time left for the repeat's stage."""
+
+    def __init__(self, out=sys.stderr):
+        self.out, self.started = out, time.monotonic()
+
+    def __call__(self, event: dict) -> None:
+        stage = event.get("stage")
+        if stage == "loading":
+            self._say(f"loading {event['dataset']} ...")
+        elif stage == "repeat":
+            self._say(f"repeat {event['repeat'] + 1}/{event['repeats']}")
+        elif "epoch" in event:
+            logs = event["logs"]
+            self._say(f"  repeat {event['repeat'] + 1} {stage} epoch {event['epoch']}/{event['epochs']}: "
+                      f"acc {logs.get('accuracy', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f} "
+                      f"({logs.get('seconds', 0):.1f}s)")
+        elif stage == "stored":
+            self._say(f"  repeat {event['repeat'] + 1} stored")
+        elif "resumed_at_epoch" in event:
+            self._say(f"  resumed {stage} after epoch {event['resumed_at_epoch']}")
+
+    def _say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.out, flush=True)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    add_protocol_arguments(parser)
+    add_cache_argument(parser)
+    parser.add_argument("--out", metavar="FILE", help="write the run records as JSON here")
+
+
+@command("run", "train an experiment in this process and print Tables 1 and 2", _add_run_arguments)
+def _run(args: argparse.Namespace) -> int:
+    from .datasets import DatasetUnavailable
+    from .experiment import run_experiment
+    from .store import RunStore, export_json
+
+    protocol = protocol_from_args(args)
+    store = RunStore(args.cache)
+    try:
+        runs = run_experiment(protocol, args.repeats, store, progress=_Printer())
+    except DatasetUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        done = sum(store.has(protocol, i) for i in range(args.repeats))
+        print(f"\ninterrupted: {done} finished repeat(s) are stored in {store.root}; "
+              "run the same command again to continue.", file=sys.stderr)
+        return 130
+    print_tables(runs)
+    if args.out:
+        Path(args.out).write_text(export_json(runs))
+        print(f"\nrecords written to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_plugins()
+    parser = argparse.ArgumentParser(
+        prog="python -m core",
+        description="Two-stage CNN training (Zhou): run the paper's experiments and keep every run's record.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, _handler) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def _load_plugins() -> None:
+    """Import modules that register further sub-commands (the job queue) if they exist."""
+    import importlib
+
+    for module in ("core.jobs_cli",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args)
+    except ValueError as exc:  # protocol validation: a user error, not a crash
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,170 @@
+"""Experiment protocol as data.
+
+One frozen dataclass, :class:`Protocol`, holds every choice of an experiment. Its defaults are the paper's
+values (section 4); every point the paper leaves open is an explicit field with the paper's most likely reading
+as default, so that a run record always says exactly what was done and the app can compare choices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask", "folder")
+"""Dataset ids accepted everywhere (CLI, jobs, pages)."""
+
+PHOTO_DATASETS = ("dogs-cats", "face-mask", "folder")
+"""Datasets read from class folders with OpenCV; the paper augments these (small photo sets)."""
+
+WeightChoice = Literal["last", "best"]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The paper's ImageDataGenerator ranges, re-expressed as Keras preprocessing layers.
+
+    ``rotation_deg`` is ImageDataGenerator's ``rotation_range`` (degrees, both ways), ``zoom`` its
+    ``zoom_range`` (scale in ``[1 - zoom, 1 + zoom]``), ``shift`` its width/height shift as a fraction of
+    the side. ``fill_mode="nearest"`` is ImageDataGenerator's default (Keras layers default to "reflect").
+    """
+
+    rotation_deg: float = 10.0
+    zoom: float = 0.1
+    shift: float = 0.2
+    horizontal_flip: bool = True
+    fill_mode: str = "nearest"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Everything that determines one experiment's numbers (except the repeat's seed).
+
+    Paper values: Adam, categorical cross-entropy, batch 32, up to 50 epochs, 20% validation split,
+    EarlyStopping + ModelCheckpoint on ``val_accuracy`` with patience 10, augmentation for the photo sets.
+    Face Mask "version 2" is ``patience=5, reduce_lr=True`` (:meth:`paper_v2`).
+    """
+
+    dataset: str = "fashion-mnist"
+    data_path: str | None = None
+    """Where the data is; ``None`` means the loader's standard places (see :mod:`core.datasets`)."""
+    architecture: str | None = None
+    """Model builder id from :mod:`core.models`; ``None`` = the dataset's own (``folder`` uses ``dogs-cats``)."""
+    image_size: int = 128
+    """Side that folder images are resized to (the paper: 128x128x3). Ignored for the Keras datasets."""
+
+    epochs: int = 50
+    batch_size: int = 32
+    validation_split: float = 0.2
+    test_split: float = 0.2
+    """Test share for flat class-folder datasets that ship no test split (the paper's Face Mask recipe)."""
+    patience: int = 10
+    reduce_lr: bool = False
+    """Face Mask version 2: ReduceLROnPlateau(factor 0.5, patience 3, min 1e-5) on ``val_accuracy``."""
+    lr_factor: float = 0.5
+    lr_patience: int = 3
+    min_lr: float = 1e-5
+    adam_lr: float = 1e-3
+    sgd_lr: float = 0.01
+    sgd_momentum: float = 0.9
+    """The paper says "SGD with momentum" without a value; 0.9 is the usual choice."""
+
+    augment: bool | None = None
+    """``None``: the paper's choice (on for the photo datasets, off for Fashion-MNIST and CIFAR-10)."""
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+    stage1_eval: WeightChoice = "last"
+    """Which stage-one weights Table 1 reports: the last epoch's (the paper's reading of section 5) or the
+    best ``val_accuracy`` checkpoint. Both are always measured and recorded."""
+    features_from: WeightChoice = "last"
+    """Which stage-one weights extract the features that stage two trains on."""
+    head_init: Literal["fresh", "warm"] = "fresh"
+    """Stage two's softmax layer: freshly initialised (the paper's "brand-new model") or started from
+    stage one's softmax weights."""
+    stage2_eval: WeightChoice = "last"
+    """Which stage-two weights are reported. Both are recorded; the paper does not say."""
+
+    limit: int | None = None
+    """Use only this many training images (stratified), for quick looks. ``None`` = all."""
+    test_limit: int | None = None
+    """Use only this many test images (stratified). ``None`` = all."""
+    seed: int = 0
+    """Seed of the data split; repeat ``i`` trains with seed ``seed + i``."""
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.dataset == "folder" and not self.data_path:
+            raise ValueError("the 'folder' dataset needs a data path (a folder with one sub-folder per class)")
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        for name in ("validation_split", "test_split"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        for name in ("limit", "test_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 10:
+                raise ValueError(f"{name} must be at least 10 images")
+
+    @property
+    def use_augmentation(self) -> bool:
+        return self.dataset in PHOTO_DATASETS if self.augment is None else self.augment
+
+    @property
+    def model_id(self) -> str:
+        if self.architecture:
+            return self.architecture
+        return "dogs-cats" if self.dataset == "folder" else self.dataset
+
+    @classmethod
+    def paper_v2(cls, **overrides: Any) -> Protocol:
+        """Face Mask "version 2": EarlyStopping patience 5 plus learning-rate reduction."""
+        return cls(**{"dataset": "face-mask", "patience": 5, "reduce_lr": True, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Protocol:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("augmentation"), dict):
+            values["augmentation"] = Augmentation(**values["augmentation"])
+        return cls(**values)
+
+    def key(self) -> str:
+        """Stable hash of everything that changes the numbers.
+
+        The canonical Keras datasets give the same data wherever they are read from, so their path is left
+        out; for folder datasets the resolved path is part of the identity.
+        """
+        data = self.to_dict()
+        if self.dataset in ("fashion-mnist", "cifar10"):
+            data["data_path"] = None
+        elif self.data_path:
+            data["data_path"] = str(Path(self.data_path).expanduser().resolve())
+        data["augment"] = self.use_augmentation
+        data["architecture"] = self.model_id
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_(self, **changes: Any) -> Protocol:
+        return replace(self, **changes)
+
+    def describe(self) -> str:
+        """One line a reader can check a number against."""
+        parts = [self.dataset, f"{self.epochs} epochs max", f"batch {self.batch_size}",
+                 f"patience {self.patience}"]
+        if self.reduce_lr:
+            parts.append("ReduceLROnPlateau")
+        parts.append("augmented" if self.use_augmentation else "no augmentation")
+        parts.append(f"stage-1 {self.stage1_eval} weights, features from {self.features_from}, "
+                     f"{self.head_init} head")
+        if self.limit:
+            parts.append(f"{self.limit} training images")
+        if self.test_limit:
+            parts.append(f"{self.test_limit} test images")
+        return ", ".join(parts)

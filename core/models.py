@@ -1,0 +1,178 @@
+"""Stage-one CNNs (one per dataset, from the paper's section 4) and the stage-two softmax head.
+
+The paper's layer figures did not survive text extraction; each builder follows the paper's prose (layer
+counts, kernel numbers, dropout rates, dense units) and, where the prose is silent, the Kaggle/paper source it
+cites, in the usual Keras idiom. Every model:
+
+- takes uint8 pixels and rescales them itself (``Rescaling(1/255)``), so data stays uint8 in memory;
+- starts with the augmentation layers when the protocol asks for them (active only while training);
+- names the layer that feeds the softmax :data:`FEATURE_LAYER` and the softmax layer :data:`SOFTMAX_LAYER`,
+  so stage two can cut the network there.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+from keras import layers
+
+from .config import Augmentation
+
+FEATURE_LAYER = "features"
+"""Name of the last hidden layer: its output is the input of the softmax layer, stage two's features."""
+SOFTMAX_LAYER = "softmax"
+
+
+def augmentation_layers(aug: Augmentation, seed: int | None = None) -> list[layers.Layer]:
+    """The paper's ImageDataGenerator settings as Keras 3 preprocessing layers (identity at inference)."""
+    out: list[layers.Layer] = []
+    if aug.rotation_deg:
+        out.append(layers.RandomRotation(aug.rotation_deg / 360.0, fill_mode=aug.fill_mode, seed=seed,
+                                         name="aug_rotation"))
+    if aug.zoom:
+        out.append(layers.RandomZoom((-aug.zoom, aug.zoom), fill_mode=aug.fill_mode, seed=seed,
+                                     name="aug_zoom"))
+    if aug.shift:
+        out.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode=aug.fill_mode, seed=seed,
+                                            name="aug_shift"))
+    if aug.horizontal_flip:
+        out.append(layers.RandomFlip("horizontal", seed=seed, name="aug_flip"))
+    return out
+
+
+def _fashion_mnist(num_classes: int) -> list[layers.Layer]:
+    """Kadam et al.'s Architecture 3: three 64x2x2 ReLU convs, two 2x2 max-pools, three dropouts of 0.25,
+    Dense 64 ReLU, softmax. Padding 'same' on the first conv keeps 28x28 (Keras default elsewhere)."""
+    return [
+        layers.Conv2D(64, 2, padding="same", activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.25),
+        layers.Conv2D(64, 2, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.25),
+        layers.Conv2D(64, 2, activation="relu"),
+        layers.Dropout(0.25),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu", name=FEATURE_LAYER),
+        layers.Dense(num_classes, activation="softmax", name=SOFTMAX_LAYER),
+    ]
+
+
+def _cifar10(num_classes: int) -> list[layers.Layer]:
+    """Kaggle 'Model 4': conv pairs of 32, 64, 128 (3x3, same) each followed by batch-norm, a max-pool and
+    dropout 0.2/0.3/0.4 per block; Dense 128 + batch-norm + dropout 0.5; softmax. 6 conv, 7 BN, 3 pools,
+    4 dropouts. The dropout before the softmax is the feature layer (identity at inference)."""
+    out: list[layers.Layer] = []
+    for filters, rate in ((32, 0.2), (64, 0.3), (128, 0.4)):
+        out += [
+            layers.Conv2D(filters, 3, padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.Conv2D(filters, 3, padding="same", activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(2),
+            layers.Dropout(rate),
+        ]
+    return out + [
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.BatchNormalization(),
+        layers.Dropout(0.5, name=FEATURE_LAYER),
+        layers.Dense(num_classes, activation="softmax", name=SOFTMAX_LAYER),
+    ]
+
+
+def _dogs_cats(num_classes: int) -> list[layers.Layer]:
+    """uysimty's Kaggle model: conv 32/64/128 (3x3) each with batch-norm, 2x2 max-pool and dropout 0.25;
+    Dense 512 + batch-norm + dropout 0.5; softmax. 3 conv, 3 pools, 4 BN, 4 dropouts."""
+    out: list[layers.Layer] = []
+    for filters in (32, 64, 128):
+        out += [
+            layers.Conv2D(filters, 3, activation="relu"),
+            layers.BatchNormalization(),
+            layers.MaxPooling2D(2),
+            layers.Dropout(0.25),
+        ]
+    return out + [
+        layers.Flatten(),
+        layers.Dense(512, activation="relu"),
+        layers.BatchNormalization(),
+        layers.Dropout(0.5, name=FEATURE_LAYER),
+        layers.Dense(num_classes, activation="softmax", name=SOFTMAX_LAYER),
+    ]
+
+
+def _face_mask(num_classes: int) -> list[layers.Layer]:
+    """Kaggle 'Mask Detection' model 2 as the paper counts it: 3 conv (32, 64, 128; 3x3), 3 max-pools,
+    1 batch-norm, 3 dropouts, 2 dense (128 ReLU, softmax). The order of BN and dropouts is our reading."""
+    return [
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.25),
+        layers.Conv2D(128, 3, activation="relu"),
+        layers.BatchNormalization(),
+        layers.MaxPooling2D(2),
+        layers.Dropout(0.25),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"),
+        layers.Dropout(0.5, name=FEATURE_LAYER),
+        layers.Dense(num_classes, activation="softmax", name=SOFTMAX_LAYER),
+    ]
+
+
+ARCHITECTURES: dict[str, Callable[[int], list[layers.Layer]]] = {
+    "fashion-mnist": _fashion_mnist,
+    "cifar10": _cifar10,
+    "dogs-cats": _dogs_cats,
+    "face-mask": _face_mask,
+}
+
+
+def build_stage1(architecture: str, input_shape: tuple[int, int, int], num_classes: int,
+                 augmentation: Augmentation | None = None, seed: int | None = None) -> keras.Model:
+    """The stage-one CNN, uncompiled. ``augmentation=None`` builds it without augmentation layers."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    inputs = keras.Input(shape=input_shape, name="pixels")
+    x = inputs
+    if augmentation is not None:
+        for layer in augmentation_layers(augmentation, seed):
+            x = layer(x)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(x)
+    for layer in ARCHITECTURES[architecture](num_classes):
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"stage1_{architecture.replace('-', '_')}")
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+    """The stage-one network cut at the last hidden layer (shares weights with ``model``)."""
+    return keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output, name="feature_extractor")
+
+
+def build_head(feature_dim: int, num_classes: int, warm_from: keras.Model | None = None) -> keras.Model:
+    """Stage two's brand-new model: a single softmax Dense layer on the extracted features.
+
+    ``warm_from`` copies stage one's softmax weights into it (an option the paper does not use).
+    """
+    inputs = keras.Input(shape=(feature_dim,), name="features")
+    head = layers.Dense(num_classes, activation="softmax", name=SOFTMAX_LAYER)
+    model = keras.Model(inputs, head(inputs), name="stage2_head")
+    if warm_from is not None:
+        head.set_weights(warm_from.get_layer(SOFTMAX_LAYER).get_weights())
+    return model
+
+
+def layer_table(model: keras.Model) -> list[dict]:
+    """Rows of (name, type, output shape, parameters) for the Architectures page."""
+    rows = []
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        rows.append({
+            "name": layer.name,
+            "type": type(layer).__name__,
+            "output shape": str(tuple(shape.shape)) if shape is not None else "",
+            "parameters": int(layer.count_params()),
+        })
+    return rows

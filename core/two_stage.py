@@ -1,0 +1,275 @@
+"""One repeat of the paper's experiment: stage one (the CNN), then stage two (two fresh softmax heads).
+
+:func:`run_repeat` is resumable. Everything it needs to pick up after a crash lives in its ``workdir``:
+Keras' ``BackupAndRestore`` snapshot (weights, optimizer, epoch), a per-epoch log (the full learning curves and
+the callbacks' counters, which ``BackupAndRestore`` does not keep), and a ``stage1.json`` written once stage one
+is finished, so a crash during stage two does not retrain the CNN.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+from . import env
+from .config import Protocol
+from .datasets import Dataset
+from .models import build_head, build_stage1, feature_extractor
+
+Progress = Callable[[dict[str, Any]], None]
+SPLITS = ("train", "val", "test")
+HEADS = ("adam", "sgd")
+EVAL_BATCH = 256
+"""Inference batch for evaluation and feature extraction: results do not depend on it, speed does."""
+
+
+class Cancelled(Exception):
+    """Raised out of :func:`run_repeat` when ``should_stop`` asked it to stop."""
+
+
+def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Path, *,
+               progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+               save_models: bool = True, steps_per_execution: int = 1) -> dict[str, Any]:
+    """Train stage one and both stage-two heads for one repeat and return its record.
+
+    ``progress`` receives small dicts (``stage``, ``epoch``, ``epochs``, ``logs``) after every epoch.
+    ``should_stop`` is polled between batches; when it returns true the repeat raises :class:`Cancelled`.
+    ``steps_per_execution`` only changes how many batches one compiled call runs, not what is computed.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    seed = protocol.seed + repeat
+    report = progress or (lambda event: None)
+    labels = {split: keras.utils.to_categorical(getattr(data, f"y_{split}"), data.num_classes)
+              for split in SPLITS}
+    inputs = {split: getattr(data, f"x_{split}") for split in SPLITS}
+
+    keras.utils.set_random_seed(seed)
+    model = build_stage1(protocol.model_id, data.input_shape, data.num_classes,
+                         protocol.augmentation if protocol.use_augmentation else None, seed)
+    _compile(model, keras.optimizers.Adam(protocol.adam_lr), steps_per_execution)
+    stage1_file = workdir / "stage1.json"
+    if stage1_file.exists():  # resumed after stage one had finished
+        stage1 = json.loads(stage1_file.read_text())
+    else:
+        stage1 = _fit(model, inputs, labels, protocol, workdir, "stage1", report, should_stop)
+        _write_json(stage1_file, stage1)
+
+    model.load_weights(workdir / f"stage1_{protocol.features_from}.weights.h5")
+    started = time.perf_counter()
+    extractor = feature_extractor(model)
+    features = {split: np.asarray(extractor.predict(inputs[split], batch_size=EVAL_BATCH, verbose=0))
+                for split in SPLITS}
+    feature_info = {"dim": int(features["train"].shape[1]), "from": protocol.features_from,
+                    "seconds": time.perf_counter() - started}
+    report({"stage": "features", "seconds": feature_info["seconds"]})
+
+    heads: dict[str, Any] = {}
+    head_models: dict[str, keras.Model] = {}
+    for name in HEADS:
+        keras.utils.set_random_seed(seed * 1000 + HEADS.index(name) + 1)
+        head = build_head(feature_info["dim"], data.num_classes,
+                          warm_from=model if protocol.head_init == "warm" else None)
+        _compile(head, _head_optimizer(name, protocol), steps_per_execution)
+        heads[name] = _fit(head, features, labels, protocol, workdir, f"stage2_{name}", report, should_stop,
+                           backup=False)
+        head.load_weights(workdir / f"stage2_{name}_{protocol.stage2_eval}.weights.h5")
+        head_models[name] = head
+
+    if save_models:
+        model.save(workdir / "stage1.keras")
+        for name, head in head_models.items():
+            head.save(workdir / f"head_{name}.keras")
+    _tidy(workdir)
+    return {
+        "key": protocol.key(),
+        "repeat": repeat,
+        "seed": seed,
+        "protocol": protocol.to_dict(),
+        "describe": protocol.describe(),
+        "dataset": {"name": data.name, "class_names": data.class_names, "sizes": data.sizes(),
+                    "input_shape": list(data.input_shape), "source": data.info.get("source")},
+        "stage1": stage1,
+        "features": feature_info,
+        "adam": heads["adam"],
+        "sgd": heads["sgd"],
+        "env": env.info(),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _compile(model: keras.Model, optimizer: keras.optimizers.Optimizer, steps_per_execution: int) -> None:
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
+
+
+def _head_optimizer(name: str, protocol: Protocol) -> keras.optimizers.Optimizer:
+    if name == "adam":
+        return keras.optimizers.Adam(protocol.adam_lr)
+    return keras.optimizers.SGD(protocol.sgd_lr, momentum=protocol.sgd_momentum)
+
+
+def _fit(model: keras.Model, inputs: dict, labels: dict, protocol: Protocol, workdir: Path, stage: str,
+         report: Progress, should_stop: Callable[[], bool] | None, backup: bool = True) -> dict[str, Any]:
+    """Fit with the paper's callbacks, then evaluate the last-epoch and the best-checkpoint weights."""
+    best_path = workdir / f"{stage}_best.weights.h5"
+    log_path = workdir / f"{stage}_epochs.jsonl"
+    if not backup:
+        log_path.unlink(missing_ok=True)
+    monitors = [
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=protocol.patience),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max",
+                                        save_best_only=True, save_weights_only=True),
+    ]
+    if protocol.reduce_lr:
+        monitors.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max",
+                                                          factor=protocol.lr_factor,
+                                                          patience=protocol.lr_patience,
+                                                          min_lr=protocol.min_lr))
+    # Order matters: the log is written before the backup at each epoch end, so a crash between the two
+    # only makes the resumed fit redo (and re-log) one epoch; never loses one.
+    callbacks = monitors + [_EpochLog(log_path, monitors, stage, protocol.epochs, report, should_stop)]
+    if backup:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(workdir / f"backup_{stage}")))
+
+    started = time.perf_counter()
+    model.fit(inputs["train"], labels["train"], validation_data=(inputs["val"], labels["val"]),
+              epochs=protocol.epochs, batch_size=protocol.batch_size, shuffle=True, verbose=0,
+              callbacks=callbacks)
+    fit_seconds = time.perf_counter() - started
+    if should_stop is not None and should_stop():
+        raise Cancelled(stage)
+    history = _read_log(log_path)
+    model.save_weights(workdir / f"{stage}_last.weights.h5")
+
+    started = time.perf_counter()
+    result = {"last": _evaluate(model, inputs, labels)}
+    if best_path.exists():
+        model.load_weights(best_path)
+        result["best"] = _evaluate(model, inputs, labels)
+    else:  # val_accuracy never defined an improvement (cannot happen with >= 1 epoch, kept for safety)
+        result["best"] = result["last"]
+        shutil.copy(workdir / f"{stage}_last.weights.h5", best_path)
+    val_acc = history.get("val_accuracy", [])
+    result.update({
+        "history": history,
+        "epochs_run": len(val_acc),
+        "best_epoch": int(np.argmax(val_acc)) + 1 if val_acc else 0,
+        "stopped_early": len(val_acc) < protocol.epochs,
+        "fit_seconds": fit_seconds,
+        "eval_seconds": time.perf_counter() - started,
+    })
+    return result
+
+
+def _evaluate(model: keras.Model, inputs: dict, labels: dict) -> dict[str, float]:
+    out = {}
+    for split in SPLITS:
+        scores = model.evaluate(inputs[split], labels[split], batch_size=EVAL_BATCH, verbose=0,
+                                return_dict=True)
+        out[f"{split}_accuracy"] = float(scores["accuracy"])
+        out[f"{split}_loss"] = float(scores["loss"])
+    return out
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Appends each epoch's logs to a JSONL file, reports progress, and honours cancellation.
+
+    On a resumed fit (after ``BackupAndRestore``), it restores the EarlyStopping/ModelCheckpoint/
+    ReduceLROnPlateau counters from the log, so a crash does not reset the patience clock.
+    """
+
+    def __init__(self, path: Path, monitors: list, stage: str, epochs: int, report: Progress,
+                 should_stop: Callable[[], bool] | None):
+        super().__init__()
+        self.path, self.monitors, self.stage, self.epochs = path, monitors, stage, epochs
+        self.report, self.should_stop = report, should_stop
+        self.started = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.first_epoch = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+        if self.first_epoch:
+            self.first_epoch = False
+            self._resume_counters(epoch)
+
+    def _resume_counters(self, done: int) -> None:
+        """Keep only the ``done`` epochs the restored weights have seen; replay them into the monitors."""
+        history = _read_log(self.path, upto=done)
+        _write_log(self.path, history)
+        val_acc = history.get("val_accuracy", [])
+        if not val_acc:
+            return
+        best = max(val_acc)
+        since_best = len(val_acc) - 1 - int(np.argmax(val_acc))
+        for cb in self.monitors:
+            cb.best = best
+            if hasattr(cb, "wait"):
+                cb.wait = since_best
+        self.report({"stage": self.stage, "resumed_at_epoch": done})
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.should_stop is not None and batch % 50 == 0 and self.should_stop():
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {k: float(v) for k, v in (logs or {}).items()}
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row["epoch"] = epoch + 1
+        row["seconds"] = time.perf_counter() - self.started
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.report({"stage": self.stage, "epoch": epoch + 1, "epochs": self.epochs, "logs": row})
+        if self.should_stop is not None and self.should_stop():
+            self.model.stop_training = True
+
+
+def _read_log(path: Path, upto: int | None = None) -> dict[str, list[float]]:
+    """Per-epoch log as column lists; a torn last line (crash mid-write) is ignored, duplicates dropped."""
+    rows: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if upto is None or row["epoch"] <= upto:
+                rows[int(row["epoch"])] = row
+    ordered = [rows[e] for e in sorted(rows)]
+    keys = sorted({k for row in ordered for k in row})
+    return {k: [row.get(k, float("nan")) for row in ordered] for k in keys}
+
+
+def _write_log(path: Path, history: dict[str, list[float]]) -> None:
+    n = len(history.get("epoch", []))
+    lines = [json.dumps({k: v[i] for k, v in history.items()}) for i in range(n)]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _tidy(workdir: Path) -> None:
+    """Drop crash-recovery files once the repeat is complete; keep the ``.keras`` models."""
+    for item in workdir.iterdir():
+        if item.is_dir() and item.name.startswith("backup_"):
+            shutil.rmtree(item, ignore_errors=True)
+        elif item.suffix in (".h5", ".jsonl", ".json"):
+            item.unlink(missing_ok=True)
