@@ -148,7 +148,7 @@ def build_stage1(architecture: str, input_shape: tuple[int, int, int], num_class
 
 def feature_extractor(model: keras.Model) -> keras.Model:
     """The stage-one network cut at the last hidden layer (shares weights with ``model``)."""
-    return keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output, name="feature_extractor")
+    return keras.Model(model.input, model.get_layer(FEATURE_LAYER).output, name="feature_extractor")
 
 
 def build_head(feature_dim: int, num_classes: int, warm_from: keras.Model | None = None) -> keras.Model:

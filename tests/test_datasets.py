@@ -1,0 +1,139 @@
+import gzip
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from core import datasets
+from core.config import Protocol
+from core.datasets import DatasetUnavailable, compact, load_dataset, load_raw, scan_image_folder
+
+from .conftest import needs_fashion, synthetic_images, write_class_folders
+
+
+def _write_idx(path, array: np.ndarray, gz: bool):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if gz else open
+    with opener(str(path) + (".gz" if gz else ""), "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_from_a_user_folder(tmp_path, gz):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, (50, 28, 28), dtype=np.uint8)
+    y = np.arange(50) % 10
+    for name, arr in (("train-images-idx3-ubyte", x), ("train-labels-idx1-ubyte", y),
+                      ("t10k-images-idx3-ubyte", x[:20]), ("t10k-labels-idx1-ubyte", y[:20])):
+        _write_idx(tmp_path / name, arr, gz)
+    raw = load_raw("fashion-mnist", str(tmp_path))
+    assert raw.x_train.shape == (50, 28, 28, 1) and raw.x_train.dtype == np.uint8
+    assert np.array_equal(raw.x_train[..., 0], x) and np.array_equal(raw.y_test, y[:20])
+
+
+def test_truncated_idx_is_reported(tmp_path):
+    _write_idx(tmp_path / "x", np.zeros((4, 28, 28)), gz=False)
+    data = (tmp_path / "x").read_bytes()
+    (tmp_path / "x").write_bytes(data[:-100])
+    with pytest.raises(DatasetUnavailable, match="truncated"):
+        datasets.read_idx(tmp_path / "x")
+
+
+def test_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
+    import keras
+
+    def offline():
+        raise OSError("no network")
+
+    monkeypatch.setattr(datasets, "FASHION_SYSTEM_DIR", tmp_path / "none")
+    monkeypatch.setattr(datasets, "KERAS_DATASETS_DIR", tmp_path / "none")
+    monkeypatch.setattr(keras.datasets.fashion_mnist, "load_data", offline)
+    monkeypatch.setattr(keras.datasets.cifar10, "load_data", offline)
+    with pytest.raises(DatasetUnavailable, match="apt-get install dataset-fashion-mnist"):
+        load_raw("fashion-mnist", str(tmp_path))
+    with pytest.raises(DatasetUnavailable, match="cifar-10-python.tar.gz"):
+        load_raw("cifar10", str(tmp_path))
+    with pytest.raises(DatasetUnavailable, match="--data"):
+        load_raw("dogs-cats", None)
+
+
+@needs_fashion
+def test_real_fashion_mnist_split_is_stratified_and_deterministic():
+    p = Protocol(limit=1000, test_limit=500, seed=3)
+    a, b = load_dataset(p), load_dataset(p)
+    assert a.sizes() == {"train": 800, "val": 200, "test": 500}
+    assert np.array_equal(a.x_val, b.x_val) and np.array_equal(a.y_train, b.y_train)
+    assert set(np.bincount(a.y_val)) == {20}  # 20% of 100 per class
+    assert a.x_train.dtype == np.uint8 and a.input_shape == (28, 28, 1)
+    assert not np.array_equal(load_dataset(p.with_(seed=4)).y_val, a.y_val)
+
+
+def _cifar_batch(n, seed):
+    rng = np.random.default_rng(seed)
+    return {b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), b"labels": list(np.arange(n) % 10)}
+
+
+def _write_cifar(folder):
+    folder.mkdir(parents=True)
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(_cifar_batch(20, i)))
+    (folder / "test_batch").write_bytes(pickle.dumps(_cifar_batch(10, 9)))
+    return folder
+
+
+def test_cifar_from_folder_and_from_archive(tmp_path):
+    folder = _write_cifar(tmp_path / "cifar-10-batches-py")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="cifar-10-batches-py")
+    from_folder = load_raw("cifar10", str(tmp_path))  # the parent of the batches folder works too
+    from_archive = load_raw("cifar10", str(archive))
+    assert from_folder.x_train.shape == (100, 32, 32, 3) and from_folder.x_test.shape == (10, 32, 32, 3)
+    assert np.array_equal(from_folder.x_train, from_archive.x_train)
+    # channel-first rows become HWC: pixel (0,0) red is the first of the 1024 red values
+    first = _cifar_batch(20, 1)[b"data"][0]
+    assert from_folder.x_train[0, 0, 0].tolist() == [first[0], first[1024], first[2048]]
+
+
+def test_flat_folder_with_dirt_is_read_and_split_like_the_paper(photo_folder):
+    scan = scan_image_folder(photo_folder)
+    assert scan.layout == "flat" and scan.class_names == ["incorrect", "with_mask", "without_mask"]
+    assert scan.ignored == ["incorrect/notes.txt"]
+    p = Protocol(dataset="folder", data_path=str(photo_folder), image_size=32)
+    data = load_dataset(p)
+    assert data.info["skipped"] and "broken.jpg" in data.info["skipped"][0]
+    total = sum(data.sizes().values())
+    assert total == 3 * 12 + 1  # the grayscale image is kept, the corrupt one skipped
+    assert data.sizes()["test"] == pytest.approx(0.2 * total, abs=3)
+    assert data.input_shape == (32, 32, 3) and data.x_train.dtype == np.uint8
+    assert all(n > 0 for n in data.class_counts()["test"].values())
+
+
+def test_pre_split_kaggle_layout_with_wrapper_folders(tmp_path):
+    images, labels = synthetic_images(5, 2)
+    root = tmp_path / "dogs"
+    write_class_folders(root / "training_set" / "training_set", images, labels, ["cats", "dogs"], ".jpg")
+    write_class_folders(root / "test_set" / "test_set", images[:6], labels[:6] * 0 + np.arange(6) % 2,
+                        ["cats", "dogs"], ".jpg")
+    scan = scan_image_folder(root)
+    assert scan.layout == "pre-split" and len(scan.train) == 10 and len(scan.test) == 6
+    data = load_dataset(Protocol(dataset="dogs-cats", data_path=str(root), image_size=24))
+    assert data.sizes() == {"train": 8, "val": 2, "test": 6}
+
+
+def test_empty_or_single_class_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "only").mkdir()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetUnavailable, match="at least two"):
+        scan_image_folder(tmp_path)
+    with pytest.raises(DatasetUnavailable, match="not a folder"):
+        scan_image_folder(tmp_path / "nope")
+
+
+def test_compact_moves_rows_in_place_without_copying_the_pool():
+    x = np.arange(20 * 3, dtype=np.uint8).reshape(20, 3)
+    expected = x[[1, 4, 5, 19]].copy()
+    out, y = compact(x, np.arange(20), np.array([1, 4, 5, 19]), chunk=2)
+    assert np.array_equal(out, expected) and y.tolist() == [1, 4, 5, 19]
+    assert np.shares_memory(out, x)

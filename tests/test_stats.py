@@ -1,0 +1,92 @@
+"""Statistics against values worked out by hand (see the comments), not against scipy itself."""
+
+import numpy as np
+import pytest
+
+from core import paper
+from core.config import Protocol
+from core.stats import option_effects, outlier_mask, paired_test, table1, table2
+
+
+def fake_run(repeat, s1_test, adam_test, sgd_test=None, s1_best_test=None):
+    """A minimal record with the fields statistics read (real records carry much more)."""
+    def part(test, best_test=None):
+        last = {"train_accuracy": test + 0.05, "val_accuracy": test + 0.01, "test_accuracy": test,
+                "train_loss": 0.1, "val_loss": 0.2, "test_loss": 0.3}
+        best = {**last, "test_accuracy": best_test if best_test is not None else test}
+        return {"last": last, "best": best, "epochs_run": 12, "best_epoch": 7, "fit_seconds": 1.0}
+    return {"key": "k", "repeat": repeat, "seed": repeat, "protocol": Protocol().to_dict(), "describe": "d",
+            "dataset": {"name": "fashion-mnist"}, "stage1": part(s1_test, s1_best_test),
+            "adam": part(adam_test), "sgd": part(sgd_test if sgd_test is not None else adam_test),
+            "features": {"seconds": 0.1}, "finished_at": "2026-11-21T00:00:00+00:00",
+            "env": {"backend": "tensorflow", "device": "CPU (2 cores)", "versions": {"keras": "3"}}}
+
+
+STAGE1 = [0.80, 0.82, 0.81, 0.83]
+ADAM = [0.85, 0.86, 0.84, 0.88]
+RUNS = [fake_run(i, a, b) for i, (a, b) in enumerate(zip(STAGE1, ADAM))]
+
+
+def test_table1_means_and_standard_deviations():
+    t1 = table1(RUNS)
+    assert t1.loc["CNN (Adam)", "test mean"] == pytest.approx(0.815)
+    # sample sd of 0.80, 0.82, 0.81, 0.83: sqrt(0.0005 / 3)
+    assert t1.loc["CNN (Adam)", "test std"] == pytest.approx(np.sqrt(0.0005 / 3))
+    assert t1.loc["CNN + second stage (Adam)", "train mean"] == pytest.approx(0.8575 + 0.05)
+    assert (t1["repeats"] == 4).all()
+
+
+def test_paired_t_test_and_confidence_interval_by_hand():
+    # differences 0.05 0.04 0.03 0.05: mean 0.0425, sd sqrt(2.75e-4 / 3) = 0.0095743, se 0.0047871
+    # t = 8.878 with 3 df; two-tailed p from the closed-form t(3) CDF = 0.00302
+    # 95% CI = 0.0425 -/+ 3.182446 * 0.0047871 = [0.027265, 0.057735]
+    result = paired_test(np.array(STAGE1), np.array(ADAM))
+    assert result["mean difference"] == pytest.approx(0.0425)
+    assert result["t"] == pytest.approx(8.878, abs=1e-3)
+    assert result["p (t-test)"] == pytest.approx(0.00302, abs=5e-5)
+    assert (result["ci low"], result["ci high"]) == pytest.approx((0.027265, 0.057735), abs=1e-5)
+
+
+def test_wilcoxon_exact_p_by_hand():
+    # five positive differences without ties: exact two-sided p = 2 * (1/2)^5 = 0.0625
+    result = paired_test(np.zeros(5), np.array([0.01, 0.02, 0.03, 0.04, 0.05]))
+    assert result["p (Wilcoxon)"] == pytest.approx(0.0625)
+
+
+def test_degenerate_inputs_give_nan_not_errors():
+    assert np.isnan(paired_test(np.array([0.5]), np.array([0.6]))["p (t-test)"])
+    same = paired_test(np.array([0.5, 0.6]), np.array([0.5, 0.6]))
+    assert same["mean difference"] == 0 and np.isnan(same["p (Wilcoxon)"])
+
+
+def test_outlier_rule_flags_the_one_collapsed_repeat():
+    values = np.array([0.978, 0.975, 0.980, 0.977, 0.976, 0.70])
+    assert outlier_mask(values).tolist() == [False] * 5 + [True]
+    assert not outlier_mask(values[:5]).any()
+    assert not outlier_mask(values[:3]).any()  # too few repeats to call anything an outlier
+
+
+def test_table2_adds_an_outlier_excluded_row_like_the_paper():
+    s1 = [0.978, 0.975, 0.980, 0.977, 0.976, 0.70]
+    adam = [0.984, 0.983, 0.985, 0.984, 0.982, 0.97]
+    t2 = table2([fake_run(i, a, b) for i, (a, b) in enumerate(zip(s1, adam))])
+    assert list(t2["repeats used"]) == ["all repeats", "excluding outlier repeat(s) 5"] * 2
+    excluded = t2.iloc[1]
+    assert excluded["n"] == 5 and excluded["mean first"] == pytest.approx(np.mean(s1[:5]))
+    assert excluded["significant"] and excluded["p (t-test)"] < t2.iloc[0]["p (t-test)"]
+
+
+def test_weight_choice_is_read_from_protocol_or_overridden():
+    runs = [fake_run(i, 0.80, 0.85, s1_best_test=0.84) for i in range(3)]
+    assert table1(runs).loc["CNN (Adam)", "test mean"] == pytest.approx(0.80)
+    assert table1(runs, stage1_weights="best").loc["CNN (Adam)", "test mean"] == pytest.approx(0.84)
+    effects = option_effects(runs).set_index(["stage-one weights", "stage-two weights", "head"])
+    assert effects.loc[("last", "last", "adam"), "mean gain"] == pytest.approx(0.05)
+    assert effects.loc[("best", "last", "adam"), "mean gain"] == pytest.approx(0.01)
+
+
+def test_the_papers_tables_are_data_labelled_as_the_papers():
+    assert paper.table1("Fashion-MNIST").loc["CNN (Adam)", "test mean"] == 0.9175
+    assert paper.columns_for("face-mask") == ["Face Mask Detection v1", "Face Mask Detection v2",
+                                              "Face Mask Detection v2 (excluding one outlier)"]
+    assert paper.table2().set_index("dataset").loc["Dogs & Cats", "p (two-tailed)"] == 0.000016

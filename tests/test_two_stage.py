@@ -1,0 +1,100 @@
+"""A real two-stage repeat on a small Fashion-MNIST subset: it trains, records, resumes and cancels."""
+
+import numpy as np
+import pytest
+
+from core import experiment
+from core.config import Protocol
+from core.datasets import load_dataset
+from core.store import RunStore
+from core.two_stage import Cancelled, run_repeat
+
+from .conftest import needs_fashion
+
+pytestmark = needs_fashion
+TINY = Protocol(epochs=3, limit=400, test_limit=200)
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return load_dataset(TINY)
+
+
+def test_a_repeat_trains_both_stages_and_records_everything(tiny_data, tmp_path):
+    events = []
+    record = run_repeat(tiny_data, TINY, 0, tmp_path / "w", progress=events.append)
+    for method in ("stage1", "adam", "sgd"):
+        part = record[method]
+        assert set(part["last"]) == {f"{s}_{k}" for s in ("train", "val", "test") for k in ("accuracy", "loss")}
+        assert part["best"]["val_accuracy"] >= part["last"]["val_accuracy"]
+        assert part["epochs_run"] == len(part["history"]["val_accuracy"]) <= 3
+        assert 1 <= part["best_epoch"] <= part["epochs_run"]
+    assert record["stage1"]["last"]["test_accuracy"] > 0.4  # it learned something in 3 epochs
+    assert record["features"]["dim"] == 64
+    assert record["env"]["backend"] == "tensorflow" and record["env"]["versions"]["keras"]
+    assert record["seed"] == 0 and record["key"] == TINY.key()
+    stages = {e["stage"] for e in events if "epoch" in e}
+    assert stages == {"stage1", "stage2_adam", "stage2_sgd"}
+    # crash-recovery files are gone; the three models stay for Classify
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["head_adam.keras", "head_sgd.keras",
+                                                                  "stage1.keras"]
+    # stage two is cheap compared with stage one (it only trains a softmax layer)
+    assert record["adam"]["fit_seconds"] < record["stage1"]["fit_seconds"]
+
+
+def test_same_seed_same_numbers(tiny_data, tmp_path):
+    p = TINY.with_(epochs=1)
+    a = run_repeat(tiny_data, p, 1, tmp_path / "a", save_models=False)
+    b = run_repeat(tiny_data, p, 1, tmp_path / "b", save_models=False)
+    assert a["stage1"]["last"] == pytest.approx(b["stage1"]["last"], abs=1e-6)
+    assert a["sgd"]["last"] == pytest.approx(b["sgd"]["last"], abs=1e-6)
+
+
+def test_a_crash_mid_training_resumes_from_the_last_completed_epoch(tiny_data, tmp_path):
+    p = TINY.with_(epochs=4, patience=10)
+
+    def crash_after_epoch_2(event):
+        if event.get("stage") == "stage1" and event.get("epoch") == 2:
+            raise RuntimeError("simulated power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_repeat(tiny_data, p, 0, tmp_path, progress=crash_after_epoch_2)
+    events = []
+    record = run_repeat(tiny_data, p, 0, tmp_path, progress=events.append)
+    # The backup is written after the epoch log, so the crash lost epoch 2's backup: it is redone.
+    assert {"stage": "stage1", "resumed_at_epoch": 1} in events
+    trained = [e["epoch"] for e in events if e.get("stage") == "stage1" and "epoch" in e]
+    assert trained == [2, 3, 4]
+    assert record["stage1"]["history"]["epoch"] == [1, 2, 3, 4]
+
+
+def test_cancel_stops_between_batches(tiny_data, tmp_path):
+    with pytest.raises(Cancelled):
+        run_repeat(tiny_data, TINY, 0, tmp_path, should_stop=lambda: True)
+
+
+def test_warm_head_and_best_checkpoint_options_are_honoured(tiny_data, tmp_path):
+    p = TINY.with_(epochs=2, head_init="warm", features_from="best", stage1_eval="best")
+    record = run_repeat(tiny_data, p, 0, tmp_path, save_models=False)
+    assert record["protocol"]["head_init"] == "warm" and record["features"]["from"] == "best"
+    # A warm head starts from stage one's softmax, so its first epoch is already near stage one.
+    first_epoch = record["adam"]["history"]["val_accuracy"][0]
+    assert first_epoch > record["stage1"]["best"]["val_accuracy"] - 0.1
+
+
+def test_experiment_reuses_stored_repeats(tiny_data, tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "cache")
+    p = TINY.with_(epochs=1)
+    first = experiment.run_experiment(p, 2, store, data=tiny_data)
+    assert [r["repeat"] for r in first] == [0, 1] and store.model_paths(p.key(), 1)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a stored repeat was trained again")
+
+    monkeypatch.setattr(experiment, "run_repeat", must_not_train)
+    monkeypatch.setattr(experiment, "load_dataset", must_not_train)
+    again = experiment.run_experiment(p, 2, RunStore(tmp_path / "cache"))
+    assert again == first
+    assert list(store.experiments()) == [p.key()]
+    assert np.isclose(store.runs(p.key())[1]["stage1"]["last"]["test_accuracy"],
+                      first[1]["stage1"]["last"]["test_accuracy"])
