@@ -146,6 +146,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
+    add_cache_argument(parser)
+    parser.add_argument("--key", help="experiment key (default: the one with the most finished repeats)")
+    parser.add_argument("--repeat", type=int, help="repeat whose models to ship (default: the median one)")
+    parser.add_argument("--dest", metavar="DIR", help="default: reference/ in the project")
+
+
+@command("bundle", "copy a finished experiment into reference/ as the app's shipped results",
+         _add_bundle_arguments)
+def _bundle(args: argparse.Namespace) -> int:
+    from . import reference
+    from .store import RunStore
+
+    store = RunStore(args.cache)
+    found = store.experiments()
+    if not found:
+        print(f"error: no finished experiment in {store.root}", file=sys.stderr)
+        return 2
+    key = args.key or max(found, key=lambda k: len(store.runs(k)))
+    dest = reference.build_bundle(store, key, Path(args.dest) if args.dest else reference.REFERENCE_DIR,
+                                  args.repeat)
+    size = sum(f.stat().st_size for f in dest.iterdir()) / 1e6
+    print(f"wrote {dest} ({len(store.runs(key))} repeats, {size:.1f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     _load_plugins()
     parser = argparse.ArgumentParser(

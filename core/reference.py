@@ -20,7 +20,9 @@ REFERENCE_DIR = PROJECT_ROOT / "reference"
 MODEL_FILES = {"stage1": "stage1.keras", "adam": "head_adam.keras", "sgd": "head_sgd.keras"}
 
 
-def bundles(root: Path = REFERENCE_DIR) -> list[Path]:
+def bundles(root: Path | None = None) -> list[Path]:
+    """Shipped bundle folders, one per dataset."""
+    root = root or REFERENCE_DIR
     return sorted(p for p in root.glob("*") if (p / "records.json").is_file()) if root.is_dir() else []
 
 
