@@ -93,6 +93,52 @@ class RunStore:
         """The repeat's folder: crash-recovery files while training, ``.keras`` models after."""
         return self.artefacts / key / f"{repeat:04d}"
 
+    def discard_unfinished(self, key: str, repeat: int) -> bool:
+        """Remove a repeat's crash-recovery folder if the repeat has no stored record (a cancelled run).
+
+        A stored repeat is never touched, so a late cancel cannot take away finished work.
+        """
+        if self.record_key(key, repeat) in self.records:
+            return False
+        shutil.rmtree(self.workdir(key, repeat), ignore_errors=True)
+        return True
+
+    def artefact_bytes(self) -> int:
+        """Bytes under ``artefacts/`` (models of finished repeats plus crash-recovery files of running ones)."""
+        return sum(f.stat().st_size for f in self.artefacts.rglob("*") if f.is_file())
+
+    def prune_artefacts(self, budget_bytes: int | None) -> list[Path]:
+        """Keep ``artefacts/`` within ``budget_bytes`` by deleting the models of the oldest finished repeats.
+
+        Policy: only folders of repeats whose record is stored are candidates, oldest (by modification time)
+        first; the record itself (numbers, histories, environment) is never deleted, only the ``.keras`` files
+        that Classify would load. Folders of unfinished repeats hold crash-recovery state and are never pruned.
+        ``None`` means no budget. Returns the folders removed.
+        """
+        if budget_bytes is None:
+            return []
+        finished = []
+        total = 0
+        for folder in self.artefacts.glob("*/*"):
+            if not folder.is_dir():
+                continue
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            total += size
+            try:
+                repeat = int(folder.name)
+            except ValueError:
+                continue
+            if self.record_key(folder.parent.name, repeat) in self.records:
+                finished.append((folder.stat().st_mtime, folder, size))
+        removed = []
+        for _mtime, folder, size in sorted(finished, key=lambda item: item[0]):
+            if total <= budget_bytes:
+                break
+            shutil.rmtree(folder, ignore_errors=True)
+            total -= size
+            removed.append(folder)
+        return removed
+
     def model_paths(self, key: str, repeat: int) -> dict[str, Path] | None:
         """Stage-one model and both heads of a finished repeat, if they were kept."""
         folder = self.workdir(key, repeat)

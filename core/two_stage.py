@@ -138,7 +138,8 @@ def _fit(model: keras.Model, inputs: dict, labels: dict, protocol: Protocol, wor
     # only makes the resumed fit redo (and re-log) one epoch; never loses one.
     callbacks = monitors + [_EpochLog(log_path, monitors, stage, protocol.epochs, report, should_stop)]
     if backup:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(workdir / f"backup_{stage}")))
+        callbacks.append(keras.callbacks.BackupAndRestore(str(workdir / f"backup_{stage}"),
+                                                          double_checkpoint=True))
 
     started = time.perf_counter()
     model.fit(inputs["train"], labels["train"], validation_data=(inputs["val"], labels["val"]),

@@ -1,0 +1,491 @@
+"""A durable job queue in ``<cache>/jobs`` that the app, the CLI and any number of workers share.
+
+Design
+------
+*One job per experiment* (a protocol and a number of repeats), not one per repeat. The user submits, watches
+and cancels experiments; a worker loads the dataset once per job rather than once per repeat; and durability
+does not need finer jobs, because each repeat is stored in :class:`core.store.RunStore` the moment it ends and a
+resumed job only trains the repeats that are missing (a crashed repeat itself resumes from its last completed
+epoch through ``run_repeat``'s workdir). Two jobs of the same protocol never run at the same time (``claim``
+skips a queued job whose protocol key is running), so two workers can never train the same repeat twice.
+
+*Storage.* One diskcache ``Cache`` with ``eviction_policy="none"`` (job state is never evicted) and
+``JSONDisk``: every value is JSON, so nothing can be pickled into the queue - a job holds a protocol (paths and
+numbers), never data. Keys: ``job/<id>`` (the job dict the app reads) and ``worker/<id>`` (a live worker).
+
+*Atomicity.* Every read-modify-write runs inside ``Cache.transact()``, which is one SQLite ``BEGIN IMMEDIATE``
+transaction: at most one process at a time is inside it, across processes and machines sharing the folder.
+``claim`` picks the oldest queued job and marks it running for its worker in one such transaction, so two
+workers racing for one job cannot both get it.
+
+*Leases.* A running job names its worker and carries a ``heartbeat`` time that the worker's heartbeat thread
+refreshes every few seconds. A job whose heartbeat is older than ``stale_after`` seconds (or whose worker
+process is known dead on this host) is requeued by whoever notices first - ``jobs()``, ``ensure_worker()`` or a
+worker's loop (:meth:`JobQueue.recover`). Its next worker calls ``run_repeat`` on the same workdir, which
+resumes from the last completed epoch. A job whose workers died ``max_attempts`` times is marked failed (it is
+probably killing them, e.g. out of memory) so it cannot block the queue forever. Every worker write is fenced:
+it only lands while the job is still running *for that worker*, so a worker that was presumed dead and wakes up
+later notices (its heartbeat reports ``"lost"``) and stops without touching anything.
+
+*Cancellation* of a queued job is immediate. For a running job it sets the state to ``cancelled`` at once (so
+every browser shows it) with ``cleanup`` pending; the worker's ``should_stop`` sees it at its next heartbeat,
+``run_repeat`` raises ``Cancelled`` before returning a record, the worker deletes the unfinished repeat's
+workdir and clears ``cleanup``. Repeats that had finished before the cancel stay stored (they are complete
+records). If the worker is dead, :meth:`recover` does the cleanup.
+
+Nothing here imports TensorFlow: the Streamlit app imports this module on every rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import diskcache
+
+from .config import Protocol
+from .store import RunStore, default_cache_dir, private_dir
+
+STATES = ("queued", "running", "done", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+FINISHED = ("done", "failed", "cancelled")
+HISTORY_KEYS = ("epoch", "accuracy", "val_accuracy", "loss", "val_loss")
+
+HEARTBEAT_S = float(os.environ.get("TWO_STAGE_HEARTBEAT", "5"))
+"""How often a worker refreshes its heartbeat (and notices a cancel)."""
+STALE_AFTER_S = float(os.environ.get("TWO_STAGE_STALE_AFTER", "30"))
+"""A running job whose heartbeat is older than this is requeued."""
+MAX_ATTEMPTS = int(os.environ.get("TWO_STAGE_MAX_ATTEMPTS", "3"))
+"""A job whose worker died this many times is marked failed instead of requeued again."""
+
+
+class QueueFull(ValueError):
+    """Raised by :meth:`JobQueue.submit` when demo mode's ``max_queued_jobs`` is reached."""
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process of this host is running (a zombie counts as dead)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class JobQueue:
+    """The queue under ``<root>/jobs``; ``root`` is the cache folder (``None``: the default one)."""
+
+    def __init__(self, root: str | Path | None = None, *, stale_after: float | None = None,
+                 max_attempts: int | None = None):
+        self.root = private_dir(Path(root) if root else default_cache_dir())
+        self.dir = private_dir(self.root / "jobs")
+        self.db = diskcache.Cache(str(self.dir), eviction_policy="none", size_limit=2**40,
+                                  disk=diskcache.JSONDisk, timeout=60)
+        self.stale_after = STALE_AFTER_S if stale_after is None else float(stale_after)
+        self.max_attempts = MAX_ATTEMPTS if max_attempts is None else int(max_attempts)
+        self._store: RunStore | None = None
+
+    @property
+    def store(self) -> RunStore:
+        """Results live in :class:`RunStore`, the one module that reads and writes them."""
+        if self._store is None:
+            self._store = RunStore(self.root)
+        return self._store
+
+    def close(self) -> None:
+        self.db.close()
+        if self._store is not None:
+            self._store.close()
+
+    # ------------------------------------------------------------------------------------------- submit
+    def submit(self, protocol: Protocol, repeats: int) -> str:
+        """Queue an experiment; see the module docstring. Returns the job id.
+
+        The same experiment (protocol key and repeats) already queued or running returns that job's id. If
+        every repeat is already stored the job is recorded as ``done`` at once and nothing trains.
+        """
+        from .settings import limits
+
+        if repeats < 1:
+            raise ValueError("repeats must be at least 1")
+        key = protocol.key()
+        stored = sum(self.store.has(protocol, i) for i in range(repeats))
+        now = time.time()
+        with self.db.transact():
+            active = [j for j in self._all() if j["state"] in ACTIVE]
+            for job in active:
+                if job["key"] == key and job["repeats"] == repeats:
+                    return job["id"]
+            done = stored == repeats
+            cap = limits().max_queued_jobs
+            if not done and cap is not None and len(active) >= cap:
+                raise QueueFull(f"the queue is full ({len(active)} jobs); wait for one to finish or cancel one")
+            job_id = uuid.uuid4().hex[:10]
+            job = {
+                "id": job_id, "key": key, "protocol": protocol.to_dict(), "describe": protocol.describe(),
+                "repeats": repeats, "state": "done" if done else "queued", "created": now, "updated": now,
+                "started": None, "finished": now if done else None, "error": None, "worker": None,
+                "worker_pid": None, "worker_host": None, "heartbeat": None, "attempts": 0, "cleanup": False,
+                "from_cache": done,
+                "progress": {"repeat": 0, "repeats": repeats, "repeats_done": stored, "stage": "stored"
+                             if done else "queued", "epoch": 0, "epochs": protocol.epochs, "logs": {},
+                             "eta_seconds": 0.0 if done else None, "history": [], "resumed": [],
+                             "todo": [], "epoch_seconds": {}},
+            }
+            self.db.set(_job_key(job_id), job)
+        return job_id
+
+    # ------------------------------------------------------------------------------------------- reading
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job, newest first (requeues jobs of dead workers first, so what it shows is current)."""
+        self.recover()
+        return sorted(self._all(), key=lambda j: j["created"], reverse=True)
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        return self.db.get(_job_key(job_id))
+
+    def find(self, prefix: str) -> dict[str, Any] | None:
+        """The job whose id starts with ``prefix`` if exactly one does (for the CLI)."""
+        hits = [j for j in self._all() if j["id"].startswith(prefix)]
+        return hits[0] if len(hits) == 1 else None
+
+    def _all(self) -> list[dict[str, Any]]:
+        out = []
+        for k in list(self.db.iterkeys()):
+            if isinstance(k, str) and k.startswith("job/"):
+                job = self.db.get(k)
+                if job is not None:
+                    out.append(job)
+        return out
+
+    # ------------------------------------------------------------------------------------------- cancel
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a queued or running job; False if it does not exist or has already finished."""
+        now = time.time()
+        with self.db.transact():
+            job = self.job(job_id)
+            if job is None or job["state"] not in ACTIVE:
+                return False
+            running = job["state"] == "running"
+            job.update(state="cancelled", updated=now, finished=now, cleanup=True,
+                       error=None)
+            job["progress"]["eta_seconds"] = None
+            self.db.set(_job_key(job_id), job)
+        if not running or not self._owner_alive(job, now):
+            self._cleanup(job)  # nobody is training in its workdirs: tidy them here
+        return True
+
+    def _cleanup(self, job: dict[str, Any]) -> None:
+        """Remove the workdirs of a cancelled job's unfinished repeats (stored repeats are kept)."""
+        for repeat in range(job["repeats"]):
+            self.store.discard_unfinished(job["key"], repeat)
+        self._update(job["id"], lambda j: j.update(cleanup=False))
+
+    # ------------------------------------------------------------------------------------ worker side
+    def claim(self, worker_id: str, pid: int | None = None, host: str | None = None) -> dict | None:
+        """Atomically take the oldest queued job whose protocol is not running elsewhere; None if none."""
+        now = time.time()
+        with self.db.transact():
+            jobs = self._all()
+            busy = {j["key"] for j in jobs if j["state"] == "running"}
+            for job in sorted((j for j in jobs if j["state"] == "queued"), key=lambda j: j["created"]):
+                if job["key"] in busy:
+                    continue
+                job.update(state="running", worker=worker_id, worker_pid=pid, worker_host=host or hostname(),
+                           heartbeat=now, updated=now, attempts=job["attempts"] + 1,
+                           started=job["started"] or now)
+                self.db.set(_job_key(job["id"]), job)
+                return job
+        return None
+
+    def beat(self, worker_id: str, job_id: str | None = None) -> str:
+        """Refresh a worker's (and its job's) heartbeat. Returns what the job's worker should do:
+        ``"ok"`` (carry on), ``"cancelled"`` (the user cancelled it) or ``"lost"`` (the job was given to
+        another worker or no longer exists: stop and write nothing)."""
+        now = time.time()
+        with self.db.transact():
+            record = self.db.get(_worker_key(worker_id))
+            if record is not None:
+                record["heartbeat"] = now
+                record["job"] = job_id
+                self.db.set(_worker_key(worker_id), record)
+            if job_id is None:
+                return "ok"
+            job = self.job(job_id)
+            if job is None:
+                return "lost"
+            if job["state"] == "cancelled" and job["worker"] == worker_id:
+                return "cancelled"
+            if job["state"] != "running" or job["worker"] != worker_id:
+                return "lost"
+            job["heartbeat"] = now
+            self.db.set(_job_key(job_id), job)
+            return "ok"
+
+    def report(self, job_id: str, worker_id: str, event: dict[str, Any]) -> bool:
+        """Fold a progress event from ``run_repeat``/the worker into the job; False if the lease is lost."""
+        def apply(job):
+            if job["state"] != "running" or job["worker"] != worker_id:
+                return False
+            job["heartbeat"] = time.time()
+            apply_event(job["progress"], event, job["attempts"])
+        return self._update(job_id, apply) is not None
+
+    def finish(self, job_id: str, worker_id: str, state: str, error: str | None = None,
+               detail: str | None = None) -> bool:
+        """End a running job (``done``/``failed``); fenced by the lease like every worker write."""
+        assert state in ("done", "failed")
+        now = time.time()
+
+        def apply(job):
+            if job["state"] != "running" or job["worker"] != worker_id:
+                return False
+            job.update(state=state, error=error, finished=now, detail=detail)
+            job["progress"]["eta_seconds"] = 0.0 if state == "done" else None
+            if state == "done":
+                job["progress"]["stage"] = "finished"
+        return self._update(job_id, apply) is not None
+
+    def cancelled_cleanup_done(self, job_id: str, worker_id: str) -> None:
+        self._update(job_id, lambda j: j.update(cleanup=False) if j["worker"] == worker_id else False)
+
+    def release(self, job_id: str, worker_id: str, reason: str = "worker stopped") -> bool:
+        """Give a running job back to the queue (worker shutting down); it resumes where it stopped."""
+        def apply(job):
+            if job["state"] != "running" or job["worker"] != worker_id:
+                return False
+            job.update(state="queued", worker=None, worker_pid=None, heartbeat=None)
+            job["progress"]["stage"] = f"queued ({reason})"
+            job["attempts"] = max(0, job["attempts"] - 1)  # a clean hand-back is not a crash
+        return self._update(job_id, apply) is not None
+
+    # ---------------------------------------------------------------------------------------- recovery
+    def recover(self, now: float | None = None) -> list[str]:
+        """Requeue running jobs whose worker stopped heart-beating; tidy after dead cancelled jobs; forget
+        dead workers. Cheap when nothing is stale (one read pass, no write). Returns the requeued ids."""
+        now = time.time() if now is None else now
+        candidates = [j for j in self._all()
+                      if (j["state"] == "running" or (j["state"] == "cancelled" and j.get("cleanup")))
+                      and not self._owner_alive(j, now)]
+        dead_workers = [w for w in self._worker_records() if not self._worker_alive(w, now)]
+        requeued, to_clean = [], []
+        if candidates or dead_workers:
+            with self.db.transact():
+                for job in candidates:
+                    job = self.job(job["id"])
+                    if job is None or self._owner_alive(job, now):
+                        continue
+                    if job["state"] == "cancelled" and job.get("cleanup"):
+                        to_clean.append(job)
+                        continue
+                    if job["state"] != "running":
+                        continue
+                    seen = job["heartbeat"] or job["updated"]
+                    if job["attempts"] >= self.max_attempts:
+                        job.update(state="failed", finished=now, error=(
+                            f"The worker running this job stopped {job['attempts']} times (killed, out of "
+                            "memory, or the machine restarted), so it was not retried again. Finished repeats "
+                            "are kept; submit it again to continue."))
+                    else:
+                        job.update(state="queued", worker=None, worker_pid=None)
+                        job["progress"]["stage"] = (f"requeued: worker {job['worker_host']} silent for "
+                                                    f"{now - seen:.0f}s")
+                        requeued.append(job["id"])
+                    job["updated"] = now
+                    self.db.set(_job_key(job["id"]), job)
+                for record in dead_workers:
+                    current = self.db.get(_worker_key(record["id"]))
+                    if current is not None and not self._worker_alive(current, now):
+                        self.db.delete(_worker_key(record["id"]))
+        for job in to_clean:
+            self._cleanup(job)
+        return requeued
+
+    def _owner_alive(self, job: dict[str, Any], now: float) -> bool:
+        if not job.get("worker"):
+            return False
+        if job.get("worker_host") == hostname() and job.get("worker_pid") and not pid_alive(job["worker_pid"]):
+            return False
+        seen = job.get("heartbeat") or job["updated"]
+        return now - seen <= self.stale_after
+
+    # ----------------------------------------------------------------------------------------- workers
+    def register_worker(self, worker_id: str, pid: int, host: str | None = None, **extra: Any) -> None:
+        now = time.time()
+        self.db.set(_worker_key(worker_id), {"id": worker_id, "pid": pid, "host": host or hostname(),
+                                             "heartbeat": now, "started": now, "job": None, **extra})
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self.db.delete(_worker_key(worker_id))
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Workers alive now (fresh heartbeat, and process running when it is on this host)."""
+        now = time.time()
+        return [w for w in self._worker_records() if self._worker_alive(w, now)]
+
+    def _worker_records(self) -> list[dict[str, Any]]:
+        out = []
+        for k in list(self.db.iterkeys()):
+            if isinstance(k, str) and k.startswith("worker/"):
+                record = self.db.get(k)
+                if record is not None:
+                    out.append(record)
+        return out
+
+    def _worker_alive(self, record: dict[str, Any], now: float) -> bool:
+        if record.get("host") == hostname() and record.get("pid") and not pid_alive(record["pid"]):
+            return False
+        return now - record["heartbeat"] <= self.stale_after
+
+    def ensure_worker(self, count: int | None = None, idle_exit: float | None = 300.0) -> bool:
+        """Start local detached workers until ``count`` (default: the ``workers`` setting) are alive.
+
+        Workers anywhere count (a GPU machine's worker pointing at this cache is enough). The slot is reserved
+        in the same transaction that counted the live workers, so two browser sessions calling this at once
+        start one worker, not two. Started workers exit after ``idle_exit`` idle seconds.
+        """
+        from .settings import limits
+        from .worker import spawn_worker
+
+        self.recover()
+        count = limits().workers if count is None else count
+        now = time.time()
+        with self.db.transact():
+            alive = [w for w in self._worker_records() if self._worker_alive(w, now)]
+            missing = max(0, count - len(alive))
+            reserved = [uuid.uuid4().hex[:8] for _ in range(missing)]
+            for worker_id in reserved:
+                self.db.set(_worker_key(worker_id), {"id": worker_id, "pid": None, "host": hostname(),
+                                                     "heartbeat": now, "started": now, "job": None,
+                                                     "starting": True})
+        ok = bool(alive)
+        for worker_id in reserved:
+            try:
+                pid = spawn_worker(self.root, worker_id=worker_id, idle_exit=idle_exit,
+                                   stale_after=self.stale_after)
+            except OSError:
+                self.unregister_worker(worker_id)
+                continue
+            with self.db.transact():
+                record = self.db.get(_worker_key(worker_id))
+                if record is not None and record.get("pid") is None:
+                    record["pid"] = pid
+                    self.db.set(_worker_key(worker_id), record)
+            ok = True
+        return ok or count == 0
+
+    # -------------------------------------------------------------------------------------------- util
+    def _update(self, job_id: str, fn: Callable[[dict], Any]) -> dict | None:
+        """Read-modify-write one job in a transaction; ``fn`` returning False aborts (nothing written)."""
+        with self.db.transact():
+            job = self.job(job_id)
+            if job is None or fn(job) is False:
+                return None
+            job["updated"] = time.time()
+            self.db.set(_job_key(job_id), job)
+            return job
+
+
+def _job_key(job_id: str) -> str:
+    return f"job/{job_id}"
+
+
+def _worker_key(worker_id: str) -> str:
+    return f"worker/{worker_id}"
+
+
+# ------------------------------------------------------------------------------------------ progress
+def apply_event(progress: dict[str, Any], event: dict[str, Any], attempt: int = 1) -> None:
+    """Fold one event into a job's ``progress`` dict (pure; the worker and tests call it).
+
+    Events are ``run_repeat``'s (``stage`` + ``epoch``/``epochs``/``logs``, ``resumed_at_epoch``,
+    ``features``) plus the worker's own (``plan``, ``loading``, ``repeat``, ``stored``), each with ``repeat``.
+    ``history`` holds the current stage's epochs; on a resume it is cut back to the epochs the restored weights
+    have seen, so it matches the record that will be stored.
+    """
+    stage = event.get("stage")
+    if "repeat" in event:
+        if event["repeat"] != progress.get("repeat"):
+            progress["history"] = []
+        progress["repeat"] = event["repeat"]
+    if stage == "plan":
+        progress.update(todo=list(event["todo"]), repeats=event["repeats"], repeats_done=event["repeats_done"])
+    elif stage == "stored":
+        progress["repeats_done"] = progress.get("repeats_done", 0) + 1
+        progress["todo"] = [r for r in progress.get("todo", []) if r != event["repeat"]]
+        progress.update(stage="stored", epoch=0)
+    elif "resumed_at_epoch" in event:
+        done = int(event["resumed_at_epoch"])
+        if progress.get("stage") != stage:
+            progress["history"] = []
+        progress["history"] = [row for row in progress.get("history", []) if row["epoch"] <= done]
+        progress.setdefault("resumed", []).append(
+            {"repeat": progress.get("repeat"), "stage": stage, "epoch": done, "attempt": attempt})
+        progress.update(stage=stage, epoch=done)
+    elif "epoch" in event:
+        if progress.get("stage") != stage:
+            progress["history"] = []
+        logs = event.get("logs", {})
+        row = {k: logs[k] for k in HISTORY_KEYS if k in logs}
+        row["epoch"] = event["epoch"]
+        progress["history"] = [r for r in progress.get("history", []) if r["epoch"] < event["epoch"]] + [row]
+        progress.update(stage=stage, epoch=event["epoch"], epochs=event["epochs"], logs=logs)
+        group = "stage1" if stage == "stage1" else "stage2"
+        total, n = progress.setdefault("epoch_seconds", {}).get(group, [0.0, 0])
+        progress["epoch_seconds"][group] = [total + float(logs.get("seconds", 0.0)), n + 1]
+    elif stage:
+        progress["stage"] = stage
+        if stage == "repeat":
+            progress["epoch"] = 0
+    progress["eta_seconds"] = eta_seconds(progress)
+
+
+def eta_seconds(progress: dict[str, Any]) -> float | None:
+    """Time left from the mean epoch seconds so far: the rest of this repeat plus every repeat still to do.
+
+    An upper bound: it assumes every stage runs its full epoch budget, and EarlyStopping often ends sooner.
+    Stage-two epochs (a softmax layer) are timed separately; until one has run they are guessed at a tenth of
+    a stage-one epoch. None until a stage-one epoch has been timed.
+    """
+    seconds = progress.get("epoch_seconds", {})
+    total1, n1 = seconds.get("stage1", [0.0, 0])
+    if not n1:
+        return None
+    m1 = total1 / n1
+    total2, n2 = seconds.get("stage2", [0.0, 0])
+    m2 = total2 / n2 if n2 else m1 / 10
+    epochs = progress.get("epochs") or 0
+    full = epochs * m1 + 2 * epochs * m2
+    stage, epoch = progress.get("stage"), progress.get("epoch", 0)
+    if stage == "stage1":
+        current = (epochs - epoch) * m1 + 2 * epochs * m2
+    elif stage == "stage2_adam":
+        current = (epochs - epoch) * m2 + epochs * m2
+    elif stage == "stage2_sgd":
+        current = (epochs - epoch) * m2
+    elif stage == "features":
+        current = 2 * epochs * m2
+    else:
+        current = 0.0
+    todo = progress.get("todo", [])
+    later = [r for r in todo if r != progress.get("repeat")]
+    if stage in (None, "stored", "loading", "plan", "repeat"):
+        later = todo if stage != "repeat" else later
+        current = full if stage == "repeat" else 0.0
+    return max(0.0, current + len(later) * full)
