@@ -1,0 +1,49 @@
+"""The report app: ``streamlit run app.py``. Navigation and shared layout only; each page lives in pages/."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import streamlit as st  # noqa: E402
+
+
+def _copy_demo_secret() -> None:
+    """A hosted deployment turns demo mode on with a ``TWO_STAGE_DEMO`` secret; core reads the environment."""
+    try:
+        if "TWO_STAGE_DEMO" in st.secrets:
+            os.environ["TWO_STAGE_DEMO"] = str(st.secrets["TWO_STAGE_DEMO"])
+    except Exception:  # noqa: BLE001 - no secrets file is the normal local case
+        pass
+
+
+_copy_demo_secret()
+st.set_page_config(page_title="Two-stage CNN training, live", page_icon="🧪", layout="wide")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),
+    st.Page("pages/augmentation.py", title="Augmentation", icon=":material/shuffle:"),
+    st.Page("pages/architectures.py", title="Architectures", icon=":material/account_tree:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/results.py", title="Results", icon=":material/table_chart:"),
+    st.Page("pages/classify.py", title="Classify", icon=":material/photo_camera:"),
+]
+page = st.navigation(PAGES)
+
+with st.sidebar:
+    try:
+        from core.settings import limits
+
+        lim = limits()
+        if lim.demo:
+            st.info(f"**Demo mode.** Training is capped at {lim.max_train_images:,} images, "
+                    f"{lim.max_epochs} epochs and {lim.max_repeats} repeats; uploads at {lim.max_upload_mb} MB. "
+                    "Run the app locally for the full protocol.", icon=":material/info:")
+        st.caption("Reproducing Zhou, *Image Classification by CNN with Two-stage Training*. "
+                   "Paper numbers are labelled as such; every other number is from a run recorded here.")
+    except Exception:  # noqa: BLE001 - the sidebar must never take the page down
+        pass
+
+page.run()

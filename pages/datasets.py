@@ -1,0 +1,126 @@
+"""Datasets: availability (and how to get each one), split sizes, class distribution, sample grids."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._ui import data_path, data_path_key, guard, limits
+
+DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask", "folder")
+SAMPLES_PER_CLASS = 8
+
+
+@st.cache_data(show_spinner="Reading the dataset's class counts…", max_entries=16)
+def summary(dataset: str, path: str | None, stamp: float):
+    from core import preview
+
+    return preview.summarize(dataset, path)
+
+
+@st.cache_data(show_spinner="Picking sample images…", max_entries=16)
+def samples(dataset: str, path: str | None, per_class: int, seed: int, stamp: float):
+    from core import preview
+
+    if dataset in ("fashion-mnist", "cifar10"):
+        return preview.keras_samples(dataset, path, per_class, seed)
+    return preview.folder_samples(path, per_class, size=128, seed=seed)
+
+
+def _stamp(path: str | None) -> float:
+    """Changes when a pointed-at folder changes, so cached scans do not go stale."""
+    import os
+
+    try:
+        return os.stat(path).st_mtime if path else 0.0
+    except OSError:
+        return 0.0
+
+
+def distribution_chart(summ, protocol):
+    import pandas as pd
+    import plotly.express as px
+
+    counts = summ.split_counts(protocol)
+    frame = pd.DataFrame([{"class": name, "split": split, "images": counts[split][i]}
+                          for split in ("train", "val", "test") for i, name in enumerate(summ.class_names)])
+    fig = px.bar(frame, x="class", y="images", color="split", barmode="group",
+                 color_discrete_map={"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c"})
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=30, b=10), legend_title_text="",
+                      title="Images per class and split (the paper's Figures 9 and 12)")
+    return fig
+
+
+def folder_picker(dataset: str) -> str | None:
+    from core.datasets import HOW_TO_GET
+
+    key = data_path_key(dataset)
+    if limits().demo:
+        st.caption("Pointing at server folders is switched off in demo mode.")
+        return data_path(dataset)
+    st.text_input("Folder on this machine (class sub-folders, or training_set/ and test_set/)", key=key,
+                  placeholder="/data/dogs-vs-cats", help=HOW_TO_GET[dataset])
+    return data_path(dataset)
+
+
+def show(dataset: str) -> None:
+    from core import preview
+    from core.config import Protocol
+
+    path = None
+    if dataset in ("dogs-cats", "face-mask", "folder"):
+        path = folder_picker(dataset)
+    summ = summary(dataset, path, _stamp(path))
+    if not summ.available:
+        st.warning(f"**Not available.** {summ.message}")
+        return
+    st.success(f"Available · {summ.source} · {summ.layout}", icon=":material/check_circle:")
+    protocol = Protocol(dataset="folder" if dataset == "folder" else dataset,
+                        data_path=path or ("." if dataset == "folder" else None))
+    sizes = summ.sizes(protocol)
+    c = st.columns(4)
+    c[0].metric("classes", len(summ.class_names))
+    c[1].metric("train", f"{sizes['train']:,}")
+    c[2].metric("validation", f"{sizes['val']:,}")
+    c[3].metric("test", f"{sizes['test']:,}")
+    how = ("the shipped test split" if summ.test_counts is not None
+           else f"{protocol.test_split:.0%} of each class carved out for test")
+    st.caption(f"Splits as the paper's protocol makes them: {protocol.validation_split:.0%} of the training pool "
+               f"for validation (stratified), {how}. Training with a `limit` uses a stratified subset of the "
+               "training pool.")
+    if summ.ignored:
+        st.caption(f"{len(summ.ignored)} non-image file(s) are ignored, e.g. {summ.ignored[0]}.")
+    st.plotly_chart(distribution_chart(summ, protocol), key=f"dist_{dataset}")
+
+    st.markdown("**Sample images per class** (the paper's Figures 5, 7, 10, 13)")
+    seed = st.session_state.get(f"sample_seed::{dataset}", 0)
+    if st.button("Show other samples", key=f"resample_{dataset}"):
+        seed += 1
+        st.session_state[f"sample_seed::{dataset}"] = seed
+    names, grid = samples(dataset, path, SAMPLES_PER_CLASS, seed, _stamp(path))
+    scale = 3 if dataset == "fashion-mnist" else (2 if dataset == "cifar10" else 1)
+    for name, images in zip(names, grid):
+        strip = preview.mosaic(images, scale=scale)
+        cols = st.columns([1, 6])
+        cols[0].markdown(f"**{name}**")
+        if strip is None:
+            cols[1].caption("no readable images")
+        else:
+            cols[1].image(strip)
+
+
+def body() -> None:
+    from core import preview
+
+    st.title("Datasets")
+    st.write("The paper uses two Keras datasets and two Kaggle photo sets. This page reads only class counts "
+             "and the few images it shows; nothing is trained here.")
+    tabs = st.tabs([preview.DATASET_TITLES[d] for d in DATASETS])
+    for tab, dataset in zip(tabs, DATASETS):
+        with tab:
+            try:
+                show(dataset)
+            except Exception as exc:  # noqa: BLE001 - one dataset's problem must not hide the others
+                st.error(f"Could not show {preview.DATASET_TITLES[dataset]}: {type(exc).__name__}: {exc}")
+
+
+guard(body)

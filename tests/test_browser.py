@@ -1,0 +1,107 @@
+"""End to end in a real browser: start `streamlit run app.py`, go to Classify, upload a photo, see predictions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HAS_FASHION
+from tests.test_classify import jpeg_with_exif_rotation, tiny_experiment_cache
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+try:
+    import playwright.sync_api  # noqa: F401
+
+    HAS_PLAYWRIGHT = True
+except ImportError:
+    HAS_PLAYWRIGHT = False
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="the playwright package is not installed"),
+    pytest.mark.skipif(not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)),
+                       reason=f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST not installed (needed to train the tiny model)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """The real app served by `streamlit run`, over a cache holding a finished experiment."""
+    cache = tiny_experiment_cache(tmp_path_factory.getbasetemp())
+    port = free_port()
+    env = {**os.environ, "TWO_STAGE_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TWO_STAGE_DEMO", None)
+    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start (see {log.name})")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_classify_an_uploaded_photo_in_chromium(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    photo = tmp_path / "phone_photo.jpg"
+    photo.write_bytes(jpeg_with_exif_rotation())
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(app_url)
+            expect(page.get_by_role("heading", name="Image classification by CNN with two-stage training")) \
+                .to_be_visible(timeout=60_000)
+            page.locator("[data-testid='stSidebarNav'] a", has_text="Classify").click()
+            expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=30_000)
+            uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
+            uploader.wait_for(state="attached", timeout=60_000)
+            uploader.set_input_files(str(photo))
+            expect(page.get_by_text("Predictions for")).to_be_visible(timeout=60_000)
+            metrics = page.locator("[data-testid='stMetric']")
+            expect(metrics).to_have_count(3, timeout=30_000)
+            for label in ("Stage one (CNN)", "Stage two, Adam head", "Stage two, SGD head"):
+                expect(page.get_by_text(label, exact=True)).to_be_visible()
+            expect(page.get_by_text("What the model saw")).to_be_visible()
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            browser.close()
