@@ -1,0 +1,118 @@
+"""The hosted demo as a visitor meets it: a fresh virtual environment built from requirements.txt alone,
+`streamlit run app.py` in demo mode over an empty cache, every page loaded in headless Chromium, a photo
+classified with the shipped reference model, and the server's memory measured while doing it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from core import reference
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, pytestmark as browser_marks  # noqa: F401
+from tests.test_classify import jpeg_with_exif_rotation
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ["Overview", "Datasets", "Augmentation", "Architectures", "Train", "Results", "Classify"]
+MEMORY_LIMIT = 1024 * 2**20  # the demo host's budget for browsing and classifying
+
+pytestmark = [m for m in browser_marks if m.name != "skipif" or "Fashion-MNIST" not in str(m.kwargs)] + [
+    pytest.mark.skipif(not reference.bundles(), reason="no shipped reference bundle to classify with"),
+]
+
+
+def _fresh_venv(base: Path) -> Path:
+    """A virtual environment with nothing but requirements.txt (``DEMO_VENV`` reuses one you built)."""
+    if os.environ.get("DEMO_VENV"):
+        return Path(os.environ["DEMO_VENV"])
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(ROOT / "requirements.txt")],
+                   check=True, timeout=1500)
+    return venv
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    members = [proc] + proc.children(recursive=True)
+    return sum(p.memory_info().rss for p in members if p.is_running())
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("demo")
+    venv = _fresh_venv(base)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env.update(TWO_STAGE_DEMO="1", TWO_STAGE_CACHE=str(base / "cache"), TF_CPP_MIN_LOG_LEVEL="3")
+    log = open(base / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "streamlit"), "run", "app.py", "--server.headless", "true", "--server.port",
+         str(port), "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"the demo app did not start: {(base / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url, psutil.Process(proc.pid), base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_demo_pages_and_classify_in_a_fresh_environment(demo_server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, server, base = demo_server
+    photo = tmp_path / "phone_photo.jpg"
+    photo.write_bytes(jpeg_with_exif_rotation())
+    peak = 0
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(url)
+            expect(page.get_by_text("Demo mode.")).to_be_visible(timeout=90_000)
+            for title in PAGES:
+                page.locator("[data-testid='stSidebarNav'] a", has_text=title).click()
+                heading = "Image classification by CNN with two-stage training" if title == "Overview" else title
+                expect(page.get_by_role("heading", name=heading)).to_be_visible(timeout=60_000)
+                page.wait_for_timeout(1500)  # let the page finish its run before checking for errors
+                assert page.locator("[data-testid='stException']").count() == 0, f"{title} shows an exception"
+                assert "Traceback" not in page.content(), title
+                peak = max(peak, _tree_rss(server))
+            # Classify works at once with the shipped model: no training, no network.
+            uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
+            uploader.wait_for(state="attached", timeout=60_000)
+            uploader.set_input_files(str(photo))
+            expect(page.get_by_text("Predictions for")).to_be_visible(timeout=90_000)
+            expect(page.locator("[data-testid='stMetric']")).to_have_count(3, timeout=30_000)
+            peak = max(peak, _tree_rss(server))
+            # The shipped results are on the Results page, labelled as the reference run.
+            page.locator("[data-testid='stSidebarNav'] a", has_text="Results").click()
+            expect(page.get_by_text("reference", exact=False).first).to_be_visible(timeout=60_000)
+        finally:
+            browser.close()
+    print(f"demo server peak RSS while browsing and classifying: {peak / 2**20:.0f} MiB")
+    assert peak < MEMORY_LIMIT
+    # Nothing the visitor uploaded was written anywhere under the cache.
+    cache = base / "cache"
+    written = [f for f in cache.rglob("*") if f.is_file()] if cache.exists() else []
+    assert not any(f.suffix.lower() in (".jpg", ".jpeg", ".png") for f in written)
