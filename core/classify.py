@@ -2,8 +2,10 @@
 
 The photo goes through :func:`core.imageio.decode_image`, the function the folder loaders use, at the model's
 input size (grayscale for one-channel models), so the model sees exactly the kind of pixels it was trained on.
-The models rescale uint8 pixels themselves; nothing else is done to the array. Models are called directly
-(``model(x, training=False)``) rather than through ``predict``, which sets up a whole data pipeline per call.
+The models rescale uint8 pixels themselves; nothing else is done to the array. For speed the three are fused
+into one compiled model with three outputs (stage one's softmax and both heads on the shared features): one CNN
+pass per photo, called with ``predict_on_batch`` rather than ``predict``, which sets up a data pipeline per call
+(bench/: 3.6 ms instead of 28.6 ms for a 128x128 PNG on the Fashion-MNIST model).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Models:
     heads: dict[str, Any]
     class_names: list[str]
     input_shape: tuple[int, int, int]
+    fused: Any = None
+    """One model, three outputs (stage1, adam, sgd): what :func:`predict_array` calls."""
 
     @property
     def channels(self) -> int:
@@ -66,7 +70,7 @@ def load_models(paths: dict[str, Path], class_names: list[str] | None = None) ->
     """Load ``paths["stage1"]``, ``paths["adam"]`` and ``paths["sgd"]`` (``.keras`` files)."""
     import keras
 
-    from .models import feature_extractor
+    from .models import FEATURE_LAYER, feature_extractor
 
     missing = [name for name in ("stage1", *HEADS) if name not in paths or not Path(paths[name]).is_file()]
     if missing:
@@ -78,7 +82,22 @@ def load_models(paths: dict[str, Path], class_names: list[str] | None = None) ->
     names = list(class_names) if class_names else guess_class_names(num_classes, input_shape)
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for a model with {num_classes} outputs")
-    return Models(stage1, feature_extractor(stage1), heads, names, input_shape)  # type: ignore[arg-type]
+    extractor = feature_extractor(stage1)
+    features = stage1.get_layer(FEATURE_LAYER).output
+    outputs = [stage1.output] + [_copy_head(heads[name], f"head_{name}")(features) for name in HEADS]
+    fused = keras.Model(stage1.input, outputs, name="classify_fused")
+    return Models(stage1, extractor, heads, names, input_shape, fused)  # type: ignore[arg-type]
+
+
+def _copy_head(head: Any, name: str) -> Any:
+    """The head's softmax layer, re-created with its weights so it can sit on top of stage one's graph."""
+    import keras
+
+    layer = head.layers[-1]
+    copy = keras.layers.Dense(layer.units, activation=layer.activation, name=name)
+    copy.build((None, layer.kernel.shape[0]))
+    copy.set_weights(layer.get_weights())
+    return copy
 
 
 def should_invert(image: np.ndarray) -> bool:
@@ -107,16 +126,11 @@ def prepare(models: Models, data: bytes, *, invert: bool | None = None,
 
 def predict_array(models: Models, image: np.ndarray) -> dict[str, np.ndarray]:
     """Class probabilities of the three methods for one uint8 image already at the model's input shape."""
-    import keras
-
     if tuple(image.shape) != tuple(models.input_shape):
         raise ValueError(f"image shape {image.shape} is not the model's input {models.input_shape}")
     x = image[None].astype(np.float32)  # uint8 values as float; the model's Rescaling layer does the rest
-    out = {"stage1": keras.ops.convert_to_numpy(models.stage1(x, training=False))[0]}
-    features = models.extractor(x, training=False)
-    for name, head in models.heads.items():
-        out[name] = keras.ops.convert_to_numpy(head(features, training=False))[0]
-    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+    outputs = models.fused.predict_on_batch(x)
+    return {name: np.asarray(out[0], dtype=np.float64) for name, out in zip(("stage1", *HEADS), outputs)}
 
 
 def classify(models: Models, data: bytes, *, invert: bool | None = None,

@@ -95,14 +95,16 @@ class RawData:
 # --------------------------------------------------------------------------------------------- public API
 
 def load_dataset(protocol: Protocol, progress: Callable[[int, int], None] | None = None) -> Dataset:
-    """Load, subsample and split the protocol's dataset, deterministically for ``protocol.seed``."""
+    """Load, subsample and split the protocol's dataset, deterministically for ``protocol.seed``.
+
+    All splits of the training pool end up as views of the one buffer the loader filled (see
+    :func:`split_tail`), so a loaded dataset holds about its raw uint8 size in memory.
+    """
     raw = load_raw(protocol.dataset, protocol.data_path, protocol.image_size, progress)
     rng = np.random.default_rng(protocol.seed)
     x, y = raw.x_train, raw.y_train
     if raw.x_test is None:
-        test_idx = stratified_pick(y, protocol.test_split, rng)
-        x_test, y_test = x[test_idx], y[test_idx]
-        x, y = compact(x, y, np.setdiff1d(np.arange(len(y)), test_idx))
+        x, y, x_test, y_test = split_tail(x, y, stratified_pick(y, protocol.test_split, rng))
     else:
         x_test, y_test = raw.x_test, raw.y_test
     if protocol.limit and protocol.limit < len(y):
@@ -110,9 +112,7 @@ def load_dataset(protocol: Protocol, progress: Callable[[int, int], None] | None
     if protocol.test_limit and protocol.test_limit < len(y_test):
         keep = np.sort(stratified_pick(y_test, protocol.test_limit / len(y_test), rng))
         x_test, y_test = x_test[keep], y_test[keep]
-    val_idx = stratified_pick(y, protocol.validation_split, rng)
-    x_val, y_val = x[val_idx], y[val_idx]
-    x_train, y_train = compact(x, y, np.setdiff1d(np.arange(len(y)), val_idx))
+    x_train, y_train, x_val, y_val = split_tail(x, y, stratified_pick(y, protocol.validation_split, rng))
     _require_all_classes(raw.class_names, y_train, protocol.dataset)
     return Dataset(protocol.dataset, raw.class_names, x_train, y_train, x_val, y_val, x_test, y_test,
                    info=raw.info)
@@ -147,17 +147,37 @@ def stratified_pick(y: np.ndarray, fraction: float, rng: np.random.Generator) ->
 def compact(x: np.ndarray, y: np.ndarray, keep: np.ndarray, chunk: int = 4096):
     """Keep rows ``keep`` (ascending) by moving them to the front of ``x`` in place; returns views.
 
-    Why in place: a fancy-indexed copy of a 60k-image training pool would double peak memory. Moving rows
-    forward is safe because ``keep[k] >= k``: a source row is never overwritten before it is read, and each
-    chunk is gathered into a temporary before it is written.
+    Why in place: a fancy-indexed copy of a 60k-image training pool would double peak memory.
     """
-    keep = np.asarray(keep)
+    x = _move_to_front(x, np.asarray(keep), chunk)
+    return x[: len(keep)], y[keep].copy()
+
+
+def split_tail(x: np.ndarray, y: np.ndarray, pick: np.ndarray, chunk: int = 4096):
+    """Split rows ``pick`` off ``x`` in place: the others (ascending) to the front, ``pick`` (in its order) to
+    the tail. Returns ``(x_rest, y_rest, x_pick, y_pick)``, the two ``x`` parts being views of one buffer,
+    so a split costs no memory once done; the only temporary is a copy of the picked rows.
+    """
+    pick = np.asarray(pick)
+    picked_x, picked_y = x[pick], y[pick]
+    mask = np.ones(len(y), dtype=bool)
+    mask[pick] = False
+    keep = np.flatnonzero(mask)
+    x = _move_to_front(x, keep, chunk)
+    n = len(keep)
+    x[n:] = picked_x
+    return x[:n], y[keep].copy(), x[n:], picked_y
+
+
+def _move_to_front(x: np.ndarray, keep: np.ndarray, chunk: int) -> np.ndarray:
+    """Copy rows ``keep`` (ascending) to ``x[:len(keep)]``. Safe in place because ``keep[k] >= k``: a source
+    row is never overwritten before it is read, and each chunk is gathered into a temporary first."""
     if not x.flags.writeable:
         x = x.copy()
     for start in range(0, len(keep), chunk):
         rows = keep[start:start + chunk]
         x[start:start + len(rows)] = x[rows]
-    return x[: len(keep)], y[keep].copy()
+    return x
 
 
 def _require_all_classes(class_names: list[str], y: np.ndarray, dataset: str) -> None:

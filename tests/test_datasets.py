@@ -137,3 +137,12 @@ def test_compact_moves_rows_in_place_without_copying_the_pool():
     out, y = compact(x, np.arange(20), np.array([1, 4, 5, 19]), chunk=2)
     assert np.array_equal(out, expected) and y.tolist() == [1, 4, 5, 19]
     assert np.shares_memory(out, x)
+
+
+def test_split_tail_gives_both_parts_as_views_of_one_buffer():
+    x = np.arange(10 * 2, dtype=np.uint8).reshape(10, 2, 1)
+    original = x.copy()
+    rest, y_rest, picked, y_picked = datasets.split_tail(x, np.arange(10), np.array([7, 2, 5]))
+    assert y_picked.tolist() == [7, 2, 5] and np.array_equal(picked, original[[7, 2, 5]])
+    assert y_rest.tolist() == [0, 1, 3, 4, 6, 8, 9] and np.array_equal(rest, original[y_rest])
+    assert np.shares_memory(rest, x) and np.shares_memory(picked, x)

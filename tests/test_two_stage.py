@@ -99,3 +99,17 @@ def test_experiment_reuses_stored_repeats(tiny_data, tmp_path, monkeypatch):
     assert list(store.experiments()) == [p.key()]
     assert np.isclose(store.runs(p.key())[1]["stage1"]["last"]["test_accuracy"],
                       first[1]["stage1"]["last"]["test_accuracy"])
+
+
+def test_fast_path_computes_exactly_what_the_plain_path_computes(tiny_data, tmp_path, monkeypatch):
+    """Several batches per compiled call (stage one) and a whole epoch per call (heads) change speed only."""
+    import core.two_stage as two_stage
+
+    p = TINY.with_(epochs=2)
+    fast = run_repeat(tiny_data, p, 0, tmp_path / "fast", save_models=False)
+    monkeypatch.setattr(two_stage, "_steps_per_epoch", lambda data, protocol: 1)
+    plain = run_repeat(tiny_data, p, 0, tmp_path / "plain", save_models=False, steps_per_execution=1)
+    for method in ("stage1", "adam", "sgd"):
+        assert fast[method]["last"] == pytest.approx(plain[method]["last"], abs=1e-5), method
+        assert fast[method]["history"]["val_accuracy"] == pytest.approx(plain[method]["history"]["val_accuracy"],
+                                                                        abs=1e-5)
