@@ -28,17 +28,19 @@ FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 KERAS_DATASETS_DIR = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 
 HOW_TO_GET = {
-    "fashion-mnist": "Install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or let Keras "
-                     "download it once with network access, or pass --data pointing at a folder holding "
-                     "train-images-idx3-ubyte.gz and the three other IDX files.",
+    "fashion-mnist": "Install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), let Keras "
+                     "download it once with network access, or give the folder holding "
+                     "train-images-idx3-ubyte.gz and the three other IDX files (--data on the command line).",
     "cifar10": "Let Keras download it once with network access (keras.datasets.cifar10.load_data()), or "
-               "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and pass "
-               "--data pointing at the archive or at its extracted cifar-10-batches-py folder.",
+               "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and give the "
+               "archive or its extracted cifar-10-batches-py folder (--data on the command line).",
     "dogs-cats": "Download the Kaggle 'cat-and-dog' set (training_set/ and test_set/ with cats/ and dogs/) and "
-                 "pass --data pointing at the folder that holds them.",
+                 "give the folder that holds them (the Datasets page, or --data on the command line).",
     "face-mask": "Download the Kaggle 'face-mask-detection' set (with_mask/, without_mask/, "
-                 "mask_weared_incorrect/) and pass --data pointing at the folder that holds them.",
-    "folder": "Pass --data pointing at a folder with one sub-folder of images per class.",
+                 "mask_weared_incorrect/) and give the folder that holds them (the Datasets page, or --data on "
+                 "the command line).",
+    "folder": "Give a folder with one sub-folder of images per class (the Datasets page, or --data on the "
+              "command line).",
 }
 
 

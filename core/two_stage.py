@@ -52,6 +52,8 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
     workdir.mkdir(parents=True, exist_ok=True)
     seed = protocol.seed + repeat
     report = progress or (lambda event: None)
+    for stage in repair_workdir(workdir):
+        report({"stage": stage, "restarted": "a crash tore its checkpoint file; this stage starts again"})
     labels = {split: keras.utils.to_categorical(getattr(data, f"y_{split}"), data.num_classes)
               for split in SPLITS}
     inputs = {split: getattr(data, f"x_{split}") for split in SPLITS}
@@ -108,6 +110,47 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
         "env": env.info(),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def repair_workdir(workdir: Path) -> list[str]:
+    """Make a crashed repeat's workdir safe to resume; returns the stages that must restart from epoch 0.
+
+    Keras writes ``BackupAndRestore``'s ``latest.weights.h5``/``training_metadata.json`` and
+    ModelCheckpoint's ``*_best.weights.h5`` in place, so a SIGKILL during that write leaves a torn file and
+    the resumed ``fit`` would fail with ``OSError: Unable to synchronously open file``. A stage whose backup or
+    best checkpoint cannot be read loses its backup and log and restarts from scratch: slower, never wrong.
+    """
+    import h5py
+
+    def readable_h5(path: Path) -> bool:
+        try:
+            with h5py.File(path, "r") as fh:
+                fh.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
+            return True
+        except Exception:  # noqa: BLE001 - any failure means the file is unusable
+            return False
+
+    restarted = []
+    for backup in sorted(Path(workdir).glob("backup_*")):
+        stage = backup.name[len("backup_"):]
+        ok = True
+        weights, meta = backup / "latest.weights.h5", backup / "training_metadata.json"
+        if weights.exists() and not readable_h5(weights):
+            ok = False
+        if meta.exists():
+            try:
+                json.loads(meta.read_text())["epoch"]
+            except (ValueError, KeyError, OSError):
+                ok = False
+        best = Path(workdir) / f"{stage}_best.weights.h5"
+        if best.exists() and not readable_h5(best):
+            ok = False
+        if not ok:
+            shutil.rmtree(backup, ignore_errors=True)
+            for leftover in (best, Path(workdir) / f"{stage}_epochs.jsonl"):
+                leftover.unlink(missing_ok=True)
+            restarted.append(stage)
+    return restarted
 
 
 def _steps_per_epoch(data: Dataset, protocol: Protocol) -> int:

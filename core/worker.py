@@ -109,8 +109,6 @@ def execute_repeat(data, protocol: Protocol, repeat: int, store: RunStore, progr
 
     key = protocol.key()
     progress({"stage": "repeat", "repeat": repeat})
-    for stage in repair_workdir(store.workdir(key, repeat)):
-        progress({"stage": stage, "repeat": repeat, "restarted": "a crash tore its checkpoint file"})
     try:
         record = run_repeat(data, protocol, repeat, store.workdir(key, repeat),
                             progress=lambda event: progress({**event, "repeat": repeat}),
@@ -121,51 +119,6 @@ def execute_repeat(data, protocol: Protocol, repeat: int, store: RunStore, progr
     store.prune_artefacts(artefact_budget())
     progress({"stage": "stored", "repeat": repeat})
     return record
-
-
-def repair_workdir(workdir: Path) -> list[str]:
-    """Make a crashed repeat's workdir safe to resume; returns the stages that must restart from epoch 0.
-
-    Keras writes ``BackupAndRestore``'s ``latest.weights.h5``/``training_metadata.json`` and
-    ModelCheckpoint's ``*_best.weights.h5`` in place, so a SIGKILL during that write leaves a torn file and
-    the resumed ``fit`` would fail with ``OSError: Unable to synchronously open file``. A stage whose backup or
-    best checkpoint cannot be read loses its backup and log and restarts from scratch: slower, never wrong.
-    """
-    import json
-
-    import h5py
-
-    def readable_h5(path: Path) -> bool:
-        try:
-            with h5py.File(path, "r") as fh:
-                fh.visititems(lambda name, obj: obj[()] if isinstance(obj, h5py.Dataset) else None)
-            return True
-        except Exception:  # noqa: BLE001 - any failure means the file is unusable
-            return False
-
-    restarted = []
-    for backup in sorted(Path(workdir).glob("backup_*")):
-        stage = backup.name[len("backup_"):]
-        ok = True
-        weights, meta = backup / "latest.weights.h5", backup / "training_metadata.json"
-        if weights.exists() and not readable_h5(weights):
-            ok = False
-        if meta.exists():
-            try:
-                json.loads(meta.read_text())["epoch"]
-            except (ValueError, KeyError, OSError):
-                ok = False
-        best = Path(workdir) / f"{stage}_best.weights.h5"
-        if best.exists() and not readable_h5(best):
-            ok = False
-        if not ok:
-            import shutil
-
-            shutil.rmtree(backup, ignore_errors=True)
-            for leftover in (best, Path(workdir) / f"{stage}_epochs.jsonl"):
-                leftover.unlink(missing_ok=True)
-            restarted.append(stage)
-    return restarted
 
 
 def error_text(exc: BaseException) -> str:

@@ -351,7 +351,7 @@ def test_cli_submit_jobs_cancel(cache_dir, photo_folder, capsys):
 
 
 def test_a_checkpoint_torn_by_a_kill_restarts_that_stage_instead_of_failing(tmp_path):
-    from core.worker import repair_workdir
+    from core.two_stage import repair_workdir
 
     good, torn = tmp_path / "backup_stage1", tmp_path / "backup_stage2_adam"
     for folder in (good, torn):
