@@ -192,11 +192,9 @@ def _fit(model: keras.Model, inputs: dict, labels: dict, protocol: Protocol, wor
         callbacks.append(keras.callbacks.BackupAndRestore(str(workdir / f"backup_{stage}"),
                                                           double_checkpoint=True))
 
-    started = time.perf_counter()
     model.fit(inputs["train"], labels["train"], validation_data=(inputs["val"], labels["val"]),
               epochs=protocol.epochs, batch_size=protocol.batch_size, shuffle=True, verbose=0,
               callbacks=callbacks)
-    fit_seconds = time.perf_counter() - started
     if should_stop is not None and should_stop():
         raise Cancelled(stage)
     history = _read_log(log_path)
@@ -216,7 +214,8 @@ def _fit(model: keras.Model, inputs: dict, labels: dict, protocol: Protocol, wor
         "epochs_run": len(val_acc),
         "best_epoch": int(np.argmax(val_acc)) + 1 if val_acc else 0,
         "stopped_early": len(val_acc) < protocol.epochs,
-        "fit_seconds": fit_seconds,
+        # Summed per epoch from the log, so a repeat resumed after a crash still reports its whole training.
+        "fit_seconds": float(sum(history.get("seconds", []))),
         "eval_seconds": time.perf_counter() - started,
     })
     return result
