@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -28,12 +29,13 @@ try:
 except ImportError:
     HAS_PLAYWRIGHT = False
 
+HAS_CHROMIUM = bool(Path(CHROMIUM).is_file() or shutil.which(CHROMIUM))
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="the playwright package is not installed"),
-    pytest.mark.skipif(not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)),
-                       reason=f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"),
+    pytest.mark.skipif(not HAS_CHROMIUM, reason=f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"),
     pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST not installed (needed to train the tiny model)"),
 ]
 
@@ -44,39 +46,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def running_app(streamlit: list[str], env: dict[str, str], log_path: Path, timeout: float = 120):
+    """``streamlit run app.py`` on a free local port until the block ends; yields ``(url, process)``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([*streamlit, "run", "app.py", "--server.headless", "true", "--server.port",
+                                 str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"streamlit did not start: {log_path.read_text()[-2000:]}")
+                time.sleep(0.5)
+            yield url, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """The real app served by `streamlit run`, over a cache holding a finished experiment."""
     cache = tiny_experiment_cache(tmp_path_factory.getbasetemp())
-    port = free_port()
     env = {**os.environ, "TWO_STAGE_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TWO_STAGE_DEMO", None)
-    log = open(tmp_path_factory.mktemp("server") / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"streamlit did not start (see {log.name})")
-            time.sleep(0.5)
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    with running_app([sys.executable, "-m", "streamlit"], env, log, timeout=60) as (url, _proc):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_classify_an_uploaded_photo_in_chromium(app_url, tmp_path):

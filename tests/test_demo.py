@@ -7,22 +7,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
 from core import reference
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, pytestmark as browser_marks  # noqa: F401
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, HAS_CHROMIUM, HAS_PLAYWRIGHT, running_app
 from tests.test_classify import jpeg_with_exif_rotation
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["Overview", "Datasets", "Augmentation", "Architectures", "Train", "Results", "Classify"]
 MEMORY_LIMIT = 1024 * 2**20  # the demo host's budget for browsing and classifying
 
-pytestmark = [m for m in browser_marks if m.name != "skipif" or "Fashion-MNIST" not in str(m.kwargs)] + [
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not HAS_PLAYWRIGHT, reason="the playwright package is not installed"),
+    pytest.mark.skipif(not HAS_CHROMIUM, reason=f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)"),
     pytest.mark.skipif(not reference.bundles(), reason="no shipped reference bundle to classify with"),
 ]
 
@@ -47,34 +49,10 @@ def _tree_rss(proc: psutil.Process) -> int:
 def demo_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("demo")
     venv = _fresh_venv(base)
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update(TWO_STAGE_DEMO="1", TWO_STAGE_CACHE=str(base / "cache"), TF_CPP_MIN_LOG_LEVEL="3")
-    log = open(base / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [str(venv / "bin" / "streamlit"), "run", "app.py", "--server.headless", "true", "--server.port",
-         str(port), "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"the demo app did not start: {(base / 'streamlit.log').read_text()[-2000:]}")
-            time.sleep(0.5)
+    with running_app([str(venv / "bin" / "streamlit")], env, base / "streamlit.log") as (url, proc):
         yield url, psutil.Process(proc.pid), base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_demo_pages_and_classify_in_a_fresh_environment(demo_server, tmp_path):
