@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core import reference
 from tests.conftest import HAS_FASHION
 from tests.test_classify import jpeg_with_exif_rotation, png_rgba_transparent, tiny_experiment_cache
 
@@ -25,18 +26,39 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def finished(tiny_cache, monkeypatch) -> Path:
+def no_reference(tmp_path, monkeypatch) -> None:
+    """Hide the shipped reference bundle, so a page shows only the cache under test."""
+    monkeypatch.setattr(reference, "REFERENCE_DIR", tmp_path / "no_reference")
+
+
+@pytest.fixture
+def finished(tiny_cache, monkeypatch, no_reference) -> Path:
     monkeypatch.setenv("TWO_STAGE_CACHE", str(tiny_cache))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
     return tiny_cache
 
 
 @pytest.fixture
-def empty(tmp_path, monkeypatch) -> Path:
+def empty(tmp_path, monkeypatch, no_reference) -> Path:
     path = tmp_path / "empty_cache"
     monkeypatch.setenv("TWO_STAGE_CACHE", str(path))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
     return path
+
+
+@pytest.mark.skipif(not reference.bundles(), reason="no shipped reference bundle")
+def test_a_fresh_clone_shows_the_shipped_run_and_classifies_with_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "fresh_cache"))
+    monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
+    runs = reference.load_runs(reference.bundles()[0])
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/results.py").run()
+    assert_clean(at, "results")
+    shown = " ".join(texts(at, "info") + texts(at, "caption"))
+    assert f"{len(runs)} repeat(s)" in shown and "reference (shipped with the app)" in shown
+    at.switch_page("pages/classify.py").run()
+    assert_clean(at, "classify")
+    assert at.file_uploader, "Classify should accept an upload with the shipped model, before any training"
 
 
 def texts(at: AppTest, kind: str) -> list[str]:
