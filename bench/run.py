@@ -176,23 +176,13 @@ def _reference_trainer(arch: str, x, y, xv, yv, num_classes: int, workdir: Path)
 
 
 def _our_callbacks(workdir: Path, stage: str, backup: bool = True) -> Callable[[], list]:
-    """Exactly the callbacks ``core.two_stage._fit`` uses (paper's monitors + epoch log + crash backup)."""
-    import keras
-
-    from core.two_stage import _EpochLog
+    """The callbacks ``core.two_stage._fit`` uses, fresh for each fit (the log starts empty)."""
+    from core.config import Protocol
+    from core.two_stage import paper_callbacks
 
     def make() -> list:
-        monitors = [
-            keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=10),
-            keras.callbacks.ModelCheckpoint(str(workdir / f"{stage}_best.weights.h5"), monitor="val_accuracy",
-                                            mode="max", save_best_only=True, save_weights_only=True),
-        ]
-        log = workdir / f"{stage}_epochs.jsonl"
-        log.unlink(missing_ok=True)
-        out = monitors + [_EpochLog(log, monitors, stage, 1, lambda e: None, None)]
-        if backup:
-            out.append(keras.callbacks.BackupAndRestore(str(workdir / f"backup_{stage}")))
-        return out
+        (workdir / f"{stage}_epochs.jsonl").unlink(missing_ok=True)
+        return paper_callbacks(Protocol(epochs=1), workdir, stage, backup=backup)
     return make
 
 

@@ -138,12 +138,17 @@ def stratified_pick(y: np.ndarray, fraction: float, rng: np.random.Generator) ->
     for label in np.unique(y):
         idx = np.flatnonzero(y == label)
         rng.shuffle(idx)
-        n = int(round(fraction * len(idx)))
-        n = min(max(n, 1 if len(idx) > 1 else 0), len(idx) - 1 if fraction < 1 else len(idx))
-        picked.append(idx[:n])
+        picked.append(idx[:class_pick_count(len(idx), fraction)])
     out = np.concatenate(picked) if picked else np.array([], dtype=np.int64)
     rng.shuffle(out)
     return out
+
+
+def class_pick_count(n: int, fraction: float) -> int:
+    """How many of a class's ``n`` images :func:`stratified_pick` takes: ``fraction`` of them, rounded, but
+    at least one and (for a fraction below 1) never all, so both sides of a split keep every class."""
+    k = int(round(fraction * n))
+    return min(max(k, 1 if n > 1 else 0), n - 1 if fraction < 1 else n)
 
 
 def compact(x: np.ndarray, y: np.ndarray, keep: np.ndarray, chunk: int = 4096):

@@ -15,7 +15,7 @@ import numpy as np
 from . import paper
 from .config import PHOTO_DATASETS, Augmentation, Protocol
 from .datasets import (CIFAR_CLASSES, FASHION_CLASSES, FASHION_SYSTEM_DIR, HOW_TO_GET, KERAS_DATASETS_DIR,
-                       DatasetUnavailable, load_raw, scan_image_folder)
+                       DatasetUnavailable, class_pick_count, load_raw, scan_image_folder)
 from .imageio import ImageError, decode_image
 
 DATASET_TITLES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "dogs-cats": "Dogs & Cats",
@@ -78,21 +78,15 @@ class DatasetSummary:
         p = protocol or Protocol()
         pool = np.asarray(self.pool_counts, dtype=int)
         if self.test_counts is None:
-            test = np.array([_pick_count(c, p.test_split) for c in pool])
+            test = np.array([class_pick_count(c, p.test_split) for c in pool])
             pool = pool - test
         else:
             test = np.asarray(self.test_counts, dtype=int)
-        val = np.array([_pick_count(c, p.validation_split) for c in pool])
+        val = np.array([class_pick_count(c, p.validation_split) for c in pool])
         return {"train": (pool - val).tolist(), "val": val.tolist(), "test": test.tolist()}
 
     def sizes(self, protocol: Protocol | None = None) -> dict[str, int]:
         return {k: int(sum(v)) for k, v in self.split_counts(protocol).items()}
-
-
-def _pick_count(n: int, fraction: float) -> int:
-    """How many of ``n`` images of a class :func:`core.datasets.stratified_pick` takes."""
-    k = int(round(fraction * n))
-    return min(max(k, 1 if n > 1 else 0), n - 1 if fraction < 1 else n)
 
 
 def summarize(dataset: str, data_path: str | None = None) -> DatasetSummary:

@@ -175,22 +175,7 @@ def _fit(model: keras.Model, inputs: dict, labels: dict, protocol: Protocol, wor
     log_path = workdir / f"{stage}_epochs.jsonl"
     if not backup:
         log_path.unlink(missing_ok=True)
-    monitors = [
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=protocol.patience),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_accuracy", mode="max",
-                                        save_best_only=True, save_weights_only=True),
-    ]
-    if protocol.reduce_lr:
-        monitors.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max",
-                                                          factor=protocol.lr_factor,
-                                                          patience=protocol.lr_patience,
-                                                          min_lr=protocol.min_lr))
-    # Order matters: the log is written before the backup at each epoch end, so a crash between the two
-    # only makes the resumed fit redo (and re-log) one epoch; never loses one.
-    callbacks = monitors + [_EpochLog(log_path, monitors, stage, protocol.epochs, report, should_stop)]
-    if backup:
-        callbacks.append(keras.callbacks.BackupAndRestore(str(workdir / f"backup_{stage}"),
-                                                          double_checkpoint=True))
+    callbacks = paper_callbacks(protocol, workdir, stage, report, should_stop, backup)
 
     model.fit(inputs["train"], labels["train"], validation_data=(inputs["val"], labels["val"]),
               epochs=protocol.epochs, batch_size=protocol.batch_size, shuffle=True, verbose=0,
@@ -219,6 +204,30 @@ def _fit(model: keras.Model, inputs: dict, labels: dict, protocol: Protocol, wor
         "eval_seconds": time.perf_counter() - started,
     })
     return result
+
+
+def paper_callbacks(protocol: Protocol, workdir: Path, stage: str, report: Progress = lambda event: None,
+                    should_stop: Callable[[], bool] | None = None, backup: bool = True) -> list:
+    """The paper's monitors (EarlyStopping, ModelCheckpoint, optionally ReduceLROnPlateau, on val_accuracy)
+    plus our epoch log and crash backup, for one stage whose files live in ``workdir``."""
+    monitors = [
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=protocol.patience),
+        keras.callbacks.ModelCheckpoint(str(workdir / f"{stage}_best.weights.h5"), monitor="val_accuracy",
+                                        mode="max", save_best_only=True, save_weights_only=True),
+    ]
+    if protocol.reduce_lr:
+        monitors.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max",
+                                                          factor=protocol.lr_factor,
+                                                          patience=protocol.lr_patience,
+                                                          min_lr=protocol.min_lr))
+    # Order matters: the log is written before the backup at each epoch end, so a crash between the two
+    # only makes the resumed fit redo (and re-log) one epoch; never loses one.
+    log = _EpochLog(workdir / f"{stage}_epochs.jsonl", monitors, stage, protocol.epochs, report, should_stop)
+    callbacks = monitors + [log]
+    if backup:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(workdir / f"backup_{stage}"),
+                                                          double_checkpoint=True))
+    return callbacks
 
 
 def _evaluate(model: keras.Model, inputs: dict, labels: dict) -> dict[str, float]:
