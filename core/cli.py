@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import DATASETS, Protocol
+from .config import DATASETS, ENGINES, MAX_REPEATS, PRECISIONS, Protocol
 
 COMMANDS: dict[str, Any] = {}
 """Sub-command name -> (help, add-arguments function, handler); other modules register theirs here."""
@@ -47,17 +47,30 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
                    help="stage-two softmax freshly initialised or warm-started from stage one's")
     p.add_argument("--stage2-eval", choices=("last", "best"), default=default.stage2_eval,
                    help="stage-two weights reported")
-    p.add_argument("--sgd-momentum", type=float, default=default.sgd_momentum)
+    p.add_argument("--sgd-momentum", type=float, default=default.sgd_momentum,
+                   help="SGD head's momentum, in [0, 1) (the paper: 'SGD with momentum', no value; 0.9)")
     p.add_argument("--seed", type=int, default=default.seed, help="split seed; repeat i trains with seed+i")
+    p.add_argument("--resplit", action="store_true",
+                   help="a new train/validation(/test) split per repeat (seed+i), as the paper's unseeded "
+                        "train_test_split did; default: one split shared by all repeats")
+    p.add_argument("--precision", choices=PRECISIONS, default=default.precision,
+                   help="stage one's compute type (bfloat16 pays off only on CPUs with AMX/AVX-512 BF16 or GPUs)")
+    p.add_argument("--engine", choices=ENGINES, default=default.engine,
+                   help="plain: one Keras fit per repeat (any backend); lockstep: all repeats as one compiled "
+                        "JAX program (KERAS_BACKEND=jax)")
 
 
 def protocol_from_args(args: argparse.Namespace) -> Protocol:
+    """The protocol the options describe; raises ValueError (one line for the user) for bad values."""
+    if not 1 <= args.repeats <= MAX_REPEATS:
+        raise ValueError(f"--repeats must be between 1 and {MAX_REPEATS} (got {args.repeats})")
     values = dict(
         dataset=args.dataset, data_path=args.data, epochs=args.epochs, batch_size=args.batch_size,
         patience=args.patience, reduce_lr=args.reduce_lr, augment=args.augment, limit=args.limit,
         test_limit=args.test_limit, image_size=args.image_size, stage1_eval=args.stage1_eval,
         features_from=args.features_from, head_init=args.head_init, stage2_eval=args.stage2_eval,
-        sgd_momentum=args.sgd_momentum, seed=args.seed,
+        sgd_momentum=args.sgd_momentum, seed=args.seed, resplit=args.resplit, precision=args.precision,
+        engine=args.engine,
     )
     if args.paper_v2:
         values.update(patience=5, reduce_lr=True)
@@ -87,6 +100,25 @@ def print_tables(runs: list[dict], out=sys.stdout) -> None:
             print("\nTable 2 (ours): paired two-tailed tests of test accuracy", file=out)
             print(table2.drop(columns=["alpha"]).to_string(index=False), file=out)
         print(f"\nTable 2 (paper):\n{paper.table2().to_string(index=False)}", file=out)
+        print_table3(runs, out)
+
+
+def print_table3(runs: list[dict], out=sys.stdout) -> None:
+    """Table 3: each head against four stage-one baselines, and the verdict of the documented rule."""
+    from . import stats
+
+    table = stats.table3(runs)
+    if table.empty:
+        return
+    shown = table[["comparison", "n", "mean difference", "ci low", "ci high", "p (t-test)", "significant",
+                   "share of gain"]].copy()
+    for col in ("mean difference", "ci low", "ci high"):
+        shown[col] = shown[col].map(lambda v: f"{100 * v:+.2f} pp")
+    shown["share of gain"] = shown["share of gain"].map(lambda v: "-" if v != v else f"{100 * v:.0f}%")
+    shown["p (t-test)"] = shown["p (t-test)"].map(lambda v: f"{v:.2g}")
+    print("\nTable 3 (ours): what explains the gain (test accuracy, paired over repeats)", file=out)
+    print(shown.to_string(index=False), file=out)
+    print(f"Verdict: {stats.verdict(runs)}", file=out)
 
 
 class _Printer:
@@ -107,7 +139,12 @@ class _Printer:
                       f"acc {logs.get('accuracy', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f} "
                       f"({logs.get('seconds', 0):.1f}s)")
         elif stage == "stored":
-            self._say(f"  repeat {event['repeat'] + 1} stored")
+            self._say(f"  repeat {event['repeat'] + 1} stored" + (f" (by {event['by']})" if "by" in event else ""))
+        elif stage == "waiting":
+            self._say(f"  repeat {event['repeat'] + 1} is being trained by another process (pid "
+                      f"{event.get('holder_pid')} on {event.get('holder_host')}); waiting for it")
+        elif stage == "batchnorm" and event.get("layers"):
+            self._say(f"  repeat {event['repeat'] + 1}: re-estimating {event['layers']} BatchNorm layer(s)")
         elif "resumed_at_epoch" in event:
             self._say(f"  resumed {stage} after epoch {event['resumed_at_epoch']}")
 
@@ -121,7 +158,18 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE", help="write the run records as JSON here")
 
 
-@command("run", "train an experiment in this process and print Tables 1 and 2", _add_run_arguments)
+def say_precision(protocol: Protocol) -> None:
+    """bfloat16 on a CPU without bf16 units still runs, slower: say so before hours are spent."""
+    from . import env
+
+    support = env.precision_support(protocol.precision)
+    if support["note"]:
+        print(f"note: {support['note']}", file=sys.stderr)
+    elif protocol.precision == "bfloat16":
+        print(f"precision: bfloat16 on {support['bf16_units']}", file=sys.stderr)
+
+
+@command("run", "train an experiment in this process and print Tables 1-3", _add_run_arguments)
 def _run(args: argparse.Namespace) -> int:
     from .datasets import DatasetUnavailable
     from .experiment import run_experiment
@@ -129,6 +177,14 @@ def _run(args: argparse.Namespace) -> int:
 
     protocol = protocol_from_args(args)
     store = RunStore(args.cache)
+    if store.read_only:
+        runs = [r for r in (store.get(protocol.key(), i) for i in range(args.repeats)) if r is not None]
+        print(f"note: the cache {store.root} is read-only: {len(runs)} of {args.repeats} repeat(s) are stored "
+              "there and shown; nothing new can be trained into it (use --cache DIR for a writable one).",
+              file=sys.stderr)
+        print_tables(runs)
+        return 0 if len(runs) == args.repeats else 2
+    say_precision(protocol)
     try:
         runs = run_experiment(protocol, args.repeats, store, progress=_Printer())
     except DatasetUnavailable as exc:
@@ -196,9 +252,11 @@ def _load_plugins() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .store import StoreError
+
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][2](args)
-    except ValueError as exc:  # protocol validation: a user error, not a crash
+    except (ValueError, StoreError) as exc:  # bad options, an unusable cache: a user's problem, not a crash
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,13 @@ PHOTO_DATASETS = ("dogs-cats", "face-mask", "folder")
 """Datasets read from class folders with OpenCV; the paper augments these (small photo sets)."""
 
 WeightChoice = Literal["last", "best"]
+PRECISIONS = ("float32", "bfloat16")
+ENGINES = ("plain", "lockstep")
+MAX_REPEATS = 1000
+"""Upper bound on repeats per experiment (the paper ran 20); it keeps a typo from queueing years of work."""
+MAX_EPOCHS = 1000
+IMAGE_SIZES = (8, 512)
+"""Smallest and largest side folder images may be resized to (512x512x3 uint8 is 0.8 MB per image)."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,17 @@ class Protocol:
     stage2_eval: WeightChoice = "last"
     """Which stage-two weights are reported. Both are recorded; the paper does not say."""
 
+    resplit: bool = False
+    """Draw a new train/validation(/test) split for every repeat (seed ``seed + repeat``), as the paper's
+    ``train_test_split(shuffle=True)`` without a fixed seed did, instead of one split shared by all repeats.
+    Stage one and stage two of a repeat always share its split, so comparisons stay paired."""
+    precision: str = "float32"
+    """Stage one's compute type: ``float32`` (the paper's) or ``bfloat16`` (Keras ``mixed_bfloat16``: bf16
+    compute, float32 weights, softmax and loss). Stage two's heads always run in float32."""
+    engine: str = "plain"
+    """``plain``: one Keras ``fit`` per repeat (every backend). ``lockstep``: all repeats as one compiled
+    JAX program (:mod:`core.lockstep`, ``KERAS_BACKEND=jax``)."""
+
     limit: int | None = None
     """Use only this many training images (stratified), for quick looks. ``None`` = all."""
     test_limit: int | None = None
@@ -98,16 +116,34 @@ class Protocol:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         if self.dataset == "folder" and not self.data_path:
             raise ValueError("the 'folder' dataset needs a data path (a folder with one sub-folder per class)")
-        for name in ("epochs", "batch_size", "patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
+        _check_range("epochs", self.epochs, 1, MAX_EPOCHS)
+        _check_range("batch_size", self.batch_size, 1, 65536)
+        _check_range("patience", self.patience, 1, MAX_EPOCHS)
+        _check_range("lr_patience", self.lr_patience, 1, MAX_EPOCHS)
+        _check_range("image_size", self.image_size, *IMAGE_SIZES)
         for name in ("validation_split", "test_split"):
             if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
+                raise ValueError(f"{name} must be between 0 and 1 (got {getattr(self, name)})")
+        for name in ("adam_lr", "sgd_lr", "min_lr"):
+            if not 0.0 < getattr(self, name) <= 10.0:
+                raise ValueError(f"{name} must be a positive learning rate of at most 10 (got {getattr(self, name)})")
+        if not 0.0 <= self.sgd_momentum < 1.0:
+            raise ValueError(f"sgd_momentum must be in [0, 1) (got {self.sgd_momentum})")
+        if not 0.0 < self.lr_factor < 1.0:
+            raise ValueError(f"lr_factor must be between 0 and 1 (got {self.lr_factor})")
         for name in ("limit", "test_limit"):
             value = getattr(self, name)
             if value is not None and value < 10:
                 raise ValueError(f"{name} must be at least 10 images")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)} (got {self.engine!r})")
+        for name in ("stage1_eval", "features_from", "stage2_eval"):
+            if getattr(self, name) not in ("last", "best"):
+                raise ValueError(f"{name} must be 'last' or 'best' (got {getattr(self, name)!r})")
+        if self.head_init not in ("fresh", "warm"):
+            raise ValueError(f"head_init must be 'fresh' or 'warm' (got {self.head_init!r})")
 
     @property
     def use_augmentation(self) -> bool:
@@ -139,7 +175,9 @@ class Protocol:
         """Stable hash of everything that changes the numbers.
 
         The canonical Keras datasets give the same data wherever they are read from, so their path is left
-        out; for folder datasets the resolved path is part of the identity.
+        out; for folder datasets the resolved path is part of the identity. Fields added after the first
+        records were stored (:data:`KEYED_WHEN_SET`) are hashed only when they differ from their default: a
+        record made before a field existed was made with its default behaviour and keeps its key.
         """
         data = self.to_dict()
         if self.dataset in ("fashion-mnist", "cifar10"):
@@ -148,6 +186,9 @@ class Protocol:
             data["data_path"] = str(Path(self.data_path).expanduser().resolve())
         data["augment"] = self.use_augmentation
         data["architecture"] = self.model_id
+        for name in KEYED_WHEN_SET:
+            if data[name] == _DEFAULTS[name]:
+                del data[name]
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -163,8 +204,24 @@ class Protocol:
         parts.append("augmented" if self.use_augmentation else "no augmentation")
         parts.append(f"stage-1 {self.stage1_eval} weights, features from {self.features_from}, "
                      f"{self.head_init} head")
+        if self.resplit:
+            parts.append("new split per repeat")
+        if self.precision != "float32":
+            parts.append(self.precision)
+        if self.engine != "plain":
+            parts.append(f"{self.engine} engine")
         if self.limit:
             parts.append(f"{self.limit} training images")
         if self.test_limit:
             parts.append(f"{self.test_limit} test images")
         return ", ".join(parts)
+
+
+KEYED_WHEN_SET = ("resplit", "precision", "engine")
+"""Protocol fields that entered the key after records existed; see :meth:`Protocol.key`."""
+_DEFAULTS = {f.name: f.default for f in fields(Protocol) if f.name in KEYED_WHEN_SET}
+
+
+def _check_range(name: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high} (got {value!r})")

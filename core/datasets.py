@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import pickle
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from .config import Protocol
 from .imageio import IMAGE_SUFFIXES, ImageError, decode_image
+from .safe_load import UnsafeDataError, cifar_unpickle
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -61,10 +61,25 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per split, each row's position in its source (the training pool or the shipped test set), so a
+    prediction can be traced back to its image: see :meth:`image_ids`."""
+    split_seed: int = 0
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def image_ids(self, split: str, rows: np.ndarray) -> list[str]:
+        """Names of the source images of ``rows`` of ``split``: a file path relative to the dataset folder,
+        or ``"test #i"``/``"train #i"`` (the index in the Keras dataset's own array)."""
+        source = "test" if split == "test" and self.info.get("test_from_pool") is False else "pool"
+        files = self.info.get("test_files" if source == "test" else "pool_files")
+        idx = self.ids[split][np.asarray(rows, dtype=np.int64)]
+        if files:
+            return [files[i] for i in idx]
+        prefix = "test" if source == "test" else "train"
+        return [f"{prefix} #{int(i)}" for i in idx]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -96,28 +111,52 @@ class RawData:
 
 # --------------------------------------------------------------------------------------------- public API
 
-def load_dataset(protocol: Protocol, progress: Callable[[int, int], None] | None = None) -> Dataset:
-    """Load, subsample and split the protocol's dataset, deterministically for ``protocol.seed``.
+def load_dataset(protocol: Protocol, progress: Callable[[int, int], None] | None = None,
+                 repeat: int = 0) -> Dataset:
+    """Load, subsample and split the protocol's dataset, deterministically for its split seed.
 
     All splits of the training pool end up as views of the one buffer the loader filled (see
     :func:`split_tail`), so a loaded dataset holds about its raw uint8 size in memory.
     """
-    raw = load_raw(protocol.dataset, protocol.data_path, protocol.image_size, progress)
-    rng = np.random.default_rng(protocol.seed)
-    x, y = raw.x_train, raw.y_train
+    return split_raw(load_raw(protocol.dataset, protocol.data_path, protocol.image_size, progress), protocol,
+                     repeat)
+
+
+def split_seed(protocol: Protocol, repeat: int = 0) -> int:
+    """The seed of a repeat's data split: ``seed`` for all repeats, or ``seed + repeat`` with ``resplit``."""
+    return protocol.seed + repeat if protocol.resplit else protocol.seed
+
+
+def split_raw(raw: RawData, protocol: Protocol, repeat: int = 0, copy: bool = False) -> Dataset:
+    """Test split (for flat folders), ``limit``/``test_limit`` subsets and the validation split of ``raw``.
+
+    The split works in place on ``raw``'s buffer unless ``copy`` (needed when the same raw data is split
+    again for the next repeat, as ``resplit`` does). Row ids travel with the labels as a second column, so
+    every row of every split knows which source image it is.
+    """
+    seed = split_seed(protocol, repeat)
+    rng = np.random.default_rng(seed)
+    x = raw.x_train.copy() if copy else raw.x_train
+    yi = np.column_stack([raw.y_train, np.arange(len(raw.y_train))])
     if raw.x_test is None:
-        x, y, x_test, y_test = split_tail(x, y, stratified_pick(y, protocol.test_split, rng))
+        _require_split_sizes(raw.class_names, raw.y_train, protocol, flat=True)
+        x, yi, x_test, yi_test = split_tail(x, yi, stratified_pick(yi[:, 0], protocol.test_split, rng))
     else:
-        x_test, y_test = raw.x_test, raw.y_test
-    if protocol.limit and protocol.limit < len(y):
-        x, y = compact(x, y, np.sort(stratified_pick(y, protocol.limit / len(y), rng)))
-    if protocol.test_limit and protocol.test_limit < len(y_test):
-        keep = np.sort(stratified_pick(y_test, protocol.test_limit / len(y_test), rng))
-        x_test, y_test = x_test[keep], y_test[keep]
-    x_train, y_train, x_val, y_val = split_tail(x, y, stratified_pick(y, protocol.validation_split, rng))
-    _require_all_classes(raw.class_names, y_train, protocol.dataset)
-    return Dataset(protocol.dataset, raw.class_names, x_train, y_train, x_val, y_val, x_test, y_test,
-                   info=raw.info)
+        _require_split_sizes(raw.class_names, raw.y_train, protocol, flat=False)
+        x_test, yi_test = raw.x_test, np.column_stack([raw.y_test, np.arange(len(raw.y_test))])
+    if protocol.limit and protocol.limit < len(yi):
+        x, yi = compact(x, yi, np.sort(stratified_pick(yi[:, 0], protocol.limit / len(yi), rng)))
+    if protocol.test_limit and protocol.test_limit < len(yi_test):
+        keep = np.sort(stratified_pick(yi_test[:, 0], protocol.test_limit / len(yi_test), rng))
+        x_test, yi_test = x_test[keep], yi_test[keep]
+    x_train, yi_train, x_val, yi_val = split_tail(x, yi, stratified_pick(yi[:, 0], protocol.validation_split,
+                                                                       rng))
+    _require_all_classes(raw.class_names, yi_train[:, 0], protocol.dataset)
+    info = {**raw.info, "test_from_pool": raw.x_test is None}
+    return Dataset(protocol.dataset, raw.class_names, x_train, yi_train[:, 0].copy(), x_val,
+                   yi_val[:, 0].copy(), x_test, yi_test[:, 0].copy(), info=info,
+                   ids={"train": yi_train[:, 1].copy(), "val": yi_val[:, 1].copy(), "test": yi_test[:, 1].copy()},
+                   split_seed=seed)
 
 
 def load_raw(dataset: str, data_path: str | None = None, image_size: int = 128,
@@ -206,6 +245,19 @@ def _move_to_front(x: np.ndarray, keep: np.ndarray, chunk: int) -> np.ndarray:
     return x
 
 
+def _require_split_sizes(class_names: list[str], y: np.ndarray, protocol: Protocol, flat: bool) -> None:
+    """Every class needs an image in each split it is carved into (training, validation and, for a flat
+    folder, test); otherwise training would run and the evaluation would find an empty split."""
+    need = 3 if flat else 2
+    counts = np.bincount(y, minlength=len(class_names))
+    short = [f"{name} ({n})" for name, n in zip(class_names, counts) if n < need]
+    if short:
+        where = "training, validation and test" if flat else "training and validation"
+        raise DatasetUnavailable(
+            f"{protocol.dataset}: too few images in class(es) {', '.join(short)}; each class needs at least "
+            f"{need} readable images (one each for {where}), and many more to learn anything.")
+
+
 def _require_all_classes(class_names: list[str], y: np.ndarray, dataset: str) -> None:
     missing = [name for i, name in enumerate(class_names) if not np.any(y == i)]
     if len(class_names) < 2:
@@ -224,16 +276,31 @@ _IDX_FILES = {
 
 
 def load_fashion_mnist(data_path: str | None = None) -> RawData:
-    """IDX files from ``data_path``, the Debian package, Keras' cache, then a Keras download."""
-    candidates = [Path(data_path).expanduser()] if data_path else []
-    candidates += [FASHION_SYSTEM_DIR, KERAS_DATASETS_DIR / "fashion-mnist"]
+    """IDX files from ``data_path`` (and only there, when given), else the Debian package, Keras' cache, then a
+    Keras download. A given path that holds no usable copy is an error, never silently replaced."""
+    if data_path:
+        folder = Path(data_path).expanduser()
+        if not all(_idx_path(folder, name) for name in _IDX_FILES.values()):
+            raise DatasetUnavailable(f"--data {data_path} does not hold the four Fashion-MNIST IDX files "
+                                     f"({', '.join(_IDX_FILES.values())}, optionally .gz). "
+                                     + HOW_TO_GET["fashion-mnist"])
+        return _read_fashion(folder)
+    candidates = [FASHION_SYSTEM_DIR, KERAS_DATASETS_DIR / "fashion-mnist"]
     for folder in candidates:
         if all(_idx_path(folder, name) for name in _IDX_FILES.values()):
-            arrays = {key: read_idx(_idx_path(folder, name)) for key, name in _IDX_FILES.items()}
-            return RawData(FASHION_CLASSES, arrays["x_train"][..., None], arrays["y_train"].astype(np.int64),
-                           arrays["x_test"][..., None], arrays["y_test"].astype(np.int64),
-                           info={"source": str(folder)})
+            return _read_fashion(folder)
     return _keras_download("fashion-mnist", FASHION_CLASSES, candidates)
+
+
+def _read_fashion(folder: Path) -> RawData:
+    arrays = {key: read_idx(_idx_path(folder, name)) for key, name in _IDX_FILES.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1 or len(x) != len(y) or y.max(initial=0) > 9:
+            raise DatasetUnavailable(f"{folder}: the {split} IDX files are not Fashion-MNIST "
+                                     f"(images {x.shape}, labels {y.shape}).")
+    return RawData(FASHION_CLASSES, arrays["x_train"][..., None], arrays["y_train"].astype(np.int64),
+                   arrays["x_test"][..., None], arrays["y_test"].astype(np.int64), info={"source": str(folder)})
 
 
 def _idx_path(folder: Path, name: str) -> Path | None:
@@ -246,12 +313,21 @@ def _idx_path(folder: Path, name: str) -> Path | None:
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (gzipped or not) straight into a uint8 array, without an intermediate bytes copy."""
     opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        return _read_idx(path, opener)
+    except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile, truncated streams, absurd shapes
+        raise DatasetUnavailable(f"{path} could not be read as an IDX file ({exc}).") from exc
+
+
+def _read_idx(path: Path, opener) -> np.ndarray:
     with opener(path, "rb") as fh:
         header = fh.read(4)
         if len(header) != 4 or header[:2] != b"\x00\x00" or header[2] != 0x08:
             raise DatasetUnavailable(f"{path} is not an unsigned-byte IDX file.")
         ndim = header[3]
         shape = tuple(int.from_bytes(fh.read(4), "big") for _ in range(ndim))
+        if not 1 <= ndim <= 3 or int(np.prod(shape, dtype=np.int64)) > 2**31:
+            raise DatasetUnavailable(f"{path} declares an implausible IDX shape {shape}.")
         out = np.empty(shape, dtype=np.uint8)
         view = memoryview(out.reshape(-1))
         got = 0
@@ -265,9 +341,25 @@ def read_idx(path: Path) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- CIFAR-10
 
+CIFAR_MEMBERS = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+CIFAR_MAX_MEMBER_BYTES = 64 * 2**20
+"""Each real batch is 31 MB; a bigger member is not CIFAR-10 (and would be a decompression bomb)."""
+
+
 def load_cifar10(data_path: str | None = None) -> RawData:
-    """``cifar-10-batches-py`` (or its ``.tar.gz``) from ``data_path`` or Keras' cache, then a download."""
-    candidates = [Path(data_path).expanduser()] if data_path else []
+    """``cifar-10-batches-py`` (or its ``.tar.gz``) from ``data_path`` (only there, when given) or Keras' cache,
+    then a download. The batches are pickles: they are read with :func:`~core.safe_load.cifar_unpickle`, which
+    accepts dicts, lists, bytes and NumPy arrays and nothing else, and only the six expected members are read."""
+    if data_path:
+        path = Path(data_path).expanduser()
+        folder = _cifar_folder(path)
+        if folder is not None:
+            return _read_cifar_folder(folder)
+        if path.is_file():
+            return _read_cifar_tar(path)
+        raise DatasetUnavailable(f"--data {data_path} is neither cifar-10-python.tar.gz nor a folder holding "
+                                 "cifar-10-batches-py. " + HOW_TO_GET["cifar10"])
+    candidates = []
     if KERAS_DATASETS_DIR.is_dir():
         candidates += sorted(KERAS_DATASETS_DIR.glob("cifar-10-batches-py*"))
         candidates += sorted(KERAS_DATASETS_DIR.glob("*/cifar-10-batches-py"))
@@ -287,35 +379,66 @@ def _cifar_folder(path: Path) -> Path | None:
     return None
 
 
-def _cifar_batch(blob: dict) -> tuple[np.ndarray, np.ndarray]:
-    data = np.asarray(blob[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(data), np.asarray(blob[b"labels"], dtype=np.int64)
+def _cifar_batch(blob: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        data = np.asarray(blob[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = np.asarray(blob[b"labels"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetUnavailable(f"{where} is not a CIFAR-10 batch ({type(exc).__name__}: {exc}).") from exc
+    if len(data) != len(labels) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise DatasetUnavailable(f"{where} is not a CIFAR-10 batch ({len(data)} images, {len(labels)} labels).")
+    return np.ascontiguousarray(data), labels
 
 
-def _cifar_from_batches(read: Callable[[str], dict], source: str) -> RawData:
-    train = [_cifar_batch(read(f"data_batch_{i}")) for i in range(1, 6)]
-    x_test, y_test = _cifar_batch(read("test_batch"))
+def _cifar_from_batches(read: Callable[[str], Any], source: str) -> RawData:
+    train = [_cifar_batch(read(name), f"{source}: {name}") for name in CIFAR_MEMBERS[:5]]
+    x_test, y_test = _cifar_batch(read("test_batch"), f"{source}: test_batch")
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
     return RawData(CIFAR_CLASSES, x_train, y_train, x_test, y_test, info={"source": source})
 
 
+def _unpickle_batch(stream, where: str) -> Any:
+    try:
+        return cifar_unpickle(stream)
+    except UnsafeDataError as exc:
+        raise DatasetUnavailable(f"{where} is not a genuine CIFAR-10 batch and was not loaded: {exc}.") from exc
+    except Exception as exc:  # noqa: BLE001 - any malformed pickle is one clear line, never a traceback
+        raise DatasetUnavailable(f"{where} could not be read as a CIFAR-10 batch ({type(exc).__name__}).") from exc
+
+
 def _read_cifar_folder(folder: Path) -> RawData:
-    def read(name: str) -> dict:
-        with open(folder / name, "rb") as fh:
-            return pickle.load(fh, encoding="bytes")  # the official archive is a trusted pickle
+    def read(name: str) -> Any:
+        path = folder / name
+        if path.stat().st_size > CIFAR_MAX_MEMBER_BYTES:
+            raise DatasetUnavailable(f"{path} is too large to be a CIFAR-10 batch.")
+        with open(path, "rb") as fh:
+            return _unpickle_batch(fh, str(path))
     return _cifar_from_batches(read, str(folder))
 
 
 def _read_cifar_tar(archive: Path) -> RawData:
-    with tarfile.open(archive, "r:gz") as tar:
-        members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+    """Only ``cifar-10-batches-py/<batch>`` regular files are read; links, other names and oversized members
+    are never extracted."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = {}
+            for m in tar.getmembers():
+                parts = Path(m.name).parts
+                if m.isfile() and len(parts) == 2 and parts[0] == "cifar-10-batches-py" and parts[1] in CIFAR_MEMBERS:
+                    members[parts[1]] = m
 
-        def read(name: str) -> dict:
-            if name not in members:
-                raise DatasetUnavailable(f"{archive} has no {name}; is it cifar-10-python.tar.gz?")
-            return pickle.load(tar.extractfile(members[name]), encoding="bytes")
-        return _cifar_from_batches(read, str(archive))
+            def read(name: str) -> Any:
+                if name not in members:
+                    raise DatasetUnavailable(f"{archive} has no cifar-10-batches-py/{name}; is it "
+                                             "cifar-10-python.tar.gz?")
+                if members[name].size > CIFAR_MAX_MEMBER_BYTES:
+                    raise DatasetUnavailable(f"{archive}: {name} is too large to be a CIFAR-10 batch.")
+                return _unpickle_batch(tar.extractfile(members[name]), f"{archive}: {name}")
+            return _cifar_from_batches(read, str(archive))
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DatasetUnavailable(f"{archive} is not a readable cifar-10-python.tar.gz ({type(exc).__name__}: "
+                                 f"{exc}).") from exc
 
 
 def _keras_download(dataset: str, class_names: list[str], looked: list[Path]) -> RawData:
@@ -357,9 +480,10 @@ class FolderScan:
 
 def scan_image_folder(path: str | Path) -> FolderScan:
     """Find the classes and image files under ``path`` (pre-split or flat layout)."""
-    root = _unwrap(Path(path).expanduser())
-    if not root.is_dir():
+    given = Path(path).expanduser()
+    if not given.is_dir():
         raise DatasetUnavailable(f"{path} is not a folder. {HOW_TO_GET['folder']}")
+    root = _unwrap(given)
     train_dir = _first_child(root, TRAIN_DIR_NAMES)
     test_dir = _first_child(root, TEST_DIR_NAMES)
     if train_dir and test_dir:
@@ -374,10 +498,16 @@ def scan_image_folder(path: str | Path) -> FolderScan:
         scan.train = _list_images(root, class_names, scan)
     counts = np.bincount([label for _, label in scan.train + scan.test], minlength=len(class_names))
     scan.empty_classes = [name for name, n in zip(class_names, counts) if n == 0]
-    if len(class_names) - len(scan.empty_classes) < 2:
-        raise DatasetUnavailable(
-            f"{root} has {len(class_names) - len(scan.empty_classes)} class folder(s) with images; at least "
-            f"two are needed. {HOW_TO_GET['folder']}")
+    with_images = [name for name, n in zip(class_names, counts) if n > 0]
+    if len(with_images) < 2:
+        if not class_names and any(_is_image(f) for f in root.iterdir()):
+            found = (f"holds images directly, not in class sub-folders"
+                     + (f" (it is the only sub-folder of {given}, so it counts as one class)" if root != given
+                        else ""))
+        else:
+            found = (f"has {len(with_images)} class folder(s) with images"
+                     + (f" ({with_images[0]})" if with_images else ""))
+        raise DatasetUnavailable(f"{given} {found}; at least two classes are needed. {HOW_TO_GET['folder']}")
     return scan
 
 
@@ -389,7 +519,7 @@ def load_image_folder(path: str | Path, image_size: int = 128,
     done = [0]
     skipped: list[str] = []
 
-    def read_all(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray]:
+    def read_all(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
         x = np.empty((len(items), image_size, image_size, 3), dtype=np.uint8)
         ok = np.zeros(len(items), dtype=bool)
         for i, (file, _) in enumerate(items):
@@ -402,13 +532,29 @@ def load_image_folder(path: str | Path, image_size: int = 128,
             if progress and (done[0] % 200 == 0 or done[0] == total):
                 progress(done[0], total)
         y = np.array([label for _, label in items], dtype=np.int64)
-        return compact(x, y, np.flatnonzero(ok))
+        kept = np.flatnonzero(ok)
+        x, y = compact(x, y, kept)
+        return x, y, [str(items[i][0].relative_to(scan.root)) for i in kept]
 
-    x_train, y_train = read_all(scan.train)
-    x_test, y_test = read_all(scan.test) if scan.layout == "pre-split" else (None, None)
+    x_train, y_train, pool_files = read_all(scan.train)
+    x_test, y_test, test_files = read_all(scan.test) if scan.layout == "pre-split" else (None, None, [])
+    _require_decodable(scan, y_train if y_test is None else np.concatenate([y_train, y_test]), skipped)
     info = {"source": str(scan.root), "layout": scan.layout, "skipped": skipped,
-            "ignored": scan.ignored, "empty_classes": scan.empty_classes}
+            "ignored": scan.ignored, "empty_classes": scan.empty_classes, "pool_files": pool_files,
+            "test_files": test_files}
     return RawData(scan.class_names, x_train, y_train, x_test, y_test, info=info)
+
+
+def _require_decodable(scan: FolderScan, y: np.ndarray, skipped: list[str]) -> None:
+    """A class whose files all failed to decode is named, with the first error, rather than reported later
+    as a class with too few images."""
+    counts = np.bincount(y, minlength=len(scan.class_names))
+    listed = np.bincount([label for _, label in scan.train + scan.test], minlength=len(scan.class_names))
+    dead = [name for name, n, m in zip(scan.class_names, counts, listed) if n == 0 and m > 0]
+    if dead:
+        raise DatasetUnavailable(
+            f"{scan.root}: none of the image files of class(es) {', '.join(dead)} could be decoded "
+            f"({len(skipped)} unreadable file(s) in all; first: {skipped[0] if skipped else '-'}).")
 
 
 def _unwrap(folder: Path) -> Path:

@@ -46,8 +46,31 @@ def device() -> str:
     return f"CPU ({os.cpu_count()} cores)"
 
 
-def has_gpu() -> bool:
-    return not device().startswith("CPU")
+@functools.lru_cache(maxsize=1)
+def bf16_units() -> str | None:
+    """The bfloat16 matrix units this machine offers, or None: a GPU, or the CPU flags ``amx_bf16`` /
+    ``avx512_bf16`` (TensorFlow's oneDNN uses them). Without them bfloat16 is emulated, and slower."""
+    if not device().startswith("CPU"):
+        return device()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return None
+    found = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
+    return ", ".join(found) or None
+
+
+NO_BF16 = ("this CPU has no bfloat16 units (no amx_bf16 or avx512_bf16 flag): bfloat16 runs emulated, "
+           "slower than float32")
+
+
+def precision_support(precision: str) -> dict[str, str | None]:
+    """What a record says about its compute precision and whether the hardware accelerates it."""
+    if precision != "bfloat16":
+        return {"name": precision, "bf16_units": None, "note": None}
+    units = bf16_units()
+    return {"name": precision, "bf16_units": units, "note": None if units else NO_BF16}
 
 
 @functools.lru_cache(maxsize=1)

@@ -39,53 +39,26 @@ Nothing here imports TensorFlow: the Streamlit app imports this module on every 
 from __future__ import annotations
 
 import os
-import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-import diskcache
-
 from .config import Protocol
-from .store import RunStore, default_cache_dir, private_dir
+from .leases import STALE_AFTER_S, hostname, pid_alive
+from .store import PROJECT_ROOT, RunStore, default_cache_dir, open_json_cache, private_dir
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
-FINISHED = ("done", "failed", "cancelled")
 HISTORY_KEYS = ("epoch", "accuracy", "val_accuracy", "loss", "val_loss")
-
-HEARTBEAT_S = float(os.environ.get("TWO_STAGE_HEARTBEAT", "5"))
-"""How often a worker refreshes its heartbeat (and notices a cancel)."""
-STALE_AFTER_S = float(os.environ.get("TWO_STAGE_STALE_AFTER", "30"))
-"""A running job whose heartbeat is older than this is requeued."""
+KEEP_WORKER_LOGS = 20
 MAX_ATTEMPTS = int(os.environ.get("TWO_STAGE_MAX_ATTEMPTS", "3"))
 """A job whose worker died this many times is marked failed instead of requeued again."""
 
 
 class QueueFull(ValueError):
     """Raised by :meth:`JobQueue.submit` when demo mode's ``max_queued_jobs`` is reached."""
-
-
-def hostname() -> str:
-    return socket.gethostname()
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process of this host is running (a zombie counts as dead)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 class JobQueue:
@@ -95,8 +68,7 @@ class JobQueue:
                  max_attempts: int | None = None):
         self.root = private_dir(Path(root) if root else default_cache_dir())
         self.dir = private_dir(self.root / "jobs")
-        self.db = diskcache.Cache(str(self.dir), eviction_policy="none", size_limit=2**40,
-                                  disk=diskcache.JSONDisk, timeout=60)
+        self.db = open_json_cache(self.dir, "job queue")
         self.stale_after = STALE_AFTER_S if stale_after is None else float(stale_after)
         self.max_attempts = MAX_ATTEMPTS if max_attempts is None else int(max_attempts)
         self._store: RunStore | None = None
@@ -361,8 +333,6 @@ class JobQueue:
         start one worker, not two. Started workers exit after ``idle_exit`` idle seconds.
         """
         from .settings import limits
-        from .worker import spawn_worker
-
         self.recover()
         count = limits().workers if count is None else count
         now = time.time()
@@ -489,3 +459,51 @@ def eta_seconds(progress: dict[str, Any]) -> float | None:
         later = todo if stage != "repeat" else later
         current = full if stage == "repeat" else 0.0
     return max(0.0, current + len(later) * full)
+
+
+# ------------------------------------------------------------------------------------ starting workers
+def spawn_worker(root: str | Path, *, worker_id: str | None = None, idle_exit: float | None = 300.0,
+                 stale_after: float | None = None, heartbeat: float | None = None) -> int:
+    """Start ``python -m core worker`` detached (own session, stdin closed, output in
+    ``<root>/jobs/worker-<pid>.log``) and return its pid. It is a fresh interpreter, never a fork."""
+    root = Path(root)
+    logs = root / "jobs"
+    logs.mkdir(parents=True, exist_ok=True)
+    worker_id = worker_id or uuid.uuid4().hex[:8]
+    cmd = [sys.executable, "-m", "core", "worker", "--cache", str(root), "--worker-id", worker_id]
+    if idle_exit is not None:
+        cmd += ["--idle-exit", str(idle_exit)]
+    if stale_after is not None:
+        cmd += ["--stale-after", str(stale_after)]
+    if heartbeat is not None:
+        cmd += ["--heartbeat", str(heartbeat)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    tmp_log = logs / f"worker-{worker_id}.log"
+    fd = os.open(tmp_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
+                                cwd=str(PROJECT_ROOT), env=env, start_new_session=True, close_fds=True)
+    finally:
+        os.close(fd)
+    os.replace(tmp_log, logs / f"worker-{proc.pid}.log")
+    _CHILDREN.append(proc)
+    _reap()
+    _prune_logs(logs)
+    return proc.pid
+
+
+_CHILDREN: list[subprocess.Popen] = []
+
+
+def _reap() -> None:
+    """Collect exited workers this process started, so they do not linger as zombies."""
+    for proc in list(_CHILDREN):
+        if proc.poll() is not None:
+            _CHILDREN.remove(proc)
+
+
+def _prune_logs(folder: Path) -> None:
+    logs = sorted(folder.glob("worker-*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in logs[KEEP_WORKER_LOGS:]:
+        old.unlink(missing_ok=True)

@@ -12,9 +12,11 @@ cites, in the usual Keras idiom. Every model:
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import keras
+import numpy as np
 from keras import layers
 
 from .config import Augmentation
@@ -131,19 +133,71 @@ ARCHITECTURES: dict[str, Callable[[int], list[layers.Layer]]] = {
 
 
 def build_stage1(architecture: str, input_shape: tuple[int, int, int], num_classes: int,
-                 augmentation: Augmentation | None = None, seed: int | None = None) -> keras.Model:
-    """The stage-one CNN, uncompiled. ``augmentation=None`` builds it without augmentation layers."""
+                 augmentation: Augmentation | None = None, seed: int | None = None,
+                 precision: str = "float32") -> keras.Model:
+    """The stage-one CNN, uncompiled. ``augmentation=None`` builds it without augmentation layers.
+
+    ``precision="bfloat16"`` builds every layer under Keras' ``mixed_bfloat16`` policy (bf16 compute, float32
+    weights) except the softmax, which stays float32 so probabilities and the loss keep full precision.
+    """
     if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
-    inputs = keras.Input(shape=input_shape, name="pixels")
-    x = inputs
-    if augmentation is not None:
-        for layer in augmentation_layers(augmentation, seed):
+    with dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32"):
+        inputs = keras.Input(shape=input_shape, name="pixels")
+        x = inputs
+        if augmentation is not None:
+            for layer in augmentation_layers(augmentation, seed):
+                x = layer(x)
+        x = layers.Rescaling(1.0 / 255, name="rescale")(x)
+        stack = ARCHITECTURES[architecture](num_classes)
+        stack[-1].dtype_policy = "float32"
+        for layer in stack:
             x = layer(x)
-    x = layers.Rescaling(1.0 / 255, name="rescale")(x)
-    for layer in ARCHITECTURES[architecture](num_classes):
-        x = layer(x)
-    return keras.Model(inputs, x, name=f"stage1_{architecture.replace('-', '_')}")
+        return keras.Model(inputs, x, name=f"stage1_{architecture.replace('-', '_')}")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build layers under a Keras dtype policy without leaving it set for the rest of the process."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def batchnorm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
+    return [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+
+
+def reestimate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> int:
+    """Replace every BatchNormalization layer's moving mean and variance by the exact statistics of its input
+    over ``x``; returns the number of layers changed. No weight is trained.
+
+    Why: during training BN normalises with each batch's statistics and keeps exponential moving averages
+    for inference. With few steps per epoch those averages lag behind the weights, and the network scores
+    worse in inference than its weights deserve. This measures how much of that lag explains stage one's
+    deficit. Layers are done in order, each with every upstream layer in inference mode (and upstream BN
+    layers already re-estimated), augmentation and dropout off. Sums are kept in float64; the variance is
+    the population (biased) variance, which is what BN computes per batch.
+    """
+    found = batchnorm_layers(model)
+    for bn in found:
+        probe = keras.Model(model.input, bn.input)
+        axis = bn.axis if isinstance(bn.axis, int) else bn.axis[0]
+        total, total_sq, count = 0.0, 0.0, 0
+        for start in range(0, len(x), batch_size):
+            a = np.asarray(probe.predict_on_batch(x[start:start + batch_size]), dtype=np.float64)
+            a = np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis])
+            total = total + a.sum(axis=0)
+            total_sq = total_sq + np.square(a).sum(axis=0)
+            count += len(a)
+        mean = total / count
+        variance = np.maximum(total_sq / count - np.square(mean), 0.0)
+        bn.moving_mean.assign(mean.astype(np.float32))
+        bn.moving_variance.assign(variance.astype(np.float32))
+    return len(found)
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:

@@ -30,11 +30,27 @@ inter-quartile ranges outside the quartiles. This reproduces the paper's "exclud
 choosing the repeat by hand."""
 
 
+TRAIN_SOURCES = {
+    "inference": "training accuracy measured after training, in inference mode (dropout and augmentation off)",
+    "fit": "training accuracy Keras reported during fit for that epoch (dropout and augmentation on)",
+}
+"""The two readings of Table 1's "training accuracy"; the paper does not say which it shows."""
+
+
 def metric(run: dict[str, Any], method: str, split: str, weights: str | None = None,
-           kind: str = "accuracy") -> float:
-    """One number of one repeat: ``method`` in stage1/adam/sgd, ``split`` in train/val/test."""
+           kind: str = "accuracy", train_source: str = "inference") -> float:
+    """One number of one repeat: ``method`` in stage1/adam/sgd, ``split`` in train/val/test.
+
+    ``weights`` is ``last``/``best`` (and, for stage one, ``last_bn``/``best_bn``); ``None`` = the protocol's
+    choice. ``train_source="fit"`` gives the training accuracy Keras reported during ``fit`` for the epoch
+    whose weights are evaluated (from the stored history), instead of the inference-mode one.
+    """
     if weights is None:
         weights = run["protocol"]["stage1_eval" if method == "stage1" else "stage2_eval"]
+    if split == "train" and kind == "accuracy" and train_source == "fit":
+        part = run[method]
+        epoch = part["best_epoch"] if weights.startswith("best") else part["epochs_run"]
+        return float(part["history"]["accuracy"][epoch - 1])
     return float(run[method][weights][f"{split}_{kind}"])
 
 
@@ -46,7 +62,7 @@ def fit_seconds(run: dict[str, Any], method: str) -> float:
 
 
 def runs_frame(runs: list[dict[str, Any]], stage1_weights: str | None = None,
-               stage2_weights: str | None = None) -> pd.DataFrame:
+               stage2_weights: str | None = None, train_source: str = "inference") -> pd.DataFrame:
     """One row per repeat: headline numbers and the provenance every figure must carry."""
     rows = []
     for run in runs:
@@ -57,7 +73,8 @@ def runs_frame(runs: list[dict[str, Any]], stage1_weights: str | None = None,
         for method in METHODS:
             weights = stage1_weights if method == "stage1" else stage2_weights
             for split in SPLITS:
-                row[f"{method}_{split}_accuracy"] = metric(run, method, split, weights)
+                row[f"{method}_{split}_accuracy"] = metric(run, method, split, weights,
+                                                           train_source=train_source)
             row[f"{method}_test_loss"] = metric(run, method, "test", weights, kind="loss")
             row[f"{method}_epochs"] = run[method]["epochs_run"]
             row[f"{method}_best_epoch"] = run[method]["best_epoch"]
@@ -70,9 +87,11 @@ def runs_frame(runs: list[dict[str, Any]], stage1_weights: str | None = None,
 
 
 def table1(runs: list[dict[str, Any]], stage1_weights: str | None = None,
-           stage2_weights: str | None = None) -> pd.DataFrame:
-    """Mean and standard deviation of accuracy per method and split, with the number of repeats."""
-    frame = runs_frame(runs, stage1_weights, stage2_weights)
+           stage2_weights: str | None = None, train_source: str = "inference") -> pd.DataFrame:
+    """Mean and standard deviation of accuracy per method and split, with the number of repeats.
+
+    ``train_source`` picks the training-accuracy reading (:data:`TRAIN_SOURCES`)."""
+    frame = runs_frame(runs, stage1_weights, stage2_weights, train_source)
     rows = []
     for method, label in METHODS.items():
         row: dict[str, Any] = {"method": label, "repeats": len(frame)}
@@ -85,13 +104,19 @@ def table1(runs: list[dict[str, Any]], stage1_weights: str | None = None,
 
 
 def paired_test(first: np.ndarray, second: np.ndarray, alpha: float = 0.05) -> dict[str, float]:
-    """Paired comparison of two accuracy vectors (same repeats): t-test, 95% CI, Wilcoxon."""
+    """Paired comparison of two accuracy vectors (same repeats): t-test, 95% CI, Wilcoxon.
+
+    Fewer than two pairs, or differences that are all equal (common with 2-3 repeats on a small test set),
+    give NaN statistics: scipy would report p = 0 for a constant non-zero difference, which is no evidence.
+    """
     first, second = np.asarray(first, float), np.asarray(second, float)
     n = len(first)
     out = {"n": n, "mean first": first.mean() if n else np.nan, "mean second": second.mean() if n else np.nan,
            "mean difference": (second - first).mean() if n else np.nan,
            "ci low": np.nan, "ci high": np.nan, "t": np.nan, "p (t-test)": np.nan, "p (Wilcoxon)": np.nan}
     if n < 2:
+        return out
+    if np.ptp(second - first) == 0:  # identical differences: t is 0/0 or infinite, not evidence either way
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # zero-variance differences give nan, not noise
@@ -160,3 +185,101 @@ def option_effects(runs: list[dict[str, Any]]) -> pd.DataFrame:
                              "mean stage-two test": frame[f"{head}_test_accuracy"].mean(),
                              "mean gain": diff.mean()})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- Table 3
+
+BASELINES = {
+    "reported": "stage one as the paper reports it",
+    "best": "stage one at its best checkpoint",
+    "bn": "stage one with BatchNorm re-estimated",
+    "best_bn": "stage one, best checkpoint + BatchNorm re-estimated",
+}
+"""Table 3's rows: what the second stage is compared with. ``reported`` is the protocol's ``stage1_eval``
+weights; ``bn`` is the same weights after re-estimating BatchNorm statistics on the training split."""
+
+
+def baseline_weights(run: dict[str, Any], baseline: str) -> str:
+    reported = run["protocol"]["stage1_eval"]
+    return {"reported": reported, "best": "best", "bn": f"{reported}_bn", "best_bn": "best_bn"}[baseline]
+
+
+def table3(runs: list[dict[str, Any]], alpha: float = 0.05) -> pd.DataFrame:
+    """What explains the gain: each head (protocol's ``stage2_eval`` weights) against four stage-one
+    baselines (:data:`BASELINES`), as paired tests of test accuracy over the same repeats.
+
+    ``share of gain`` is how much of the head's gain over the reported stage one the baseline's fix recovers
+    on its own: ``(mean baseline - mean reported) / (mean head - mean reported)``. It can exceed 100% (the
+    fixed stage one beats the head) or be negative (the fix hurts).
+    """
+    if not runs:
+        return pd.DataFrame()
+    rows = []
+    for head in ("adam", "sgd"):
+        second = np.array([metric(r, head, "test") for r in runs])
+        reported = np.array([metric(r, "stage1", "test", baseline_weights(r, "reported")) for r in runs])
+        gain = float(np.mean(second - reported))
+        for baseline, label in BASELINES.items():
+            first = np.array([metric(r, "stage1", "test", baseline_weights(r, baseline)) for r in runs])
+            row = {"head": head, "baseline": baseline, "comparison": f"{METHODS[head]} vs {label}"}
+            row.update(paired_test(first, second, alpha))
+            row["significant"] = bool(row["p (t-test)"] < alpha)
+            row["share of gain"] = (float(np.mean(first - reported)) / gain) if gain else float("nan")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def bn_layers(runs: list[dict[str, Any]]) -> int:
+    """BatchNormalization layers in the runs' stage-one model (0 when the records predate the count)."""
+    return int(max((r["stage1"].get("batchnorm", {}).get("layers", 0) for r in runs), default=0))
+
+
+def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05) -> str:
+    """One sentence on Table 3, by a fixed rule (so every dataset is judged the same way):
+
+    1. The gain is the head's mean test accuracy minus stage one's as reported. It is "reproduced" when the
+       paired t-test gives p < alpha and the gain is positive, "reversed" when p < alpha and it is negative,
+       and "not significant" otherwise (the number of repeats is named).
+    2. When the gain is positive, the sentence says how much of it each fix recovers alone (re-estimating
+       BatchNorm statistics, where the model has BN layers; evaluating the best checkpoint) and both together.
+    3. It ends with the head against stage one with both fixes: whether anything significant is left.
+    """
+    table = table3(runs, alpha)
+    if table.empty:
+        return "No repeats yet."
+    rows = {r["baseline"]: r for r in table[table["head"] == head].to_dict("records")}
+    main = rows["reported"]
+    n, gain, p = int(main["n"]), float(main["mean difference"]), float(main["p (t-test)"])
+    head_name = {"adam": "Adam", "sgd": "SGD"}[head]
+    if not np.isfinite(p):
+        return (f"With {n} repeat(s) the {head_name} head's gain ({100 * gain:+.2f} pp) cannot be tested; "
+                "at least 2 repeats with differing results are needed.")
+    if p < alpha:
+        state = "is reproduced" if gain > 0 else "is reversed (the second stage is worse)"
+    else:
+        state = f"is not significant with {n} repeats"
+    text = f"The second stage's ({head_name} head) gain {state}: {100 * gain:+.2f} pp, p = {p:.2g}."
+    if gain > 0:
+        parts = []
+        if bn_layers(runs):
+            parts.append(f"re-estimating BatchNorm statistics alone recovers {_share(rows['bn'])} of it")
+        else:
+            parts.append("the model has no BatchNorm layer, so only the checkpoint choice can explain it")
+        parts.append(f"evaluating the best checkpoint alone recovers {_share(rows['best'])}")
+        if bn_layers(runs):
+            parts.append(f"both together {_share(rows['best_bn'])}")
+        joined = "; ".join(parts)
+        text += f" {joined[0].upper()}{joined[1:]}."
+    rest = rows["best_bn"]
+    left_p = float(rest["p (t-test)"])
+    if np.isfinite(left_p):
+        judged = "significant" if left_p < alpha else "not significant"
+        against = "stage one with both fixes" if bn_layers(runs) else "stage one's best checkpoint"
+        text += (f" Against {against} the head is {100 * float(rest['mean difference']):+.2f} pp "
+                 f"(p = {left_p:.2g}, {judged}).")
+    return text
+
+
+def _share(row: dict[str, Any]) -> str:
+    share = float(row["share of gain"])
+    return "an undefined share" if not np.isfinite(share) else f"{100 * share:.0f}%"

@@ -1,25 +1,45 @@
 """Run records and artefacts under ``cache/``: the only module that reads or writes results.
 
-Records are JSON-ready dicts kept in a diskcache ``Cache`` with eviction disabled (diskcache's default policy
-would silently drop results once the cache passes 1 GB). A record is keyed by ``(protocol key, repeat)``, so a
-repeat that exists is never trained again. Trained models live as ``.keras`` files in a per-repeat folder.
+Records are JSON-ready dicts kept in a diskcache ``Cache`` under ``<cache>/runs`` with eviction disabled
+(diskcache's default policy would silently drop results once the cache passes 1 GB) and
+:class:`~core.safe_load.SafeJSONDisk`, so nothing read back can run code. A record is keyed by
+``(protocol key, repeat)``, so a repeat that exists is never trained again. Trained models live as ``.keras``
+files in a per-repeat folder under ``<cache>/artefacts``.
+
+Caches the store cannot write are still read: a read-only folder (a shared results disk, a copied cache) is
+opened through SQLite's read-only mode and says so (:attr:`RunStore.read_only`); an older cache whose records
+were pickled (``<cache>/records``) is converted once with a loader that accepts plain data only; a damaged
+database raises :class:`StoreError` whose message says how to move it aside.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
+import pickle
 import shutil
+import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import diskcache
+from diskcache.core import MODE_BINARY, MODE_PICKLE, MODE_RAW
 
 from .config import Protocol
+from .safe_load import SafeJSONDisk, UnsafeCacheError, UnsafeDataError, plain_unpickle
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ENV = "TWO_STAGE_CACHE"
+RECORDS_DIR = "runs"
+LEGACY_DIR = "records"
+"""Where versions before the JSON store kept (pickled) records; converted once, then renamed."""
+
+
+class StoreError(RuntimeError):
+    """The cache cannot be used as it is; the message says what is wrong and what to do."""
 
 
 def default_cache_dir() -> Path:
@@ -28,61 +48,102 @@ def default_cache_dir() -> Path:
 
 
 def private_dir(path: Path) -> Path:
-    """Create ``path`` readable by its owner only (the cache holds models and, in jobs, user paths)."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        path.chmod(0o700)
-    except PermissionError:
-        pass
+    """Create ``path`` readable by its owner only (the cache holds models and, in jobs, user paths).
+
+    An existing folder is left exactly as it is: its permissions are its owner's choice (a folder made
+    read-only on purpose must stay read-only).
+    """
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def writable(path: Path) -> bool:
+    """Whether files can be created in ``path`` (a real probe: permissions, read-only mounts, ACLs)."""
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False
+
+
+def damaged_message(what: str, folder: Path, exc: BaseException) -> str:
+    return (f"The {what} in {folder} is damaged and cannot be read ({type(exc).__name__}: {exc}). "
+            f"Move it aside and start afresh: mv {folder} {folder}.damaged")
+
+
+def _guarded(method):
+    """Turn a refused (pickled) row or a database damaged after opening into one :class:`StoreError`."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except UnsafeCacheError as exc:
+            folder = self.root / RECORDS_DIR
+            raise StoreError(f"The run records in {folder} contain data this project never writes ({exc}); it "
+                             f"was not loaded. Move the folder aside: mv {folder} {folder}.untrusted") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(damaged_message("run records", self.root / RECORDS_DIR, exc)) from exc
+    return wrapper
 
 
 class RunStore:
     """Read and write run records and per-repeat artefact folders."""
 
     def __init__(self, root: str | Path | None = None):
-        self.root = private_dir(Path(root) if root else default_cache_dir())
-        self.records = diskcache.Cache(str(self.root / "records"), eviction_policy="none",
-                                       size_limit=2**40)
-        self.artefacts = private_dir(self.root / "artefacts")
+        root = Path(root) if root else default_cache_dir()
+        self.read_only = root.is_dir() and not writable(root)
+        self.root = root if self.read_only else private_dir(root)
+        folder = self.root / RECORDS_DIR
+        try:
+            if self.read_only:
+                self.records: Any = ReadOnlyRecords(folder)
+            else:
+                self.records = open_json_cache(folder, "run records")
+                _convert_legacy(self.root / LEGACY_DIR, self.records)
+        except UnsafeCacheError as exc:
+            raise StoreError(f"The run records in {folder} contain data this project never writes ({exc}); "
+                             f"they were not loaded. Move the folder aside: mv {folder} {folder}.untrusted") from exc
+        self.artefacts = self.root / "artefacts" if self.read_only else private_dir(self.root / "artefacts")
 
     # ------------------------------------------------------------------------------------------ records
     @staticmethod
     def record_key(key: str, repeat: int) -> str:
         return f"run/{key}/{repeat:04d}"
 
+    @_guarded
     def has(self, protocol: Protocol, repeat: int) -> bool:
         return self.record_key(protocol.key(), repeat) in self.records
 
+    @_guarded
     def get(self, key: str, repeat: int) -> dict[str, Any] | None:
         return self.records.get(self.record_key(key, repeat))
 
+    @_guarded
     def put(self, record: dict[str, Any]) -> None:
         """Store a finished repeat atomically (one SQLite transaction) with its protocol."""
+        if self.read_only:
+            raise StoreError(f"The cache {self.root} is read-only; finished results are shown but nothing "
+                             "new can be stored. Use another cache (--cache DIR or $TWO_STAGE_CACHE).")
         with self.records.transact():
             self.records.set(f"protocol/{record['key']}", record["protocol"])
             self.records.set(self.record_key(record["key"], record["repeat"]), record)
 
-    def delete(self, key: str, repeat: int) -> None:
-        self.records.delete(self.record_key(key, repeat))
-        shutil.rmtree(self.workdir(key, repeat), ignore_errors=True)
-
+    @_guarded
     def experiments(self) -> dict[str, Protocol]:
         """Every protocol with at least one stored repeat, by key."""
+        keys = [k for k in self.records.iterkeys() if isinstance(k, str)]
+        with_runs = {k.split("/")[1] for k in keys if k.startswith("run/")}
         out = {}
-        for k in self.records.iterkeys():
-            if isinstance(k, str) and k.startswith("protocol/"):
-                key = k.split("/", 1)[1]
-                if any(True for _ in self._run_keys(key)):
-                    out[key] = Protocol.from_dict(self.records[k])
+        for k in keys:
+            if k.startswith("protocol/") and k.split("/", 1)[1] in with_runs:
+                out[k.split("/", 1)[1]] = Protocol.from_dict(self.records.get(k))
         return out
 
+    @_guarded
     def runs(self, key: str) -> list[dict[str, Any]]:
         """All stored repeats of one experiment, in repeat order."""
-        return [self.records[k] for k in sorted(self._run_keys(key))]
-
-    def all_runs(self) -> list[dict[str, Any]]:
-        return [run for key in self.experiments() for run in self.runs(key)]
+        return [self.records.get(k) for k in sorted(self._run_keys(key))]
 
     def _run_keys(self, key: str) -> Iterator[str]:
         prefix = f"run/{key}/"
@@ -98,14 +159,10 @@ class RunStore:
 
         A stored repeat is never touched, so a late cancel cannot take away finished work.
         """
-        if self.record_key(key, repeat) in self.records:
+        if self.read_only or self.record_key(key, repeat) in self.records:
             return False
         shutil.rmtree(self.workdir(key, repeat), ignore_errors=True)
         return True
-
-    def artefact_bytes(self) -> int:
-        """Bytes under ``artefacts/`` (models of finished repeats plus crash-recovery files of running ones)."""
-        return sum(f.stat().st_size for f in self.artefacts.rglob("*") if f.is_file())
 
     def prune_artefacts(self, budget_bytes: int | None) -> list[Path]:
         """Keep ``artefacts/`` within ``budget_bytes`` by deleting the models of the oldest finished repeats.
@@ -115,7 +172,7 @@ class RunStore:
         that Classify would load. Folders of unfinished repeats hold crash-recovery state and are never pruned.
         ``None`` means no budget. Returns the folders removed.
         """
-        if budget_bytes is None:
+        if budget_bytes is None or self.read_only:
             return []
         finished = []
         total = 0
@@ -149,6 +206,114 @@ class RunStore:
     def close(self) -> None:
         self.records.close()
 
+
+# ------------------------------------------------------------------------------------------ databases
+
+def open_json_cache(folder: Path, what: str) -> diskcache.Cache:
+    """A diskcache of JSON values (never pickles), eviction off; a damaged database raises StoreError."""
+    private_dir(folder)
+    try:
+        cache = diskcache.Cache(str(folder), eviction_policy="none", size_limit=2**40, disk=SafeJSONDisk,
+                                timeout=60)
+        cache.get("__probe__")  # reads the table, so a truncated or overwritten file fails here, not later
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(damaged_message(what, folder, exc)) from exc
+    return cache
+
+
+class ReadOnlyRecords:
+    """The few read operations of ``diskcache.Cache`` over a database this process may not write.
+
+    Rows are decoded exactly as :class:`SafeJSONDisk` decodes them (JSON, never pickle).
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.disk = SafeJSONDisk(str(folder))
+        db = folder / "cache.db"
+        self.con = None
+        if db.is_file():
+            try:
+                self.con = _connect_read_only(db)
+                self.con.execute("SELECT COUNT(*) FROM Cache").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(damaged_message("run records", folder, exc)) from exc
+
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
+        return self.con.execute(sql, args).fetchall() if self.con is not None else []
+
+    def iterkeys(self) -> Iterator[Any]:
+        for key, raw in self._rows("SELECT key, raw FROM Cache ORDER BY rowid"):
+            yield self.disk.get(key, raw)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        db_key, raw = self.disk.put(key)
+        rows = self._rows("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = ?", (db_key, raw))
+        if not rows:
+            return default
+        mode, filename, value = rows[0]
+        return self.disk.fetch(mode, filename, value, False)
+
+    def __contains__(self, key: Any) -> bool:
+        db_key, raw = self.disk.put(key)
+        return bool(self._rows("SELECT 1 FROM Cache WHERE key = ? AND raw = ?", (db_key, raw)))
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+
+
+def _connect_read_only(db: Path) -> sqlite3.Connection:
+    """SQLite read-only; a WAL database in a folder we cannot write needs ``immutable`` to open at all."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, check_same_thread=False)
+        con.execute("SELECT COUNT(*) FROM Cache").fetchone()
+        return con
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+
+
+def _convert_legacy(folder: Path, records: diskcache.Cache) -> int:
+    """Copy a pre-JSON (pickled) record store into ``records`` with :func:`plain_unpickle`, then rename it.
+
+    Old records are plain dicts of numbers and strings, which the restricted loader reads without looking up
+    any class; a row that needs anything else was not written by this project and stops the conversion.
+    """
+    db = folder / "cache.db"
+    if not db.is_file():
+        return 0
+    try:
+        con = _connect_read_only(db)
+        rows = con.execute("SELECT key, raw, mode, filename, value FROM Cache").fetchall()
+        con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(damaged_message("old-format run records", folder, exc)) from exc
+    try:
+        decoded = [(_legacy_value(folder, key, MODE_RAW if raw else MODE_PICKLE, None),
+                    _legacy_value(folder, value, mode, filename))
+                   for key, raw, mode, filename, value in rows]
+    except (UnsafeDataError, pickle.UnpicklingError, OSError, ValueError, EOFError) as exc:
+        raise StoreError(f"The old-format run records in {folder} could not be converted safely ({exc}); "
+                         f"nothing was loaded from them. Move them aside: mv {folder} {folder}.untrusted") from exc
+    with records.transact():
+        for key, value in decoded:
+            records.set(key, json.loads(json.dumps(value)))
+    folder.rename(folder.with_name(folder.name + ".pickle-legacy"))
+    return len(decoded)
+
+
+def _legacy_value(folder: Path, value: Any, mode: int, filename: str | None) -> Any:
+    if mode == MODE_RAW:
+        return bytes(value) if isinstance(value, (bytes, memoryview)) else value
+    if mode == MODE_PICKLE:
+        data = value if value is not None else (folder / filename).read_bytes()
+        return plain_unpickle(bytes(data))
+    if mode == MODE_BINARY:
+        return (folder / filename).read_bytes()
+    return (folder / filename).read_text(encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------------------- exports
 
 def export_json(runs: list[dict[str, Any]]) -> str:
     return json.dumps(runs, indent=1, sort_keys=True)

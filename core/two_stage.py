@@ -19,10 +19,10 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from . import env
+from . import env, predictions
 from .config import Protocol
 from .datasets import Dataset
-from .models import build_head, build_stage1, feature_extractor
+from .models import batchnorm_layers, build_head, build_stage1, feature_extractor, reestimate_batchnorm
 
 Progress = Callable[[dict[str, Any]], None]
 SPLITS = ("train", "val", "test")
@@ -60,19 +60,26 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
 
     keras.utils.set_random_seed(seed)
     model = build_stage1(protocol.model_id, data.input_shape, data.num_classes,
-                         protocol.augmentation if protocol.use_augmentation else None, seed)
+                         protocol.augmentation if protocol.use_augmentation else None, seed, protocol.precision)
     _compile(model, keras.optimizers.Adam(protocol.adam_lr), steps_per_execution)
     stage1_file = workdir / "stage1.json"
-    if stage1_file.exists():  # resumed after stage one had finished
+    probs_file = workdir / "stage1_test_probs.npz"
+    if stage1_file.exists() and probs_file.exists():  # resumed after stage one had finished
         stage1 = json.loads(stage1_file.read_text())
+        with np.load(probs_file, allow_pickle=False) as stored:
+            test_probs = {name: stored[name] for name in stored.files}
     else:
         stage1 = _fit(model, inputs, labels, protocol, workdir, "stage1", report, should_stop)
+        report({"stage": "batchnorm", "layers": len(batchnorm_layers(model))})
+        test_probs = _stage1_diagnostics(model, inputs, labels, workdir, stage1)
+        np.savez(probs_file, **test_probs)
         _write_json(stage1_file, stage1)
 
     model.load_weights(workdir / f"stage1_{protocol.features_from}.weights.h5")
     started = time.perf_counter()
     extractor = feature_extractor(model)
-    features = {split: np.asarray(extractor.predict(inputs[split], batch_size=EVAL_BATCH, verbose=0))
+    features = {split: np.asarray(extractor.predict(inputs[split], batch_size=EVAL_BATCH, verbose=0),
+                                  dtype=np.float32)
                 for split in SPLITS}
     feature_info = {"dim": int(features["train"].shape[1]), "from": protocol.features_from,
                     "seconds": time.perf_counter() - started}
@@ -89,6 +96,7 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
                            backup=False)
         head.load_weights(workdir / f"stage2_{name}_{protocol.stage2_eval}.weights.h5")
         head_models[name] = head
+        test_probs[name] = _probabilities(head, features["test"])
 
     if save_models:
         model.save(workdir / "stage1.keras")
@@ -102,14 +110,63 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
         "protocol": protocol.to_dict(),
         "describe": protocol.describe(),
         "dataset": {"name": data.name, "class_names": data.class_names, "sizes": data.sizes(),
-                    "input_shape": list(data.input_shape), "source": data.info.get("source")},
+                    "input_shape": list(data.input_shape), "source": data.info.get("source"),
+                    "split_seed": data.split_seed, "skipped_files": len(data.info.get("skipped", []))},
         "stage1": stage1,
         "features": feature_info,
         "adam": heads["adam"],
         "sgd": heads["sgd"],
-        "env": env.info(),
+        "predictions": predictions.encode(data.y_test, test_probs, protocol.stage1_eval,
+                                          lambda rows: data.image_ids("test", rows)),
+        "env": {**env.info(), "precision": env.precision_support(protocol.precision)},
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _stage1_diagnostics(model: keras.Model, inputs: dict, labels: dict, workdir: Path,
+                        stage1: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Add to ``stage1`` what explains its score, and return its test-set probabilities.
+
+    - ``last_bn``/``best_bn``: the last/best weights evaluated after :func:`reestimate_batchnorm` on the
+      training split (equal to ``last``/``best`` for a model without BatchNormalization, and ``batchnorm``
+      says so);
+    - ``fit_train_accuracy``: the training accuracy Keras reported during ``fit`` (dropout and augmentation
+      on, weights changing through the epoch) for the last and the best epoch, beside the inference-mode
+      ``train_accuracy`` of ``last``/``best``. The paper does not say which of the two its Table 1 shows.
+    """
+    count = len(batchnorm_layers(model))
+    probs: dict[str, np.ndarray] = {}
+    started = time.perf_counter()
+    for weights in ("last", "best"):
+        model.load_weights(workdir / f"stage1_{weights}.weights.h5")
+        probs[f"stage1_{weights}"] = _probabilities(model, inputs["test"])
+        if count:
+            reestimate_batchnorm(model, inputs["train"], EVAL_BATCH)
+            stage1[f"{weights}_bn"] = _evaluate(model, inputs, labels)
+            probs[f"stage1_{weights}_bn"] = _probabilities(model, inputs["test"])
+        else:
+            stage1[f"{weights}_bn"] = dict(stage1[weights])
+            probs[f"stage1_{weights}_bn"] = probs[f"stage1_{weights}"]
+    stage1["batchnorm"] = {
+        "layers": count, "reestimated_on": "train" if count else None,
+        "images": int(len(inputs["train"])) if count else 0, "seconds": time.perf_counter() - started,
+        "note": ("moving mean and variance of every BatchNormalization layer recomputed on the training split "
+                 "(inference mode, no augmentation, no weight update)") if count else
+                "the model has no BatchNormalization layer, so *_bn equal the plain evaluations",
+    }
+    acc = stage1["history"].get("accuracy", [])
+    best_epoch = stage1["best_epoch"]
+    stage1["fit_train_accuracy"] = {
+        "last": float(acc[-1]) if acc else float("nan"),
+        "best": float(acc[best_epoch - 1]) if acc and best_epoch else float("nan"),
+        "note": "training accuracy as Keras reports it during fit (dropout/augmentation on, averaged over "
+                "the epoch while the weights change)",
+    }
+    return probs
+
+
+def _probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=EVAL_BATCH, verbose=0), dtype=np.float32)
 
 
 def repair_workdir(workdir: Path) -> list[str]:
@@ -337,5 +394,5 @@ def _tidy(workdir: Path) -> None:
     for item in workdir.iterdir():
         if item.is_dir() and item.name.startswith("backup_"):
             shutil.rmtree(item, ignore_errors=True)
-        elif item.suffix in (".h5", ".jsonl", ".json"):
+        elif item.suffix in (".h5", ".jsonl", ".json", ".npz"):
             item.unlink(missing_ok=True)

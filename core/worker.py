@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -56,14 +54,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import Protocol
-from .jobs import HEARTBEAT_S, JobQueue, hostname
-from .store import PROJECT_ROOT, RunStore
+from .jobs import JobQueue
+from .leases import HEARTBEAT_S, hostname
+from .store import RunStore
 
 ARTEFACT_BUDGET_MB = os.environ.get("TWO_STAGE_ARTEFACT_MB", "2048")
 """Size budget of ``cache/artefacts`` (trained ``.keras`` models) in MB; empty or ``none`` = unlimited. When a
 repeat is stored and the folder is over budget, the models of the oldest finished repeats are deleted (their
 records - numbers and learning curves - are always kept). See :meth:`RunStore.prune_artefacts`."""
-KEEP_WORKER_LOGS = 20
 
 
 def artefact_budget() -> int | None:
@@ -71,54 +69,20 @@ def artefact_budget() -> int | None:
     return None if value in ("", "none") else int(float(value) * 2**20)
 
 
-class Stop(Exception):
-    """Raised out of :func:`execute` when ``should_stop`` turned true; ``repeat`` is the unfinished repeat."""
-
-    def __init__(self, repeat: int | None):
-        super().__init__(f"stopped during repeat {repeat}")
-        self.repeat = repeat
-
-
 def execute(job: dict[str, Any], store: RunStore, progress: Callable[[dict], None],
             should_stop: Callable[[], bool]) -> None:
-    """Train the job's missing repeats, storing each as soon as it ends. Raises :class:`Stop` when stopped,
-    and whatever loading or training raised (the caller turns it into the job's error)."""
+    """Train the job's missing repeats through :func:`core.experiment.run_experiment` (the one loop over
+    repeats), applying the artefact budget after each stored repeat. Raises ``Stopped`` when stopped, and
+    whatever loading or training raised (the caller turns it into the job's error)."""
+    from .experiment import missing_repeats, run_experiment
+
     protocol = Protocol.from_dict(job["protocol"])
     repeats = int(job["repeats"])
-    todo = [i for i in range(repeats) if not store.has(protocol, i)]
+    todo = missing_repeats(store, protocol, repeats)
     progress({"stage": "plan", "todo": todo, "repeats": repeats, "repeats_done": repeats - len(todo)})
-    if not todo:
-        return
-    from .datasets import load_dataset
-
-    progress({"stage": "loading", "dataset": protocol.dataset})
-    data = load_dataset(protocol)
-    for repeat in todo:
-        if should_stop():
-            raise Stop(repeat)
-        if store.has(protocol, repeat):  # stored meanwhile by another job of the same protocol
-            progress({"stage": "stored", "repeat": repeat})
-            continue
-        execute_repeat(data, protocol, repeat, store, progress, should_stop)
-
-
-def execute_repeat(data, protocol: Protocol, repeat: int, store: RunStore, progress: Callable[[dict], None],
-                   should_stop: Callable[[], bool]) -> dict[str, Any]:
-    """One repeat: resumable through its workdir, stored atomically, then the artefact budget applied."""
-    from .two_stage import Cancelled, run_repeat
-
-    key = protocol.key()
-    progress({"stage": "repeat", "repeat": repeat})
-    try:
-        record = run_repeat(data, protocol, repeat, store.workdir(key, repeat),
-                            progress=lambda event: progress({**event, "repeat": repeat}),
-                            should_stop=should_stop)
-    except Cancelled:
-        raise Stop(repeat) from None
-    store.put(record)
-    store.prune_artefacts(artefact_budget())
-    progress({"stage": "stored", "repeat": repeat})
-    return record
+    if todo:
+        run_experiment(protocol, repeats, store, progress=progress, should_stop=should_stop,
+                       after_store=lambda record: store.prune_artefacts(artefact_budget()))
 
 
 def error_text(exc: BaseException) -> str:
@@ -207,9 +171,11 @@ class Worker:
         def should_stop() -> bool:
             return self.shutdown.is_set() or self.verdict != "ok"
 
+        from .experiment import Stopped
+
         try:
             execute(job, self.queue.store, progress, should_stop)
-        except Stop as stop:
+        except Stopped as stop:
             return self._stopped(job, stop.repeat)
         except KeyboardInterrupt:
             self.queue.release(job_id, self.id, "worker interrupted")
@@ -271,50 +237,3 @@ class Worker:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
-
-
-def spawn_worker(root: str | Path, *, worker_id: str | None = None, idle_exit: float | None = 300.0,
-                 stale_after: float | None = None, heartbeat: float | None = None) -> int:
-    """Start ``python -m core worker`` detached (own session, stdin closed, output in
-    ``<root>/jobs/worker-<pid>.log``) and return its pid. It is a fresh interpreter, never a fork."""
-    root = Path(root)
-    logs = root / "jobs"
-    logs.mkdir(parents=True, exist_ok=True)
-    worker_id = worker_id or uuid.uuid4().hex[:8]
-    cmd = [sys.executable, "-m", "core", "worker", "--cache", str(root), "--worker-id", worker_id]
-    if idle_exit is not None:
-        cmd += ["--idle-exit", str(idle_exit)]
-    if stale_after is not None:
-        cmd += ["--stale-after", str(stale_after)]
-    if heartbeat is not None:
-        cmd += ["--heartbeat", str(heartbeat)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    tmp_log = logs / f"worker-{worker_id}.log"
-    fd = os.open(tmp_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=subprocess.STDOUT,
-                                cwd=str(PROJECT_ROOT), env=env, start_new_session=True, close_fds=True)
-    finally:
-        os.close(fd)
-    os.replace(tmp_log, logs / f"worker-{proc.pid}.log")
-    _CHILDREN.append(proc)
-    _reap()
-    _prune_logs(logs)
-    return proc.pid
-
-
-_CHILDREN: list[subprocess.Popen] = []
-
-
-def _reap() -> None:
-    """Collect exited workers this process started, so they do not linger as zombies."""
-    for proc in list(_CHILDREN):
-        if proc.poll() is not None:
-            _CHILDREN.remove(proc)
-
-
-def _prune_logs(folder: Path) -> None:
-    logs = sorted(folder.glob("worker-*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in logs[KEEP_WORKER_LOGS:]:
-        old.unlink(missing_ok=True)

@@ -70,8 +70,10 @@ def test_real_fashion_mnist_split_is_stratified_and_deterministic():
 
 
 def _cifar_batch(n, seed):
+    """The real batches' layout: a uint8 array, labels as a list of Python ints, a label and file names."""
     rng = np.random.default_rng(seed)
-    return {b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), b"labels": list(np.arange(n) % 10)}
+    return {b"batch_label": b"training batch", b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+            b"labels": [int(v) for v in np.arange(n) % 10], b"filenames": [b"x_%d.png" % i for i in range(n)]}
 
 
 def _write_cifar(folder):
@@ -146,3 +148,76 @@ def test_split_tail_gives_both_parts_as_views_of_one_buffer():
     assert y_picked.tolist() == [7, 2, 5] and np.array_equal(picked, original[[7, 2, 5]])
     assert y_rest.tolist() == [0, 1, 3, 4, 6, 8, 9] and np.array_equal(rest, original[y_rest])
     assert np.shares_memory(rest, x) and np.shares_memory(picked, x)
+
+
+def test_resplit_draws_a_new_split_per_repeat_and_the_same_split_for_the_same_seed(photo_folder):
+    p = Protocol(dataset="folder", data_path=str(photo_folder), image_size=16, resplit=True)
+    first, second, again = load_dataset(p, repeat=0), load_dataset(p, repeat=1), load_dataset(p, repeat=1)
+    assert (first.split_seed, second.split_seed) == (0, 1)
+    names = {name: set(data.image_ids("test", np.arange(len(data.y_test))))
+             for name, data in (("first", first), ("second", second), ("again", again))}
+    assert names["first"] != names["second"] and names["second"] == names["again"]
+    assert np.array_equal(second.x_val, again.x_val) and np.array_equal(second.ids["val"], again.ids["val"])
+    # every split's pixels belong to the image its id names: rows stay tied to their source files
+    fixed = p.with_(resplit=False)
+    assert load_dataset(fixed, repeat=0).split_seed == load_dataset(fixed, repeat=5).split_seed == 0
+    assert names["first"] == set(load_dataset(fixed, repeat=3).image_ids("test", np.arange(len(first.y_test))))
+
+
+def test_image_ids_name_the_source_image_of_each_row(photo_folder):
+    from core.imageio import decode_image
+
+    data = load_dataset(Protocol(dataset="folder", data_path=str(photo_folder), image_size=16))
+    for split, x in (("train", data.x_train), ("test", data.x_test)):
+        name = data.image_ids(split, [3])[0]
+        assert np.array_equal(x[3], decode_image((photo_folder / name).read_bytes(), size=16))
+
+
+def test_one_image_per_class_is_refused_before_training(tmp_path):
+    images, labels = synthetic_images(1, 3)
+    root = write_class_folders(tmp_path / "tiny", images, labels, ["a", "b", "c"])
+    with pytest.raises(DatasetUnavailable, match="at least 3 readable images"):
+        load_dataset(Protocol(dataset="folder", data_path=str(root), image_size=16))
+
+
+def test_single_class_and_all_corrupt_folders_say_what_is_wrong(tmp_path):
+    images, labels = synthetic_images(4, 1)
+    one = write_class_folders(tmp_path / "one", images, labels, ["cats"])
+    with pytest.raises(DatasetUnavailable, match=r"only sub-folder|1 class folder"):
+        scan_image_folder(one)
+    bad = tmp_path / "bad"
+    for name in ("cats", "dogs"):
+        (bad / name).mkdir(parents=True)
+        for i in range(3):
+            (bad / name / f"{i}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(DatasetUnavailable, match="none of the image files"):
+        load_dataset(Protocol(dataset="folder", data_path=str(bad), image_size=16))
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "cifar10"])
+def test_a_given_data_path_that_is_unusable_is_an_error_not_a_fallback(tmp_path, dataset):
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
+    for path in (tmp_path / "missing", tmp_path / "empty", tmp_path / "garbage"):
+        path.mkdir(exist_ok=True)
+        with pytest.raises(DatasetUnavailable, match=str(path.name)):
+            load_raw(dataset, str(path))
+
+
+def test_garbage_idx_and_cifar_archives_are_one_clear_error(tmp_path):
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / f"{name}.gz").write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(DatasetUnavailable, match="could not be read"):
+        load_raw("fashion-mnist", str(folder))
+    junk = tmp_path / "cifar-10-python.tar.gz"
+    junk.write_bytes(b"definitely not a tarball")
+    with pytest.raises(DatasetUnavailable, match="not a readable"):
+        load_raw("cifar10", str(junk))
+    wrong = tmp_path / "wrong.tar.gz"
+    with tarfile.open(wrong, "w:gz") as tar:
+        tar.add(__file__, arcname="cifar-10-batches-py/readme.txt")
+    with pytest.raises(DatasetUnavailable, match="has no cifar-10-batches-py/data_batch_1"):
+        load_raw("cifar10", str(wrong))

@@ -50,3 +50,65 @@ def test_layer_table_lists_shapes_and_parameters():
     rows = layer_table(build_stage1("fashion-mnist", (28, 28, 1), 10))
     assert rows[-1] == {"name": "softmax", "type": "Dense", "output shape": "(None, 10)", "parameters": 650}
     assert sum(r["parameters"] for r in rows) == build_stage1("fashion-mnist", (28, 28, 1), 10).count_params()
+
+
+def _bn_chain():
+    """x -> Dense(identity, no bias) -> BN -> Dense(doubling, bias 1) -> BN: each BN sees a known input."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((3,))
+    x = layers.Dense(3, use_bias=False, kernel_initializer="identity", name="copy")(inputs)
+    first = layers.BatchNormalization(name="bn1")
+    x = first(x)
+    x = layers.Dense(3, kernel_initializer=keras.initializers.Identity(2.0), bias_initializer="ones",
+                     name="double")(x)
+    second = layers.BatchNormalization(name="bn2")
+    return keras.Model(inputs, second(x)), first, second
+
+
+def test_batchnorm_reestimation_gives_each_layer_its_inputs_mean_and_variance():
+    from core.models import reestimate_batchnorm
+
+    model, first, second = _bn_chain()
+    for bn in (first, second):  # moving statistics that lag far behind, as after a few training steps
+        bn.moving_mean.assign([100.0, -5.0, 3.0])
+        bn.moving_variance.assign([9.0, 9.0, 9.0])
+    x = np.random.default_rng(0).normal([1.0, 2.0, 3.0], [0.5, 2.0, 1.0], (500, 3)).astype("float32")
+    weights_before = [w.copy() for w in model.get_weights()]
+    assert reestimate_batchnorm(model, x, batch_size=64) == 2
+    assert np.allclose(first.moving_mean.numpy(), x.mean(axis=0), atol=1e-5)
+    assert np.allclose(first.moving_variance.numpy(), x.var(axis=0), atol=1e-4)
+    # bn2's input is 2 * bn1(x) + 1 with bn1 already corrected: mean 1, variance 4 * var/(var + eps)
+    eps = first.epsilon
+    assert np.allclose(second.moving_mean.numpy(), 1.0, atol=1e-4)
+    assert np.allclose(second.moving_variance.numpy(), 4 * x.var(axis=0) / (x.var(axis=0) + eps), atol=1e-3)
+    # only the moving statistics changed: kernels, biases, gamma and beta are untouched
+    after = model.get_weights()
+    moving = {id(v) for bn in (first, second) for v in (bn.moving_mean, bn.moving_variance)}
+    for var, old, new in zip(model.weights, weights_before, after):
+        if id(var) not in moving:
+            assert np.array_equal(old, new), var.path
+
+
+def test_batchnorm_reestimation_leaves_a_model_without_batchnorm_unchanged():
+    from core.models import reestimate_batchnorm
+
+    model = build_stage1("fashion-mnist", (28, 28, 1), 10)
+    before = [w.copy() for w in model.get_weights()]
+    x = np.random.default_rng(0).integers(0, 255, (40, 28, 28, 1), dtype=np.uint8)
+    assert reestimate_batchnorm(model, x) == 0
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_bfloat16_builds_mixed_layers_with_a_float32_softmax_and_leaves_the_global_policy_alone():
+    import keras
+
+    model = build_stage1("face-mask", (32, 32, 3), 3, precision="bfloat16")
+    assert model.get_layer(SOFTMAX_LAYER).compute_dtype == "float32"
+    assert model.get_layer(FEATURE_LAYER).compute_dtype == "bfloat16"
+    assert all(w.dtype == "float32" for w in model.trainable_weights)
+    assert keras.config.dtype_policy().name == "float32"
+    x = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    probs = keras.ops.convert_to_numpy(model(x, training=False))
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-3)

@@ -5,7 +5,7 @@ import pytest
 
 from core import paper
 from core.config import Protocol
-from core.stats import option_effects, outlier_mask, paired_test, table1, table2
+from core.stats import option_effects, outlier_mask, paired_test, table1, table2, table3, verdict
 
 
 def fake_run(repeat, s1_test, adam_test, sgd_test=None, s1_best_test=None):
@@ -90,3 +90,66 @@ def test_the_papers_tables_are_data_labelled_as_the_papers():
     assert paper.columns_for("face-mask") == ["Face Mask Detection v1", "Face Mask Detection v2",
                                               "Face Mask Detection v2 (excluding one outlier)"]
     assert paper.table2().set_index("dataset").loc["Dogs & Cats", "p (two-tailed)"] == 0.000016
+
+
+def bn_run(repeat, last, best, last_bn, best_bn, adam, sgd, bn_layers=4):
+    """A record with the four stage-one evaluations Table 3 compares the heads with."""
+    run = fake_run(repeat, last, adam, sgd, s1_best_test=best)
+    for name, test in (("last_bn", last_bn), ("best_bn", best_bn)):
+        run["stage1"][name] = {**run["stage1"]["last"], "test_accuracy": test}
+    run["stage1"]["batchnorm"] = {"layers": bn_layers}
+    return run
+
+
+# Four repeats. Adam head - reported stage one: 0.06, 0.05, 0.07, 0.06 (mean 0.06).
+# BN re-estimated stage one - reported: 0.05, 0.04, 0.06, 0.05 (mean 0.05): it recovers 0.05 / 0.06 = 83%.
+# Best checkpoint - reported: 0.01 each: 17%. Both: 0.055 on average: 92%.
+TABLE3_RUNS = [bn_run(0, 0.80, 0.81, 0.85, 0.855, 0.86, 0.85),
+               bn_run(1, 0.82, 0.83, 0.86, 0.875, 0.87, 0.86),
+               bn_run(2, 0.79, 0.80, 0.85, 0.845, 0.86, 0.84),
+               bn_run(3, 0.81, 0.82, 0.86, 0.865, 0.87, 0.85)]
+
+
+def test_table3_rows_against_hand_computed_values():
+    t3 = table3(TABLE3_RUNS).set_index(["head", "baseline"])
+    main = t3.loc[("adam", "reported")]
+    assert main["mean difference"] == pytest.approx(0.06)
+    # differences 0.06 0.05 0.07 0.06: sd sqrt(0.0002 / 3) = 0.0081650, se 0.0040825, t = 14.697 (3 df)
+    assert main["t"] == pytest.approx(14.697, abs=1e-3)
+    assert main["ci low"] == pytest.approx(0.06 - 3.182446 * 0.0040825, abs=1e-5)
+    assert main["share of gain"] == pytest.approx(0.0)
+    assert t3.loc[("adam", "bn"), "share of gain"] == pytest.approx(0.05 / 0.06)
+    assert t3.loc[("adam", "best"), "share of gain"] == pytest.approx(0.01 / 0.06)
+    assert t3.loc[("adam", "best_bn"), "share of gain"] == pytest.approx(0.055 / 0.06)
+    # head vs BN-fixed stage one: differences 0.01 0.01 0.01 0.01 are constant: no test, not "p = 0"
+    assert np.isnan(t3.loc[("adam", "bn"), "p (t-test)"])
+    # head vs both fixes: 0.005 -0.005 0.015 0.005: mean 0.005, sd 0.0081650, t = 1.2247, p = 0.308
+    both = t3.loc[("adam", "best_bn")]
+    assert both["mean difference"] == pytest.approx(0.005)
+    assert both["p (t-test)"] == pytest.approx(0.308, abs=1e-3) and not both["significant"]
+
+
+def test_verdict_follows_its_documented_rule():
+    text = verdict(TABLE3_RUNS)
+    assert text.startswith("The second stage's (Adam head) gain is reproduced: +6.00 pp")
+    assert "Re-estimating BatchNorm statistics alone recovers 83% of it" in text
+    assert "best checkpoint alone recovers 17%" in text and "both together 92%" in text
+    assert "Against stage one with both fixes the head is +0.50 pp (p = 0.31, not significant)" in text
+    no_bn = [bn_run(i, r["stage1"]["last"]["test_accuracy"], r["stage1"]["best"]["test_accuracy"],
+                    r["stage1"]["last"]["test_accuracy"], r["stage1"]["best"]["test_accuracy"],
+                    r["adam"]["last"]["test_accuracy"], 0.8, bn_layers=0) for i, r in enumerate(TABLE3_RUNS)]
+    assert "has no BatchNorm layer" in verdict(no_bn) and "best checkpoint alone recovers 17%" in verdict(no_bn)
+    assert "not significant with 4 repeats" in verdict([bn_run(i, 0.8, 0.8, 0.8, 0.8, a, a)
+                                                        for i, a in enumerate([0.79, 0.82, 0.80, 0.81])])
+
+
+def test_training_accuracy_as_reported_during_fit_or_in_inference_mode():
+    runs = [fake_run(i, 0.80, 0.85) for i in range(2)]
+    for run in runs:
+        for part in ("stage1", "adam", "sgd"):
+            run[part]["history"] = {"accuracy": [0.5 + 0.01 * e for e in range(12)]}
+    assert table1(runs).loc["CNN (Adam)", "train mean"] == pytest.approx(0.85)  # inference mode (last)
+    fit = table1(runs, train_source="fit")
+    assert fit.loc["CNN (Adam)", "train mean"] == pytest.approx(0.61)  # epoch 12 of 12, as fit reported
+    assert table1(runs, stage1_weights="best", train_source="fit").loc["CNN (Adam)", "train mean"] == \
+        pytest.approx(0.56)  # best epoch 7

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from core import experiment
+from core import experiment, predictions
 from core.config import Protocol
 from core.datasets import load_dataset
 from core.store import RunStore
@@ -34,6 +34,21 @@ def test_a_repeat_trains_both_stages_and_records_everything(tiny_data, tmp_path)
     assert record["features"]["dim"] == 64
     assert record["env"]["backend"] == keras.config.backend() and record["env"]["versions"]["keras"]
     assert record["seed"] == 0 and record["key"] == TINY.key()
+    # what explains stage one's score: BN re-estimation (none in this model, and the record says so) and the
+    # training accuracy Keras reported during fit beside the inference-mode one
+    s1 = record["stage1"]
+    assert s1["batchnorm"]["layers"] == 0 and "no BatchNormalization" in s1["batchnorm"]["note"]
+    assert s1["last_bn"] == s1["last"] and s1["best_bn"] == s1["best"]
+    assert s1["fit_train_accuracy"]["last"] == s1["history"]["accuracy"][-1]
+    # per-image test predictions: every method's label for every test image, probabilities for the misses
+    pred = predictions.decode(record["predictions"])
+    assert pred["n"] == len(tiny_data.y_test) and np.array_equal(pred["y_true"], tiny_data.y_test)
+    accuracy = np.mean(pred["labels"]["adam"] == pred["y_true"])
+    assert accuracy == pytest.approx(record["adam"]["last"]["test_accuracy"], abs=1e-6)
+    missed = np.flatnonzero(pred["labels"]["stage1_last"] != pred["y_true"])
+    assert set(missed) <= set(pred["rows"]) and pred["probs"]["stage1"].shape == (len(pred["rows"]), 10)
+    assert all(name.startswith("test #") for name in pred["ids"])
+    assert record["env"]["precision"]["name"] == "float32"
     stages = {e["stage"] for e in events if "epoch" in e}
     assert stages == {"stage1", "stage2_adam", "stage2_sgd"}
     # crash-recovery files are gone; the three models stay for Classify
@@ -93,7 +108,7 @@ def test_experiment_reuses_stored_repeats(tiny_data, tmp_path, monkeypatch):
         raise AssertionError("a stored repeat was trained again")
 
     monkeypatch.setattr(experiment, "run_repeat", must_not_train)
-    monkeypatch.setattr(experiment, "load_dataset", must_not_train)
+    monkeypatch.setattr(experiment, "load_raw", must_not_train)
     again = experiment.run_experiment(p, 2, RunStore(tmp_path / "cache"))
     assert again == first
     assert list(store.experiments()) == [p.key()]
