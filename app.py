@@ -19,6 +19,9 @@ def _copy_demo_secret() -> None:
 
 
 _copy_demo_secret()
+from ui.common import APP_MARKER  # noqa: E402
+
+st.session_state[APP_MARKER] = True  # see ui.common.ensure_navigation: this session is routed by app.py
 st.set_page_config(page_title="Two-stage CNN training, live", page_icon="🧪", layout="wide")
 
 PAGES = [

@@ -28,10 +28,6 @@ class Stopped(Exception):
         self.repeat = repeat
 
 
-class EngineUnavailable(ValueError):
-    """The protocol's engine cannot run here (e.g. ``lockstep`` without the JAX backend)."""
-
-
 def missing_repeats(store: RunStore, protocol: Protocol, repeats: int) -> list[int]:
     return [i for i in range(repeats) if not store.has(protocol, i)]
 
@@ -60,7 +56,8 @@ class DataSource:
 
 
 def check_engine(protocol: Protocol) -> None:
-    """Raise :class:`EngineUnavailable` with one line when the protocol's engine cannot run here."""
+    """Raise ``core.lockstep.EngineUnavailable`` (a ValueError: one line, exit 2 in the CLI) when the
+    protocol's engine cannot run here, before any data is loaded."""
     if protocol.engine == "lockstep":
         from . import lockstep
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import guard
+from ui.common import guard
 
 DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import data_path, guard, limits
+from ui.common import data_path, guard, limits
 
 SOURCES = ("Built-in test picture", "Fashion-MNIST sample", "Dogs & Cats sample", "Face Mask sample",
            "Upload an image")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import guard, limits, model_choices
+from ui.common import guard, limits, model_choices
 
 TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 INVERT = {"auto (by the border)": None, "invert": True, "do not invert": False}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import data_path, data_path_key, guard, limits
+from ui.common import data_path, data_path_key, guard, limits
 
 DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask", "folder")
 SAMPLES_PER_CLASS = 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import data_path, experiments, guard, job_queue, limits, pct, signed_pct, submit
+from ui.common import data_path, experiments, guard, job_queue, limits, pct, signed_pct, submit
 
 QUICK = {"dataset": "fashion-mnist", "limit": 3000, "test_limit": 1000, "epochs": 12}
 QUICK_REPEATS = 2

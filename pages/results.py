@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import curves_figure, experiments, guard, pct, signed_pct
+from ui.common import curves_figure, experiments, guard, pct, signed_pct
 
 METHOD_KEYS = {"stage1": "CNN (Adam)", "adam": "CNN + second stage (Adam)", "sgd": "CNN + second stage (SGD)"}
 WEIGHT_CHOICES = {"as the protocol says": None, "last epoch": "last", "best val_accuracy checkpoint": "best"}

@@ -6,7 +6,7 @@ import time
 
 import streamlit as st
 
-from pages._ui import (curves_figure, data_path, data_path_key, duration, guard, job_queue, limits, store,
+from ui.common import (curves_figure, data_path, data_path_key, duration, guard, job_queue, limits, store,
                        submit)
 
 DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask", "folder")

@@ -113,3 +113,27 @@ def test_classify_an_uploaded_photo_in_chromium(app_url, tmp_path):
             assert page.locator("[data-testid='stException']").count() == 0
         finally:
             browser.close()
+
+
+def test_a_page_opened_directly_on_a_fresh_server_gets_the_apps_navigation(tmp_path):
+    """The first request of a new server process goes straight to /results (a shared link): the page must
+    still be routed by app.py (its navigation titles, its page config), not by Streamlit's legacy mode."""
+    from playwright.sync_api import expect, sync_playwright
+
+    env = {**os.environ, "TWO_STAGE_CACHE": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TWO_STAGE_DEMO", None)
+    with running_app([sys.executable, "-m", "streamlit"], env, tmp_path / "streamlit.log", timeout=60) as (url, _):
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(f"{url}/results")
+                expect(page.get_by_role("heading", name="Results")).to_be_visible(timeout=60_000)
+                nav = page.locator("[data-testid='stSidebarNav']")
+                for title in ("Overview", "Datasets", "Classify"):
+                    expect(nav.get_by_text(title, exact=True)).to_be_visible()
+                assert nav.get_by_text("app", exact=True).count() == 0  # legacy mode would list the script
+                assert page.title().startswith("Two-stage CNN training")  # app.py's page config applied
+                assert page.locator("[data-testid='stException']").count() == 0
+            finally:
+                browser.close()

@@ -1,6 +1,6 @@
 """Shared page helpers: the no-traceback guard, cached access to the run store and catalog, and formatting.
 
-Not a page itself (app.py registers pages explicitly with st.navigation).
+Not a page itself: app.py registers the pages explicitly with ``st.navigation``.
 """
 
 from __future__ import annotations
@@ -14,26 +14,28 @@ import streamlit as st
 log = logging.getLogger("two_stage.app")
 
 
+APP_MARKER = "_two_stage_app_ran"
+"""Session-state flag app.py sets on every run, before it routes to a page."""
+
+
 def ensure_navigation() -> None:
-    """Make sure the page runs inside app.py's st.navigation.
+    """Make sure the page runs inside app.py's ``st.navigation``.
 
-    Why: Streamlit treats a ``pages/`` folder next to the main script as an old-style multipage app until the
-    main script has called ``st.navigation`` in this process (AppTest even resets that before every run). Then a
-    page opened directly (a fresh server's first visitor on ``/results``) runs alone: no page config, a sidebar
-    listing every file in pages/, helpers included. In that case this runs app.py itself, which routes to this
-    same page through st.navigation, and stops the stray run. Widget events are kept (no rerun).
+    Why: Streamlit runs a process's first script in its legacy multipage mode whenever a ``pages/`` folder
+    sits next to the main script, until ``st.navigation`` has been called once in that process. A page opened
+    directly on a fresh server (a shared link to ``/results``) then runs alone: no page config, no sidebar,
+    legacy navigation. app.py marks every session it ran for (:data:`APP_MARKER`); a page that finds no mark
+    runs app.py itself, whose ``st.navigation`` call switches the process to the normal mode and routes to
+    this same page (widget state and the URL's query parameters are kept), and stops the stray run. Only
+    public APIs are used.
     """
-    try:
-        from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a future Streamlit without the legacy mode
+    if st.session_state.get(APP_MARKER):
         return
-    if getattr(PagesManager, "uses_pages_directory", False):
-        import runpy
-        from pathlib import Path
+    import runpy
+    from pathlib import Path
 
-        PagesManager.uses_pages_directory = False
-        runpy.run_path(str(Path(__file__).resolve().parent.parent / "app.py"), run_name="__main__")
-        st.stop()
+    runpy.run_path(str(Path(__file__).resolve().parent.parent / "app.py"), run_name="__main__")
+    st.stop()
 
 
 def guard(body: Callable[[], None]) -> None:

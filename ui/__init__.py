@@ -1,0 +1,4 @@
+"""Shared Streamlit helpers for the pages (the no-traceback guard, cached store access, formatting, charts).
+
+Kept outside pages/ so that folder holds only the pages themselves.
+"""
