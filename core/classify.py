@@ -5,19 +5,28 @@ input size (grayscale for one-channel models), so the model sees exactly the kin
 The models rescale uint8 pixels themselves; nothing else is done to the array. For speed the three are fused
 into one compiled model with three outputs (stage one's softmax and both heads on the shared features): one CNN
 pass per photo, called with ``predict_on_batch`` rather than ``predict``, which sets up a data pipeline per call
-(bench/: 3.6 ms instead of 28.6 ms for a 128x128 PNG on the Fashion-MNIST model).
+(bench/: 3.6 ms instead of 28.6 ms for a 128x128 PNG on the Fashion-MNIST model). When the model set has
+out-of-distribution statistics (:mod:`core.ood`), the fused model also outputs the features that check
+scores (every convolution averaged over the image, and the last hidden layer), so it costs no extra pass.
+
+Thread safety: Streamlit serves sessions from several threads and shares one loaded model set between them
+(``st.cache_resource``). Keras' JAX backend keeps a model's state in Python objects that a call swaps in and
+out, so two simultaneous calls on one model can corrupt each other; every call on a :class:`Models` holds
+its ``lock``. Different model sets still run in parallel.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from .datasets import CIFAR_CLASSES, FASHION_CLASSES
 from .imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from .ood import OodStats, Verdict
 
 HEADS = ("adam", "sgd")
 METHOD_LABELS = {"stage1": "Stage one (CNN)", "adam": "Stage two, Adam head", "sgd": "Stage two, SGD head"}
@@ -33,7 +42,12 @@ class Models:
     class_names: list[str]
     input_shape: tuple[int, int, int]
     fused: Any = None
-    """One model, three outputs (stage1, adam, sgd): what :func:`predict_array` calls."""
+    """One model: stage1, adam and sgd probabilities, then the features ``ood`` scores (if any)."""
+    ood: OodStats | None = None
+    """Out-of-distribution statistics; None for a model set bundled without them (the user's own runs)."""
+    lock: Any = field(default_factory=threading.RLock, repr=False)
+    explainer: Any = None
+    """:class:`core.explain.GradCam`, built on first use."""
 
     @property
     def channels(self) -> int:
@@ -49,7 +63,10 @@ class Prediction:
     class_names: list[str]
     inverted: bool = False
     """Whether the photo was inverted (light-on-dark) before the model saw it."""
-    extra: dict[str, Any] = field(default_factory=dict)
+    features: list[np.ndarray] = field(default_factory=list)
+    """Stage one's features at the depths the out-of-distribution check scores (empty without statistics)."""
+    ood: Verdict | None = None
+    """How unlike the model's training images the photo is (None: the model has no statistics)."""
 
     def top(self, method: str) -> tuple[str, float]:
         probs = self.probabilities[method]
@@ -66,18 +83,24 @@ def guess_class_names(num_classes: int, input_shape: tuple[int, ...]) -> list[st
     return [f"class {i}" for i in range(num_classes)]
 
 
-def load_models(paths: dict[str, Path], class_names: list[str] | None = None) -> Models:
-    """Load ``paths["stage1"]``, ``paths["adam"]`` and ``paths["sgd"]`` (``.keras`` files)."""
+def load_models(paths: dict[str, Path], class_names: list[str] | None = None,
+                ood_path: Path | None = None) -> Models:
+    """Load ``paths["stage1"]``, ``paths["adam"]`` and ``paths["sgd"]`` (``.keras`` files or compact
+    ``.npz``, :mod:`core.compact`) and, if given, the out-of-distribution statistics."""
     import keras
 
+    from .compact import load_model_file
     from .models import FEATURE_LAYER, feature_extractor
+    from .ood import probe_outputs
 
     missing = [name for name in ("stage1", *HEADS) if name not in paths or not Path(paths[name]).is_file()]
     if missing:
         raise FileNotFoundError(f"model file(s) missing: {', '.join(missing)}")
-    stage1 = keras.saving.load_model(paths["stage1"], compile=False)
-    heads = {name: keras.saving.load_model(paths[name], compile=False) for name in HEADS}
+    stage1 = load_model_file(paths["stage1"])
+    heads = {name: load_model_file(paths[name]) for name in HEADS}
     input_shape = tuple(int(d) for d in stage1.input_shape[1:])
+    if len(input_shape) != 3:
+        raise ValueError(f"this stage one takes inputs of shape {input_shape}, not images: it cannot classify photos")
     num_classes = int(stage1.output_shape[-1])
     names = list(class_names) if class_names else guess_class_names(num_classes, input_shape)
     if len(names) != num_classes:
@@ -85,8 +108,10 @@ def load_models(paths: dict[str, Path], class_names: list[str] | None = None) ->
     extractor = feature_extractor(stage1)
     features = stage1.get_layer(FEATURE_LAYER).output
     outputs = [stage1.output] + [_copy_head(heads[name], f"head_{name}")(features) for name in HEADS]
-    fused = keras.Model(stage1.input, outputs, name="classify_fused")
-    return Models(stage1, extractor, heads, names, input_shape, fused)  # type: ignore[arg-type]
+    stats = OodStats.load(ood_path) if ood_path else None
+    probes = probe_outputs(stage1, stats.layers) if stats else []
+    fused = keras.Model(stage1.input, outputs + probes, name="classify_fused")
+    return Models(stage1, extractor, heads, names, input_shape, fused, stats)  # type: ignore[arg-type]
 
 
 def _copy_head(head: Any, name: str) -> Any:
@@ -126,20 +151,69 @@ def prepare(models: Models, data: bytes, *, invert: bool | None = None,
 
 def predict_array(models: Models, image: np.ndarray) -> dict[str, np.ndarray]:
     """Class probabilities of the three methods for one uint8 image already at the model's input shape."""
+    return predict_with_features(models, image)[0]
+
+
+def predict_with_features(models: Models, image: np.ndarray) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """:func:`predict_array` plus the features the out-of-distribution check scores, from one pass."""
     if tuple(image.shape) != tuple(models.input_shape):
         raise ValueError(f"image shape {image.shape} is not the model's input {models.input_shape}")
     x = image[None].astype(np.float32)  # uint8 values as float; the model's Rescaling layer does the rest
-    outputs = models.fused.predict_on_batch(x)
-    return {name: np.asarray(out[0], dtype=np.float64) for name, out in zip(("stage1", *HEADS), outputs)}
+    with models.lock:
+        outputs = models.fused.predict_on_batch(x)
+    probs = {name: np.asarray(out[0], dtype=np.float64) for name, out in zip(("stage1", *HEADS), outputs)}
+    return probs, [np.asarray(out[0], dtype=np.float64) for out in outputs[1 + len(HEADS):]]
 
 
 def classify(models: Models, data: bytes, *, invert: bool | None = None,
              max_pixels: int = DEFAULT_MAX_PIXELS) -> Prediction:
-    """Decode the photo as the model expects it and return all three methods' class probabilities.
+    """Decode the photo as the model expects it and return all three methods' class probabilities, with the
+    out-of-distribution verdict when the model has statistics.
 
     Raises :class:`core.imageio.ImageError` with a user-facing message for anything that is not a usable image.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageError("Expected the bytes of an image file.")
     image, inverted = prepare(models, bytes(data), invert=invert, max_pixels=max_pixels)
-    return Prediction(image, predict_array(models, image), list(models.class_names), inverted)
+    return _predict(models, image, inverted)
+
+
+def _predict(models: Models, image: np.ndarray, inverted: bool) -> Prediction:
+    probs, features = predict_with_features(models, image)
+    verdict = models.ood.check(features, probs["stage1"]) if models.ood is not None else None
+    return Prediction(image, probs, list(models.class_names), inverted, features=features, ood=verdict)
+
+
+def fit_ratios(candidates: Sequence[Models], data: bytes, *,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> list[float | None]:
+    """For each model set, how far out of its distribution the photo is (score / threshold: below 1 looks
+    like its test images); None for a model without statistics. The photo is decoded once per input shape."""
+    decoded: dict[tuple[int, ...], tuple[np.ndarray, bool]] = {}
+    out: list[float | None] = []
+    for models in candidates:
+        if models.ood is None:
+            out.append(None)
+            continue
+        if models.input_shape not in decoded:
+            decoded[models.input_shape] = prepare(models, bytes(data), max_pixels=max_pixels)
+        pred = _predict(models, *decoded[models.input_shape])
+        out.append(pred.ood.ratio if pred.ood else None)
+    return out
+
+
+def best_fit(ratios: Sequence[float | None]) -> int | None:
+    """Index of the model whose training images the photo resembles most (lowest ratio), None if no model
+    has statistics."""
+    scored = [(r, i) for i, r in enumerate(ratios) if r is not None]
+    return min(scored)[1] if scored else None
+
+
+def heat_map(models: Models, pred: Prediction) -> np.ndarray:
+    """Grad-CAM of stage one's top class over the image the model saw (floats in [0, 1], image size)."""
+    from . import explain
+
+    top = int(np.argmax(pred.probabilities["stage1"]))
+    with models.lock:
+        if models.explainer is None:
+            models.explainer = explain.build(models.stage1)
+        return explain.heat_map(models.explainer, pred.image, top)

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import DATASETS, ENGINES, MAX_REPEATS, PRECISIONS, Protocol
+from .arch_spec import ARCH_INFO
+from .config import AUGMENT_PRESETS, DATASETS, ENGINES, MAX_REPEATS, OPTIMIZERS, PRECISIONS, Protocol
 
 COMMANDS: dict[str, Any] = {}
 """Sub-command name -> (help, add-arguments function, handler); other modules register theirs here."""
@@ -58,6 +59,25 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, default=default.engine,
                    help="plain: one Keras fit per repeat (any backend); lockstep: all repeats as one compiled "
                         "JAX program (KERAS_BACKEND=jax)")
+    m = parser.add_argument_group("model and stage one (the related reports' systems; `python -m core architectures`)")
+    m.add_argument("--architecture", choices=list(ARCH_INFO), metavar="ID",
+                   help="stage-one model (default: the dataset's own from the paper); one of " + ", ".join(ARCH_INFO))
+    m.add_argument("--weights", metavar="imagenet|PATH",
+                   help="ImageNet backbones' weights: 'imagenet' (Keras download) or a local file; default random")
+    m.add_argument("--optimizer", choices=OPTIMIZERS, default=default.optimizer, help="stage one's optimizer")
+    m.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, metavar="LR",
+                   help="stage one's learning rate (default: adam 1e-3, sgd 0.01, rmsprop 1e-3)")
+    m.add_argument("--momentum", type=float, default=default.momentum, help="stage one's SGD momentum")
+    m.add_argument("--weight-decay", type=float, default=default.weight_decay,
+                   help="stage one's weight decay, PyTorch-style (added to the gradient)")
+    m.add_argument("--augment-preset", choices=AUGMENT_PRESETS, default=default.augment_preset,
+                   help="augmentation recipe: the paper's, none, report 004's aug1 (with ZCA) / aug2, report 003's")
+    m.add_argument("--per-class", type=int, metavar="N", help="keep N training images per class (report 003: 41)")
+    m.add_argument("--gan-images", type=int, default=default.gan_images, metavar="N",
+                   help="add N DCGAN images per class to the training set (report 003)")
+    m.add_argument("--gan-epochs", type=int, default=default.gan_epochs, help="DCGAN training epochs per class")
+    m.add_argument("--gan-latent", type=int, default=default.gan_latent, help="DCGAN latent length (report 003: 10)")
+    m.add_argument("--gan-filters", type=int, default=default.gan_filters, help="DCGAN width")
 
 
 def protocol_from_args(args: argparse.Namespace) -> Protocol:
@@ -70,7 +90,10 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
         test_limit=args.test_limit, image_size=args.image_size, stage1_eval=args.stage1_eval,
         features_from=args.features_from, head_init=args.head_init, stage2_eval=args.stage2_eval,
         sgd_momentum=args.sgd_momentum, seed=args.seed, resplit=args.resplit, precision=args.precision,
-        engine=args.engine,
+        engine=args.engine, architecture=args.architecture, weights=args.weights, optimizer=args.optimizer,
+        learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
+        augment_preset=args.augment_preset, per_class=args.per_class, gan_images=args.gan_images,
+        gan_epochs=args.gan_epochs, gan_latent=args.gan_latent, gan_filters=args.gan_filters,
     )
     if args.paper_v2:
         values.update(patience=5, reduce_lr=True)
@@ -81,11 +104,39 @@ def add_cache_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", metavar="DIR", help="cache folder (default: $TWO_STAGE_CACHE or ./cache)")
 
 
-def print_tables(runs: list[dict], out=sys.stdout) -> None:
+def add_executor_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """Where repeats train (shared by ``run``, ``submit`` and ``worker``); never part of the protocol key."""
+    g = parser.add_argument_group("executor (README: Running on a Ray cluster)")
+    g.add_argument("--executor", choices=("local", "ray"),
+                   help=f"local: in this process; ray: one Ray task per missing repeat (default: {default})")
+    g.add_argument("--ray-address", metavar="ADDRESS",
+                   help="Ray cluster to use (implies --executor ray; default: $TWO_STAGE_RAY_ADDRESS, else "
+                        "$RAY_ADDRESS or a Ray instance started here)")
+    g.add_argument("--ray-cpus", type=float, default=1.0, metavar="N", help="CPUs per task (default 1)")
+    g.add_argument("--ray-gpus", type=float, default=0.0, metavar="N",
+                   help="GPUs per task, fractions share one (0.25: four repeats per GPU; default 0)")
+    g.add_argument("--ray-retries", type=int, default=3, metavar="N",
+                   help="re-runs of a task whose process or node died (default 3)")
+    g.add_argument("--ray-ship-data", action="store_true",
+                   help="load the dataset here once and ship it to the nodes (default: each node loads it)")
+
+
+def executor_from_args(args: argparse.Namespace):
+    """The :class:`core.cluster.Executor` the options ask for, or None when they chose none."""
+    from .cluster import Executor
+
+    kind = args.executor or ("ray" if args.ray_address else None)
+    if kind is None:
+        return None
+    return Executor(kind, args.ray_address, args.ray_cpus, args.ray_gpus, args.ray_retries, args.ray_ship_data)
+
+
+def print_tables(runs: list[dict], out=None) -> None:
     import pandas as pd
 
     from . import paper, stats
 
+    out = out or sys.stdout  # looked up at call time, so a redirected stdout (tests, callers) is honoured
     if not runs:
         return
     protocol = Protocol.from_dict(runs[0]["protocol"])
@@ -103,10 +154,11 @@ def print_tables(runs: list[dict], out=sys.stdout) -> None:
         print_table3(runs, out)
 
 
-def print_table3(runs: list[dict], out=sys.stdout) -> None:
+def print_table3(runs: list[dict], out=None) -> None:
     """Table 3: each head against four stage-one baselines, and the verdict of the documented rule."""
     from . import stats
 
+    out = out or sys.stdout
     table = stats.table3(runs)
     if table.empty:
         return
@@ -124,15 +176,16 @@ def print_table3(runs: list[dict], out=sys.stdout) -> None:
 class _Printer:
     """Progress lines per repeat and epoch, with a rough time left for the repeat's stage."""
 
-    def __init__(self, out=sys.stderr):
-        self.out, self.started = out, time.monotonic()
+    def __init__(self, out=None):
+        self.out, self.started = out or sys.stderr, time.monotonic()
 
     def __call__(self, event: dict) -> None:
         stage = event.get("stage")
         if stage == "loading":
             self._say(f"loading {event['dataset']} ...")
         elif stage == "repeat":
-            self._say(f"repeat {event['repeat'] + 1}/{event['repeats']}")
+            where = f" on {event['node']} (pid {event['pid']})" if "node" in event else ""  # a Ray task
+            self._say(f"repeat {event['repeat'] + 1}/{event['repeats']}{where}")
         elif "epoch" in event:
             logs = event["logs"]
             self._say(f"  repeat {event['repeat'] + 1} {stage} epoch {event['epoch']}/{event['epochs']}: "
@@ -156,6 +209,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_protocol_arguments(parser)
     add_cache_argument(parser)
     parser.add_argument("--out", metavar="FILE", help="write the run records as JSON here")
+    add_executor_arguments(parser, default="local")
 
 
 def say_precision(protocol: Protocol) -> None:
@@ -183,10 +237,14 @@ def _run(args: argparse.Namespace) -> int:
               "there and shown; nothing new can be trained into it (use --cache DIR for a writable one).",
               file=sys.stderr)
         print_tables(runs)
+        if args.out and runs:
+            Path(args.out).write_text(export_json(runs))
+            print(f"\nrecords written to {args.out}")
         return 0 if len(runs) == args.repeats else 2
     say_precision(protocol)
     try:
-        runs = run_experiment(protocol, args.repeats, store, progress=_Printer())
+        runs = run_experiment(protocol, args.repeats, store, progress=_Printer(),
+                              executor=executor_from_args(args) or "local")
     except DatasetUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -204,27 +262,37 @@ def _run(args: argparse.Namespace) -> int:
 
 def _add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
     add_cache_argument(parser)
+    parser.add_argument("--name", help="bundle folder under --dest (default from the protocol: fashion-mnist, "
+                                       "dogs-cats, face-mask-v1, face-mask-v2, ...); without --key it also picks "
+                                       "the experiment that ships under this name")
     parser.add_argument("--key", help="experiment key (default: the one with the most finished repeats)")
-    parser.add_argument("--repeat", type=int, help="repeat whose models to ship (default: the median one)")
-    parser.add_argument("--dest", metavar="DIR", help="default: reference/ in the project")
+    parser.add_argument("--repeat", type=int, help="stored index of the repeat whose models to ship (the CLI's "
+                                                   "'repeat 1' is index 0; default: the median repeat)")
+    parser.add_argument("--data", metavar="PATH", help="where the experiment's dataset is now, if not at the "
+                                                       "recorded path (needed for the statistics shipped with "
+                                                       "the models)")
+    parser.add_argument("--dest", metavar="DIR", help="default: $TWO_STAGE_REFERENCE, else reference/ in the project")
 
 
 @command("bundle", "copy a finished experiment into reference/ as the app's shipped results",
          _add_bundle_arguments)
 def _bundle(args: argparse.Namespace) -> int:
     from . import reference
+    from .datasets import DatasetUnavailable
     from .store import RunStore
 
     store = RunStore(args.cache)
-    found = store.experiments()
-    if not found:
-        print(f"error: no finished experiment in {store.root}", file=sys.stderr)
+    key = args.key or reference.choose_experiment(store, args.name)
+    dest_root = Path(args.dest) if args.dest else reference.REFERENCE_DIR
+    try:
+        dest = reference.build_bundle(store, key, dest_root, args.repeat, name=args.name, data_path=args.data,
+                                      report=lambda line: print(line, file=sys.stderr))
+    except (DatasetUnavailable, OSError) as exc:
+        print(f"error: {exc} Nothing was changed in {dest_root}.", file=sys.stderr)
         return 2
-    key = args.key or max(found, key=lambda k: len(store.runs(k)))
-    dest = reference.build_bundle(store, key, Path(args.dest) if args.dest else reference.REFERENCE_DIR,
-                                  args.repeat)
-    size = sum(f.stat().st_size for f in dest.iterdir()) / 1e6
-    print(f"wrote {dest} ({len(store.runs(key))} repeats, {size:.1f} MB)")
+    print(f"wrote {dest} (experiment {key}, {len(store.runs(key))} repeats)")
+    for line in reference.describe(dest):
+        print(f"  {line}")
     return 0
 
 
@@ -243,7 +311,7 @@ def _load_plugins() -> None:
     """Import modules that register further sub-commands (the job queue) if they exist."""
     import importlib
 
-    for module in ("core.jobs_cli",):
+    for module in ("core.jobs_cli", "core.reports_cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

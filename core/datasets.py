@@ -128,7 +128,8 @@ def split_seed(protocol: Protocol, repeat: int = 0) -> int:
 
 
 def split_raw(raw: RawData, protocol: Protocol, repeat: int = 0, copy: bool = False) -> Dataset:
-    """Test split (for flat folders), ``limit``/``test_limit`` subsets and the validation split of ``raw``.
+    """Test split (for flat folders), ``per_class``/``limit``/``test_limit`` subsets and the validation split
+    of ``raw``.
 
     The split works in place on ``raw``'s buffer unless ``copy`` (needed when the same raw data is split
     again for the next repeat, as ``resplit`` does). Row ids travel with the labels as a second column, so
@@ -144,6 +145,8 @@ def split_raw(raw: RawData, protocol: Protocol, repeat: int = 0, copy: bool = Fa
     else:
         _require_split_sizes(raw.class_names, raw.y_train, protocol, flat=False)
         x_test, yi_test = raw.x_test, np.column_stack([raw.y_test, np.arange(len(raw.y_test))])
+    if protocol.per_class:
+        x, yi = compact(x, yi, np.sort(per_class_pick(yi[:, 0], protocol.per_class, rng)))
     if protocol.limit and protocol.limit < len(yi):
         x, yi = compact(x, yi, np.sort(stratified_pick(yi[:, 0], protocol.limit / len(yi), rng)))
     if protocol.test_limit and protocol.test_limit < len(yi_test):
@@ -181,6 +184,17 @@ def stratified_pick(y: np.ndarray, fraction: float, rng: np.random.Generator) ->
     out = np.concatenate(picked) if picked else np.array([], dtype=np.int64)
     rng.shuffle(out)
     return out
+
+
+def per_class_pick(y: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``count`` images of each class (all of a class that has fewer), drawn at random: report 003's
+    tiny regime of N images per class from any class folder."""
+    picked = []
+    for label in np.unique(y):
+        idx = np.flatnonzero(y == label)
+        rng.shuffle(idx)
+        picked.append(idx[:count])
+    return np.concatenate(picked) if picked else np.array([], dtype=np.int64)
 
 
 def class_pick_count(n: int, fraction: float) -> int:
@@ -501,7 +515,7 @@ def scan_image_folder(path: str | Path) -> FolderScan:
     with_images = [name for name, n in zip(class_names, counts) if n > 0]
     if len(with_images) < 2:
         if not class_names and any(_is_image(f) for f in root.iterdir()):
-            found = (f"holds images directly, not in class sub-folders"
+            found = ("holds images directly, not in class sub-folders"
                      + (f" (it is the only sub-folder of {given}, so it counts as one class)" if root != given
                         else ""))
         else:

@@ -1,20 +1,25 @@
 """An experiment: one protocol, N repeats, each stored as soon as it finishes and never trained twice.
 
 This is the one loop over repeats: the CLI's ``run``, the job queue's workers and the benchmarks all call
-:func:`run_experiment`, so the engine choice (``plain`` or ``lockstep``), the per-repeat split (``resplit``)
-and the leases that stop two processes from training the same repeat live here and nowhere else.
+:func:`run_experiment`, so the engine choice (``plain`` or ``lockstep``), the per-repeat split (``resplit``),
+the executor (this process, or tasks on a Ray cluster: :mod:`core.cluster`) and the leases that stop two
+processes from training the same repeat live here and nowhere else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .config import Protocol
 from .datasets import Dataset, RawData, load_raw, split_raw
 from .leases import Leases
 from .store import RunStore
 from .two_stage import Cancelled, Progress, run_repeat
+
+if TYPE_CHECKING:
+    from .cluster import Executor
 
 WAIT_POLL_S = 2.0
 """How often a run waiting for another process's repeats looks again."""
@@ -67,7 +72,8 @@ def check_engine(protocol: Protocol) -> None:
 def run_experiment(protocol: Protocol, repeats: int, store: RunStore, *,
                    progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
                    data: Dataset | None = None,
-                   after_store: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+                   after_store: Callable[[dict[str, Any]], None] | None = None,
+                   executor: str | Executor = "local") -> list[dict[str, Any]]:
     """Run the repeats that are not stored yet; return all ``repeats`` records in order.
 
     The dataset is loaded only when something has to be trained, so a fully cached experiment returns at
@@ -75,6 +81,9 @@ def run_experiment(protocol: Protocol, repeats: int, store: RunStore, *,
     repeat another process is training (it holds the lease) is not started again: this run trains the
     others, then waits for it, and takes it over if that process dies. Raises :class:`Stopped` when
     ``should_stop`` turns true.
+
+    ``executor`` ``"ray"`` (or a :class:`core.cluster.Executor`) sends each missing repeat to a Ray cluster as
+    one task; the records and models land in ``store`` exactly as a local run leaves them.
     """
     key = protocol.key()
     report = progress or (lambda event: None)
@@ -82,18 +91,31 @@ def run_experiment(protocol: Protocol, repeats: int, store: RunStore, *,
     pending = missing_repeats(store, protocol, repeats)
     if pending:
         check_engine(protocol)
+        chosen = _executor(executor)
         source = DataSource(protocol, report, data)
         leases = Leases(store.root)
         try:
-            _train_pending(protocol, repeats, pending, store, source, leases, report, stop, after_store)
+            _train_pending(protocol, repeats, pending, store, source, leases, report, stop, after_store, chosen)
         finally:
             leases.close()
     return [store.get(key, i) for i in range(repeats)]
 
 
+def _executor(executor: str | Executor) -> Executor | None:
+    """None for a local run; a Ray executor only once Ray is known to be importable (a one-line
+    ``ClusterError`` otherwise, before any data is loaded)."""
+    from . import cluster
+
+    chosen = executor if isinstance(executor, cluster.Executor) else cluster.Executor(executor)
+    if chosen.kind == "local":
+        return None
+    cluster.require_ray()
+    return chosen
+
+
 def _train_pending(protocol: Protocol, repeats: int, pending: list[int], store: RunStore, source: DataSource,
                    leases: Leases, report: Progress, stop: Callable[[], bool],
-                   after_store: Callable[[dict[str, Any]], None] | None) -> None:
+                   after_store: Callable[[dict[str, Any]], None] | None, executor: Executor | None) -> None:
     key = protocol.key()
     announced: set[int] = set()
     while pending:
@@ -107,12 +129,17 @@ def _train_pending(protocol: Protocol, repeats: int, pending: list[int], store: 
             elif leases.claim(key, repeat):
                 claimed.append(repeat)
         if claimed:
-            for record in _train(protocol, repeats, claimed, store, source, leases, report, stop):
-                store.put(record)
-                report({"stage": "stored", "repeat": record["repeat"]})
-                if after_store is not None:
-                    after_store(record)
-                pending.remove(record["repeat"])
+            trained = (_train_on_cluster(protocol, repeats, claimed, store, source, leases, report, stop, executor)
+                       if executor is not None else
+                       _train(protocol, repeats, claimed, store, source, leases, report, stop))
+            # closing: should storing fail, the generator's clean-up (leases, Ray tasks) runs now, not at GC.
+            with contextlib.closing(trained):
+                for record in trained:
+                    store.put(record)
+                    report({"stage": "stored", "repeat": record["repeat"]})
+                    if after_store is not None:
+                        after_store(record)
+                    pending.remove(record["repeat"])
             continue
         for repeat in pending:
             if repeat not in announced:
@@ -153,4 +180,25 @@ def _train(protocol: Protocol, repeats: int, claimed: list[int], store: RunStore
                 raise Stopped(repeat) from None
             yield record
         finally:
+            leases.release(key, repeat)
+
+
+def _train_on_cluster(protocol: Protocol, repeats: int, claimed: list[int], store: RunStore, source: DataSource,
+                      leases: Leases, report: Progress, stop: Callable[[], bool], executor: Executor):
+    """Yield the claimed repeats' records from Ray tasks. This process holds their leases meanwhile (its
+    heartbeat keeps them), so no other run or worker trains them; each is released once yielded."""
+    from . import cluster
+
+    key = protocol.key()
+    done: set[int] = set()
+    try:
+        for record in cluster.run_repeats(protocol, repeats, claimed, store, report, stop, executor,
+                                          data=source.data):
+            yield record
+            done.add(record["repeat"])
+            leases.release(key, record["repeat"])
+    except Cancelled:
+        raise Stopped(min(set(claimed) - done)) from None
+    finally:
+        for repeat in claimed:
             leases.release(key, repeat)

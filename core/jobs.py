@@ -27,6 +27,14 @@ probably killing them, e.g. out of memory) so it cannot block the queue forever.
 it only lands while the job is still running *for that worker*, so a worker that was presumed dead and wakes up
 later notices (its heartbeat reports ``"lost"``) and stops without touching anything.
 
+*A read-only cache* (a results disk shared read-only, a copied cache) opens the queue through SQLite's
+read-only mode: jobs and workers are listed as they are (nothing is requeued), and ``submit``, ``cancel`` and
+starting a worker raise :class:`core.store.StoreError` saying so. A damaged queue database raises the same error
+with how to move it aside (see :func:`core.store.open_json_cache`).
+
+*Demo mode* caps submissions twice: per browser session (the page) and, here, for all visitors together
+(``Limits.submits_per_hour_total``), counted from the ``created`` times of the jobs in this queue.
+
 *Cancellation* of a queued job is immediate. For a running job it sets the state to ``cancelled`` at once (so
 every browser shows it) with ``cleanup`` pending; the worker's ``should_stop`` sees it at its next heartbeat,
 ``run_repeat`` raises ``Cancelled`` before returning a record, the worker deletes the unfinished repeat's
@@ -48,7 +56,8 @@ from typing import Any, Callable
 
 from .config import Protocol
 from .leases import STALE_AFTER_S, hostname, pid_alive
-from .store import PROJECT_ROOT, RunStore, default_cache_dir, open_json_cache, private_dir
+from .store import (PROJECT_ROOT, RunStore, StoreError, create_cache_dir, default_cache_dir, is_read_only,
+                    open_json_cache, read_only_message)
 
 ACTIVE = ("queued", "running")
 HISTORY_KEYS = ("epoch", "accuracy", "val_accuracy", "loss", "val_loss")
@@ -58,7 +67,7 @@ MAX_ATTEMPTS = int(os.environ.get("TWO_STAGE_MAX_ATTEMPTS", "3"))
 
 
 class QueueFull(ValueError):
-    """Raised by :meth:`JobQueue.submit` when demo mode's ``max_queued_jobs`` is reached."""
+    """Raised by :meth:`JobQueue.submit` when demo mode's ``max_queued_jobs`` or hourly cap is reached."""
 
 
 class JobQueue:
@@ -66,9 +75,12 @@ class JobQueue:
 
     def __init__(self, root: str | Path | None = None, *, stale_after: float | None = None,
                  max_attempts: int | None = None):
-        self.root = private_dir(Path(root) if root else default_cache_dir())
-        self.dir = private_dir(self.root / "jobs")
-        self.db = open_json_cache(self.dir, "job queue")
+        self.root = Path(root) if root else default_cache_dir()
+        self.dir = self.root / "jobs"
+        self.read_only = is_read_only(self.root, self.dir)
+        if not self.read_only:
+            create_cache_dir(self.root)
+        self.db = open_json_cache(self.dir, "job queue", read_only=self.read_only)
         self.stale_after = STALE_AFTER_S if stale_after is None else float(stale_after)
         self.max_attempts = MAX_ATTEMPTS if max_attempts is None else int(max_attempts)
         self._store: RunStore | None = None
@@ -85,19 +97,31 @@ class JobQueue:
         if self._store is not None:
             self._store.close()
 
+    def require_writable(self, action: str) -> None:
+        """Refuse ``action`` (e.g. "submit a job") on a read-only cache with one clear StoreError."""
+        if self.read_only:
+            raise StoreError(f"Cannot {action}: " + read_only_message(self.root, "its jobs can be listed"))
+
     # ------------------------------------------------------------------------------------------- submit
-    def submit(self, protocol: Protocol, repeats: int) -> str:
+    def submit(self, protocol: Protocol, repeats: int, executor: dict[str, Any] | None = None,
+               sweep: dict[str, Any] | None = None) -> str:
         """Queue an experiment; see the module docstring. Returns the job id.
 
         The same experiment (protocol key and repeats) already queued or running returns that job's id. If
         every repeat is already stored the job is recorded as ``done`` at once and nothing trains.
+        ``executor`` (:meth:`core.cluster.Executor.to_dict`) is where the job should train; None lets the
+        worker decide. It is kept beside the protocol, never in it: it does not change the numbers.
+        ``sweep`` (:meth:`core.sweeps.Sweep.to_dict`) makes it a sweep job: ``repeats`` per value of the swept
+        field, one job for all its points; the job's ``repeats`` then counts the repeats of every point.
         """
-        from .settings import limits
-
         if repeats < 1:
             raise ValueError("repeats must be at least 1")
-        key = protocol.key()
-        stored = sum(self.store.has(protocol, i) for i in range(repeats))
+        self.require_writable("submit a job")
+        from .sweeps import job_plan
+
+        key, protocols, describe = job_plan(protocol, sweep)
+        per_point, repeats = repeats, repeats * len(protocols)
+        stored = sum(self.store.has(p, i) for p in protocols for i in range(per_point))
         now = time.time()
         with self.db.transact():
             active = [j for j in self._all() if j["state"] in ACTIVE]
@@ -105,16 +129,16 @@ class JobQueue:
                 if job["key"] == key and job["repeats"] == repeats:
                     return job["id"]
             done = stored == repeats
-            cap = limits().max_queued_jobs
-            if not done and cap is not None and len(active) >= cap:
-                raise QueueFull(f"the queue is full ({len(active)} jobs); wait for one to finish or cancel one")
+            if not done:
+                self._check_caps(active, now)
             job_id = uuid.uuid4().hex[:10]
             job = {
-                "id": job_id, "key": key, "protocol": protocol.to_dict(), "describe": protocol.describe(),
+                "id": job_id, "key": key, "protocol": protocol.to_dict(), "describe": describe,
                 "repeats": repeats, "state": "done" if done else "queued", "created": now, "updated": now,
                 "started": None, "finished": now if done else None, "error": None, "worker": None,
                 "worker_pid": None, "worker_host": None, "heartbeat": None, "attempts": 0, "cleanup": False,
-                "from_cache": done,
+                "from_cache": done, "executor": executor,
+                **({"kind": "sweep", "sweep": {**sweep, "repeats": per_point}} if sweep else {}),
                 "progress": {"repeat": 0, "repeats": repeats, "repeats_done": stored, "stage": "stored"
                              if done else "queued", "epoch": 0, "epochs": protocol.epochs, "logs": {},
                              "eta_seconds": 0.0 if done else None, "history": [], "resumed": [],
@@ -122,6 +146,22 @@ class JobQueue:
             }
             self.db.set(_job_key(job_id), job)
         return job_id
+
+    def _check_caps(self, active: list[dict[str, Any]], now: float) -> None:
+        """Demo mode's caps on what may wait in the queue and on new experiments per hour (all visitors)."""
+        from .settings import limits
+
+        lim = limits()
+        if lim.max_queued_jobs is not None and len(active) >= lim.max_queued_jobs:
+            raise QueueFull(f"the queue is full ({len(active)} jobs); wait for one to finish or cancel one")
+        if lim.submits_per_hour_total is not None:
+            recent = sorted(j["created"] for j in self._all()
+                            if not j.get("from_cache") and now - j["created"] < 3600)
+            if len(recent) >= lim.submits_per_hour_total:
+                wait = 3600 - (now - recent[-lim.submits_per_hour_total])
+                raise QueueFull(f"this server takes at most {lim.submits_per_hour_total} new experiments per "
+                                f"hour from all visitors together; the next one can start in about "
+                                f"{max(1, round(wait / 60))} min")
 
     # ------------------------------------------------------------------------------------------- reading
     def jobs(self) -> list[dict[str, Any]]:
@@ -149,6 +189,7 @@ class JobQueue:
     # ------------------------------------------------------------------------------------------- cancel
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job; False if it does not exist or has already finished."""
+        self.require_writable("cancel a job")
         now = time.time()
         with self.db.transact():
             job = self.job(job_id)
@@ -250,7 +291,10 @@ class JobQueue:
     # ---------------------------------------------------------------------------------------- recovery
     def recover(self, now: float | None = None) -> list[str]:
         """Requeue running jobs whose worker stopped heart-beating; tidy after dead cancelled jobs; forget
-        dead workers. Cheap when nothing is stale (one read pass, no write). Returns the requeued ids."""
+        dead workers. Cheap when nothing is stale (one read pass, no write). Returns the requeued ids.
+        A read-only queue is shown as it is: nothing can be requeued there."""
+        if self.read_only:
+            return []
         now = time.time() if now is None else now
         candidates = [j for j in self._all()
                       if (j["state"] == "running" or (j["state"] == "cancelled" and j.get("cleanup")))
@@ -299,6 +343,7 @@ class JobQueue:
 
     # ----------------------------------------------------------------------------------------- workers
     def register_worker(self, worker_id: str, pid: int, host: str | None = None, **extra: Any) -> None:
+        self.require_writable("start a worker")
         now = time.time()
         self.db.set(_worker_key(worker_id), {"id": worker_id, "pid": pid, "host": host or hostname(),
                                              "heartbeat": now, "started": now, "job": None, **extra})
@@ -333,6 +378,8 @@ class JobQueue:
         start one worker, not two. Started workers exit after ``idle_exit`` idle seconds.
         """
         from .settings import limits
+        if self.read_only:
+            return False
         self.recover()
         count = limits().workers if count is None else count
         now = time.time()

@@ -7,7 +7,8 @@ import sys
 import time
 from typing import Any
 
-from .cli import add_cache_argument, add_protocol_arguments, command, protocol_from_args
+from .cli import (add_cache_argument, add_executor_arguments, add_protocol_arguments, command, executor_from_args,
+                  protocol_from_args)
 
 
 def _queue(args: argparse.Namespace):
@@ -45,7 +46,8 @@ def describe_progress(job: dict[str, Any]) -> str:
     return text
 
 
-def print_jobs(jobs: list[dict[str, Any]], out=sys.stdout) -> None:
+def print_jobs(jobs: list[dict[str, Any]], out=None) -> None:
+    out = out or sys.stdout  # looked up at call time, so a redirected stdout is honoured
     if not jobs:
         print("no jobs", file=out)
         return
@@ -62,6 +64,7 @@ def _submit_arguments(parser: argparse.ArgumentParser) -> None:
     add_cache_argument(parser)
     parser.add_argument("--no-worker", action="store_true", help="only queue it; do not start a local worker")
     parser.add_argument("--watch", action="store_true", help="follow the job until it ends")
+    add_executor_arguments(parser, default="the worker's")
 
 
 @command("submit", "queue an experiment for background workers (same options as run)", _submit_arguments)
@@ -69,9 +72,10 @@ def _submit(args: argparse.Namespace) -> int:
     from .jobs import QueueFull
 
     protocol = protocol_from_args(args)
+    executor = executor_from_args(args)
     q = _queue(args)
     try:
-        job_id = q.submit(protocol, args.repeats)
+        job_id = q.submit(protocol, args.repeats, executor=executor.to_dict() if executor else None)
     except QueueFull as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -103,6 +107,9 @@ def _jobs(args: argparse.Namespace) -> int:
     print(f"\n{len(workers)} worker(s) alive" + "".join(
         f"\n  {w['id']} pid {w['pid']} on {w['host']}" + (f", job {w['job']}" if w.get("job") else "")
         for w in workers))
+    if q.read_only:
+        print(f"note: the cache {q.root} is read-only: jobs are shown as stored there (a job whose worker died "
+              "is not requeued); submit, cancel and worker need a writable cache.", file=sys.stderr)
     return 0
 
 
@@ -129,6 +136,13 @@ def _watch(args: argparse.Namespace) -> int:
         if not ids:
             print("nothing queued or running")
             return 0
+    if q.read_only:  # nobody can requeue a dead worker's job here, so following could wait forever
+        for job_id in ids:
+            job = q.job(job_id)
+            print(f"{job['id']} {job['state']}: {describe_progress(job)}")
+        print(f"note: the cache {q.root} is read-only: this is the jobs' state as stored; watching needs a "
+              "writable cache.", file=sys.stderr)
+        return 0
     return _follow(q, ids, args.interval)
 
 
@@ -182,15 +196,21 @@ def _worker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat", type=float, metavar="S", help="heartbeat interval (default 5)")
     parser.add_argument("--poll", type=float, default=1.0, metavar="S", help="queue polling interval")
     parser.add_argument("--worker-id", help=argparse.SUPPRESS)
+    add_executor_arguments(parser, default="ray if $TWO_STAGE_RAY_ADDRESS is set, else local; a job submitted "
+                                           "with --executor keeps its own")
 
 
 @command("worker", "run queued jobs in this process (Ctrl-C hands the current job back)", _worker_arguments)
 def _worker(args: argparse.Namespace) -> int:
+    from .cluster import require_ray, worker_default
     from .worker import Worker
 
+    executor = executor_from_args(args) or worker_default()
+    if executor.kind == "ray":
+        require_ray()  # a worker meant for a cluster says at once, not at its first job, that Ray is missing
     worker = Worker(args.cache, worker_id=args.worker_id, idle_exit=args.idle_exit,
                     stale_after=args.stale_after, heartbeat=args.heartbeat, poll=args.poll,
-                    max_jobs=args.max_jobs)
+                    max_jobs=args.max_jobs, executor=executor)
     worker.install_signal_handlers()
     try:
         return worker.run()

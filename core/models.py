@@ -1,11 +1,15 @@
-"""Stage-one CNNs (one per dataset, from the paper's section 4) and the stage-two softmax head.
+"""Stage-one CNNs (the paper's four, one per dataset, and the related reports' models) and the stage-two head.
 
 The paper's layer figures did not survive text extraction; each builder follows the paper's prose (layer
 counts, kernel numbers, dropout rates, dense units) and, where the prose is silent, the Kaggle/paper source it
-cites, in the usual Keras idiom. Every model:
+cites, in the usual Keras idiom. The related reports' models are in :mod:`core.report_models` and
+:mod:`core.backbones`; :data:`REGISTRY` holds every builder by id (what ``Protocol(architecture=...)`` and
+``--architecture`` name; :mod:`core.arch_spec` describes each). Every model:
 
-- takes uint8 pixels and rescales them itself (``Rescaling(1/255)``), so data stays uint8 in memory;
-- starts with the augmentation layers when the protocol asks for them (active only while training);
+- takes uint8 pixels and rescales them itself (``Rescaling(1/255)``), so data stays uint8 in memory (report
+  002's frozen-backbone models instead take the backbone's cached feature vectors);
+- starts with the augmentation layers when the protocol asks for them (active only while training; a ZCA
+  whitening preset adds a fitted layer after the rescaling, see :mod:`core.augment`);
 - names the layer that feeds the softmax :data:`FEATURE_LAYER` and the softmax layer :data:`SOFTMAX_LAYER`,
   so stage two can cut the network there.
 """
@@ -19,28 +23,16 @@ import keras
 import numpy as np
 from keras import layers
 
-from .config import Augmentation
+from . import augment, backbones, report_models
+from .arch_spec import ARCH_INFO, FEATURE_LAYER, SOFTMAX_LAYER, info
+from .config import Augmentation, Protocol
 
-FEATURE_LAYER = "features"
-"""Name of the last hidden layer: its output is the input of the softmax layer, stage two's features."""
-SOFTMAX_LAYER = "softmax"
+__all__ = ["FEATURE_LAYER", "SOFTMAX_LAYER", "ARCHITECTURES", "REGISTRY", "build_stage1", "build_for_protocol"]
 
 
 def augmentation_layers(aug: Augmentation, seed: int | None = None) -> list[layers.Layer]:
     """The paper's ImageDataGenerator settings as Keras 3 preprocessing layers (identity at inference)."""
-    out: list[layers.Layer] = []
-    if aug.rotation_deg:
-        out.append(layers.RandomRotation(aug.rotation_deg / 360.0, fill_mode=aug.fill_mode, seed=seed,
-                                         name="aug_rotation"))
-    if aug.zoom:
-        out.append(layers.RandomZoom((-aug.zoom, aug.zoom), fill_mode=aug.fill_mode, seed=seed,
-                                     name="aug_zoom"))
-    if aug.shift:
-        out.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode=aug.fill_mode, seed=seed,
-                                            name="aug_shift"))
-    if aug.horizontal_flip:
-        out.append(layers.RandomFlip("horizontal", seed=seed, name="aug_flip"))
-    return out
+    return augment.random_layers(augment.from_augmentation(aug), seed)
 
 
 def _fashion_mnist(num_classes: int) -> list[layers.Layer]:
@@ -130,30 +122,75 @@ ARCHITECTURES: dict[str, Callable[[int], list[layers.Layer]]] = {
     "dogs-cats": _dogs_cats,
     "face-mask": _face_mask,
 }
+"""The paper's four builders (layers after the rescaling, given the number of classes)."""
+
+Builder = Callable[[int, tuple, "str | None"], list]
+"""``(num_classes, input_shape, weights) -> layers``: the signature of every registered builder."""
 
 
-def build_stage1(architecture: str, input_shape: tuple[int, int, int], num_classes: int,
-                 augmentation: Augmentation | None = None, seed: int | None = None,
-                 precision: str = "float32") -> keras.Model:
-    """The stage-one CNN, uncompiled. ``augmentation=None`` builds it without augmentation layers.
+def _paper(builder: Callable[[int], list[layers.Layer]]) -> Builder:
+    def build(num_classes: int, input_shape: tuple, weights: str | None = None) -> list:
+        return builder(num_classes)
+    build.__doc__ = builder.__doc__
+    return build
 
+
+REGISTRY: dict[str, Builder] = {
+    **{name: _paper(builder) for name, builder in ARCHITECTURES.items()},
+    **report_models.BUILDERS,
+    **backbones.BUILDERS,
+}
+"""Every stage-one builder by architecture id: the paper's and the related reports'."""
+assert set(REGISTRY) == set(ARCH_INFO), "core.arch_spec.ARCH_INFO and the builders must list the same ids"
+
+
+def build_stage1(architecture: str, input_shape: tuple[int, ...], num_classes: int,
+                 augmentation: Augmentation | augment.Preset | None = None, seed: int | None = None,
+                 precision: str = "float32", weights: str | None = None) -> keras.Model:
+    """The stage-one model, uncompiled. ``augmentation=None`` builds it without augmentation layers.
+
+    ``augmentation`` is the paper's :class:`~core.config.Augmentation` or any :class:`core.augment.Preset`.
     ``precision="bfloat16"`` builds every layer under Keras' ``mixed_bfloat16`` policy (bf16 compute, float32
     weights) except the softmax, which stays float32 so probabilities and the loss keep full precision.
+    A frozen-backbone architecture (report 002) takes feature vectors of shape ``input_shape`` and has no
+    rescaling or augmentation. ``weights`` are the ImageNet backbones' (see :mod:`core.backbones`).
     """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    spec = info(architecture)
+    preset = augment.from_augmentation(augmentation) if isinstance(augmentation, Augmentation) else augmentation
+    if spec.frozen and preset is not None:
+        raise ValueError(f"{architecture} trains on cached features of a frozen backbone; it cannot augment")
     with dtype_policy("mixed_bfloat16" if precision == "bfloat16" else "float32"):
-        inputs = keras.Input(shape=input_shape, name="pixels")
+        inputs = keras.Input(shape=tuple(input_shape), name="features_in" if spec.frozen else "pixels")
         x = inputs
-        if augmentation is not None:
-            for layer in augmentation_layers(augmentation, seed):
+        if not spec.frozen:
+            for layer in augment.random_layers(preset, seed) if preset is not None else []:
                 x = layer(x)
-        x = layers.Rescaling(1.0 / 255, name="rescale")(x)
-        stack = ARCHITECTURES[architecture](num_classes)
+            x = layers.Rescaling(1.0 / 255, name="rescale")(x)
+            for layer in augment.whitening_layers(preset):
+                x = layer(x)
+        stack = REGISTRY[architecture](num_classes, tuple(input_shape), weights)
         stack[-1].dtype_policy = "float32"
         for layer in stack:
             x = layer(x)
         return keras.Model(inputs, x, name=f"stage1_{architecture.replace('-', '_')}")
+
+
+def build_for_protocol(protocol: Protocol, input_shape: tuple[int, ...], num_classes: int, seed: int | None,
+                       x_train: np.ndarray | None = None) -> keras.Model:
+    """Stage one exactly as ``protocol`` says (architecture, augmentation preset, precision, weights), with
+    data-dependent preprocessing (ZCA whitening) fitted on ``x_train``, the training split only."""
+    model = build_stage1(protocol.model_id, input_shape, num_classes, augment.preset_for(protocol), seed,
+                         protocol.precision, weights=protocol.weights)
+    if x_train is not None:
+        augment.fit_whitening(model, x_train)
+    return model
+
+
+def parameter_counts(model: keras.Model) -> dict[str, int]:
+    """Total, trainable and non-trainable parameters, as Keras' summary counts them."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    total = int(model.count_params())
+    return {"total": total, "trainable": trainable, "non_trainable": total - trainable}
 
 
 @contextlib.contextmanager
@@ -168,7 +205,36 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 
 def batchnorm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
-    return [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    """Every BatchNormalization layer in order, including those of a nested backbone (report 004's ResNet50)."""
+    out: list[layers.BatchNormalization] = []
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            out.append(layer)
+        elif isinstance(layer, keras.Model):
+            out += batchnorm_layers(layer)
+    return out
+
+
+def _batchnorm_probes(model: keras.Model) -> list[tuple[layers.BatchNormalization, Callable]]:
+    """``(layer, batch -> the layer's input)`` for every BatchNormalization layer, in order.
+
+    A nested model (report 004's ResNet50: 53 BatchNorm layers) is a link of the stage-one chain built by
+    :func:`build_stage1`, fed by the layer before it. Its layers' inputs come from one multi-output probe,
+    compiled once: the moving statistics are variables it reads at each call, so every pass sees the layers
+    re-estimated so far (one compiled probe per layer would cost a compilation each).
+    """
+    out: list[tuple[layers.BatchNormalization, Callable]] = []
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, layers.BatchNormalization):
+            out.append((layer, keras.Model(model.input, layer.input).predict_on_batch))
+        elif isinstance(layer, keras.Model) and batchnorm_layers(layer):
+            inner = batchnorm_layers(layer)
+            before = keras.Model(model.input, model.layers[i - 1].output)
+            probe = keras.Model(layer.input, [bn.input for bn in inner])
+            for k, bn in enumerate(inner):
+                out.append((bn, lambda batch, k=k, probe=probe, before=before:
+                            probe.predict_on_batch(before.predict_on_batch(batch))[k]))
+    return out
 
 
 def reestimate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> int:
@@ -182,13 +248,12 @@ def reestimate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 25
     layers already re-estimated), augmentation and dropout off. Sums are kept in float64; the variance is
     the population (biased) variance, which is what BN computes per batch.
     """
-    found = batchnorm_layers(model)
-    for bn in found:
-        probe = keras.Model(model.input, bn.input)
+    found = _batchnorm_probes(model)
+    for bn, probe in found:
         axis = bn.axis if isinstance(bn.axis, int) else bn.axis[0]
         total, total_sq, count = 0.0, 0.0, 0
         for start in range(0, len(x), batch_size):
-            a = np.asarray(probe.predict_on_batch(x[start:start + batch_size]), dtype=np.float64)
+            a = np.asarray(probe(x[start:start + batch_size]), dtype=np.float64)
             a = np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis])
             total = total + a.sum(axis=0)
             total_sq = total_sq + np.square(a).sum(axis=0)

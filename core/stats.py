@@ -155,7 +155,7 @@ def table2(runs: list[dict[str, Any]], stage1_weights: str | None = None, stage2
         second = frame[f"{head}_test_accuracy"].to_numpy()
         subsets = [("all repeats", np.ones(len(first), bool))]
         if outliers.any():
-            excluded = ", ".join(str(r) for r in frame["repeat"][outliers])
+            excluded = ", ".join(str(r + 1) for r in frame["repeat"][outliers])  # numbered from 1, as shown
             subsets.append((f"excluding outlier repeat(s) {excluded}", ~outliers))
         for subset, mask in subsets:
             row = {"comparison": f"stage one vs {METHODS[head]}", "repeats used": subset}
@@ -212,6 +212,7 @@ def table3(runs: list[dict[str, Any]], alpha: float = 0.05) -> pd.DataFrame:
     on its own: ``(mean baseline - mean reported) / (mean head - mean reported)``. It can exceed 100% (the
     fixed stage one beats the head) or be negative (the fix hurts).
     """
+    runs = with_bn_evaluations(runs)
     if not runs:
         return pd.DataFrame()
     rows = []
@@ -227,6 +228,12 @@ def table3(runs: list[dict[str, Any]], alpha: float = 0.05) -> pd.DataFrame:
             row["share of gain"] = (float(np.mean(first - reported)) / gain) if gain else float("nan")
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def with_bn_evaluations(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs whose records hold the BatchNorm-re-estimated evaluations (records made before they existed
+    cannot take part in Table 3; ``n`` in its rows says how many did)."""
+    return [r for r in runs if "last_bn" in r["stage1"] and "best_bn" in r["stage1"]]
 
 
 def bn_layers(runs: list[dict[str, Any]]) -> int:
@@ -246,7 +253,8 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
     """
     table = table3(runs, alpha)
     if table.empty:
-        return "No repeats yet."
+        return ("No repeat holds the BatchNorm-re-estimated evaluations Table 3 needs." if runs
+                else "No repeats yet.")
     rows = {r["baseline"]: r for r in table[table["head"] == head].to_dict("records")}
     main = rows["reported"]
     n, gain, p = int(main["n"]), float(main["mean difference"]), float(main["p (t-test)"])

@@ -7,13 +7,16 @@ Records are JSON-ready dicts kept in a diskcache ``Cache`` under ``<cache>/runs`
 files in a per-repeat folder under ``<cache>/artefacts``.
 
 Caches the store cannot write are still read: a read-only folder (a shared results disk, a copied cache) is
-opened through SQLite's read-only mode and says so (:attr:`RunStore.read_only`); an older cache whose records
-were pickled (``<cache>/records``) is converted once with a loader that accepts plain data only; a damaged
-database raises :class:`StoreError` whose message says how to move it aside.
+opened through SQLite's read-only mode and says so (:attr:`RunStore.read_only`); the permissions of an existing
+folder are never changed. An older cache whose records were pickled (``<cache>/records``) is converted once with
+a loader that accepts plain data only. A damaged database (truncated, overwritten) raises :class:`StoreError`
+whose message says how to move it aside, whenever the damage is found: on opening or on a later read. The job
+queue and the leases open their databases through the same :func:`open_json_cache`, so they behave alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -22,6 +25,7 @@ import pickle
 import shutil
 import sqlite3
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,6 +44,14 @@ LEGACY_DIR = "records"
 
 class StoreError(RuntimeError):
     """The cache cannot be used as it is; the message says what is wrong and what to do."""
+
+
+class DiskFull(StoreError):
+    """Too little free space left to write the next checkpoint safely (see :func:`ensure_free_space`)."""
+
+
+CHECKPOINT_MARGIN_BYTES = 50 * 2**20
+"""Room kept free beyond the checkpoints themselves: epoch logs, the SQLite record, the final ``.keras`` files."""
 
 
 def default_cache_dir() -> Path:
@@ -67,9 +79,48 @@ def writable(path: Path) -> bool:
         return False
 
 
+def is_read_only(*folders: Path) -> bool:
+    """Whether any of these existing folders refuses new files (a folder not there yet is not read-only)."""
+    return any(folder.is_dir() and not writable(folder) for folder in folders)
+
+
+def read_only_message(root: Path, what: str = "finished results are shown") -> str:
+    return (f"The cache {root} is read-only: {what}, but nothing new can be stored there. Use a writable "
+            "cache (--cache DIR or $TWO_STAGE_CACHE).")
+
+
 def damaged_message(what: str, folder: Path, exc: BaseException) -> str:
-    return (f"The {what} in {folder} is damaged and cannot be read ({type(exc).__name__}: {exc}). "
+    return (f"The {what} in {folder} cannot be read: its database is damaged ({type(exc).__name__}: {exc}). "
             f"Move it aside and start afresh: mv {folder} {folder}.damaged")
+
+
+def database_error(what: str, folder: Path, exc: sqlite3.DatabaseError) -> StoreError:
+    """One user-facing error for an SQLite failure: damaged, read-only, full disk or busy."""
+    text = str(exc).lower()
+    if not isinstance(exc, sqlite3.OperationalError):  # corrupt pages, "file is not a database"
+        return StoreError(damaged_message(what, folder, exc))
+    if "readonly" in text or "read-only" in text:
+        return StoreError(read_only_message(folder.parent, f"the {what} can be read"))
+    if "full" in text:
+        return DiskFull(f"not enough free disk space for the {what} in {folder} ({exc}); finished repeats are kept")
+    if "locked" in text or "busy" in text:
+        return StoreError(f"The {what} in {folder} is busy (another process holds it too long); try again.")
+    return StoreError(f"The {what} in {folder} cannot be used ({exc}).")
+
+
+def ensure_free_space(folder: Path, checkpoint_bytes: int) -> None:
+    """Raise :class:`DiskFull` unless ``folder``'s disk has room for the next checkpoints of a model.
+
+    Why check first: h5py, which Keras writes weight files with, crashes the whole process (a segmentation
+    fault, no exception to catch) when a write meets a full disk. Needed: three times ``checkpoint_bytes``
+    (the weights and optimizer state: the best checkpoint plus ``BackupAndRestore``'s two snapshots) and
+    :data:`CHECKPOINT_MARGIN_BYTES`. Finished repeats are already stored and stay.
+    """
+    needed = 3 * checkpoint_bytes + CHECKPOINT_MARGIN_BYTES
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DiskFull(f"not enough free disk space in {folder}: {free / 1e6:.0f} MB free, about "
+                       f"{needed / 1e6:.0f} MB needed; finished repeats are kept")
 
 
 def _guarded(method):
@@ -83,7 +134,7 @@ def _guarded(method):
             raise StoreError(f"The run records in {folder} contain data this project never writes ({exc}); it "
                              f"was not loaded. Move the folder aside: mv {folder} {folder}.untrusted") from exc
         except sqlite3.DatabaseError as exc:
-            raise StoreError(damaged_message("run records", self.root / RECORDS_DIR, exc)) from exc
+            raise database_error("run records", self.root / RECORDS_DIR, exc) from exc
     return wrapper
 
 
@@ -92,14 +143,12 @@ class RunStore:
 
     def __init__(self, root: str | Path | None = None):
         root = Path(root) if root else default_cache_dir()
-        self.read_only = root.is_dir() and not writable(root)
-        self.root = root if self.read_only else private_dir(root)
-        folder = self.root / RECORDS_DIR
+        folder = root / RECORDS_DIR
+        self.read_only = is_read_only(root, folder)
+        self.root = root if self.read_only else create_cache_dir(root)
         try:
-            if self.read_only:
-                self.records: Any = ReadOnlyRecords(folder)
-            else:
-                self.records = open_json_cache(folder, "run records")
+            self.records: Any = open_json_cache(folder, "run records", read_only=self.read_only)
+            if not self.read_only:
                 _convert_legacy(self.root / LEGACY_DIR, self.records)
         except UnsafeCacheError as exc:
             raise StoreError(f"The run records in {folder} contain data this project never writes ({exc}); "
@@ -123,8 +172,7 @@ class RunStore:
     def put(self, record: dict[str, Any]) -> None:
         """Store a finished repeat atomically (one SQLite transaction) with its protocol."""
         if self.read_only:
-            raise StoreError(f"The cache {self.root} is read-only; finished results are shown but nothing "
-                             "new can be stored. Use another cache (--cache DIR or $TWO_STAGE_CACHE).")
+            raise StoreError(read_only_message(self.root))
         with self.records.transact():
             self.records.set(f"protocol/{record['key']}", record["protocol"])
             self.records.set(self.record_key(record["key"], record["repeat"]), record)
@@ -209,26 +257,100 @@ class RunStore:
 
 # ------------------------------------------------------------------------------------------ databases
 
-def open_json_cache(folder: Path, what: str) -> diskcache.Cache:
-    """A diskcache of JSON values (never pickles), eviction off; a damaged database raises StoreError."""
-    private_dir(folder)
+def create_cache_dir(path: Path) -> Path:
+    """:func:`private_dir`, with a folder that cannot be created reported as one :class:`StoreError`."""
     try:
-        cache = diskcache.Cache(str(folder), eviction_policy="none", size_limit=2**40, disk=SafeJSONDisk,
-                                timeout=60)
+        return private_dir(path)
+    except OSError as exc:
+        raise StoreError(f"The cache folder {path} cannot be created ({exc.strerror or exc}). Use another one "
+                         "(--cache DIR or $TWO_STAGE_CACHE).") from exc
+
+
+def open_json_cache(folder: Path, what: str, *, read_only: bool = False) -> JsonCache | ReadOnlyCache:
+    """The JSON-only database in ``folder`` (never pickles, eviction off) that ``what`` names in messages.
+
+    ``read_only`` opens it through SQLite's read-only mode (nothing is created; writes raise StoreError).
+    A damaged database raises :class:`StoreError` here or on the read that meets the damage.
+    """
+    if read_only:
+        return ReadOnlyCache(folder, what)
+    create_cache_dir(folder)
+    try:
+        cache = JsonCache(folder, what)
         cache.get("__probe__")  # reads the table, so a truncated or overwritten file fails here, not later
     except sqlite3.DatabaseError as exc:
-        raise StoreError(damaged_message(what, folder, exc)) from exc
+        raise database_error(what, folder, exc) from exc
     return cache
 
 
-class ReadOnlyRecords:
-    """The few read operations of ``diskcache.Cache`` over a database this process may not write.
+class JsonCache(diskcache.Cache):
+    """diskcache's ``Cache`` with :class:`SafeJSONDisk`, whose SQLite errors become one :class:`StoreError`.
 
-    Rows are decoded exactly as :class:`SafeJSONDisk` decodes them (JSON, never pickle).
+    Why here: damage can sit in pages that opening the database does not read, so the error can surface on
+    any later call; every caller (records, job queue, leases) then gets the same message.
     """
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, what: str):
+        self.what, self.folder = what, folder
+        super().__init__(str(folder), eviction_policy="none", size_limit=2**40, disk=SafeJSONDisk, timeout=60)
+
+    def __getstate__(self):  # diskcache re-opens an unpickled cache by calling __init__ with this state
+        return (self.folder, self.what)
+
+    @contextlib.contextmanager
+    def _errors(self):
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise database_error(self.what, self.folder, exc) from exc
+
+    def get(self, *args, **kwargs):
+        with self._errors(), _undecodable(self.what, self.folder):
+            return super().get(*args, **kwargs)
+
+    def set(self, *args, **kwargs):
+        with self._errors():
+            return super().set(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        with self._errors():
+            return super().delete(*args, **kwargs)
+
+    def __contains__(self, key):
+        with self._errors():
+            return super().__contains__(key)
+
+    def iterkeys(self, reverse=False):
+        with self._errors(), _undecodable(self.what, self.folder):
+            yield from super().iterkeys(reverse)
+
+    @contextlib.contextmanager
+    def transact(self, retry=False):
+        with self._errors(), super().transact(retry):
+            yield
+
+
+@contextlib.contextmanager
+def _undecodable(what: str, folder: Path):
+    """A row whose stored bytes no longer decode (zlib, UTF-8, JSON) is damage too, found only on reading it.
+
+    Only around reads: a ValueError raised inside a caller's transaction (``QueueFull``) is not damage.
+    """
+    try:
+        yield
+    except (zlib.error, ValueError) as exc:
+        raise StoreError(damaged_message(what, folder, exc)) from exc
+
+
+class ReadOnlyCache:
+    """The read operations of ``diskcache.Cache`` over a database this process may not write.
+
+    Rows are decoded exactly as :class:`SafeJSONDisk` decodes them (JSON, never pickle); a folder without a
+    database reads as empty; any write raises :class:`StoreError` saying the cache is read-only.
+    """
+
+    def __init__(self, folder: Path, what: str):
+        self.folder, self.what = folder, what
         self.disk = SafeJSONDisk(str(folder))
         db = folder / "cache.db"
         self.con = None
@@ -237,14 +359,26 @@ class ReadOnlyRecords:
                 self.con = _connect_read_only(db)
                 self.con.execute("SELECT COUNT(*) FROM Cache").fetchone()
             except sqlite3.DatabaseError as exc:
-                raise StoreError(damaged_message("run records", folder, exc)) from exc
+                raise database_error(what, folder, exc) from exc
 
     def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
-        return self.con.execute(sql, args).fetchall() if self.con is not None else []
+        if self.con is None:
+            return []
+        try:
+            return self.con.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise database_error(self.what, self.folder, exc) from exc
+
+    def _refuse(self, *args, **kwargs):
+        raise StoreError(read_only_message(self.folder.parent, f"the {self.what} can be read"))
+
+    set = delete = transact = _refuse
 
     def iterkeys(self) -> Iterator[Any]:
-        for key, raw in self._rows("SELECT key, raw FROM Cache ORDER BY rowid"):
-            yield self.disk.get(key, raw)
+        for db_key, raw in self._rows("SELECT key, raw FROM Cache ORDER BY rowid"):
+            with _undecodable(self.what, self.folder):
+                key = self.disk.get(db_key, raw)
+            yield key
 
     def get(self, key: Any, default: Any = None) -> Any:
         db_key, raw = self.disk.put(key)
@@ -252,7 +386,8 @@ class ReadOnlyRecords:
         if not rows:
             return default
         mode, filename, value = rows[0]
-        return self.disk.fetch(mode, filename, value, False)
+        with _undecodable(self.what, self.folder):
+            return self.disk.fetch(mode, filename, value, False)
 
     def __contains__(self, key: Any) -> bool:
         db_key, raw = self.disk.put(key)

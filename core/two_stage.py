@@ -19,10 +19,11 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from . import env, predictions
+from . import env, predictions, training_data
 from .config import Protocol
 from .datasets import Dataset
-from .models import batchnorm_layers, build_head, build_stage1, feature_extractor, reestimate_batchnorm
+from .models import batchnorm_layers, build_for_protocol, build_head, feature_extractor, reestimate_batchnorm
+from .optim import stage1_optimizer
 
 Progress = Callable[[dict[str, Any]], None]
 SPLITS = ("train", "val", "test")
@@ -54,14 +55,16 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
     report = progress or (lambda event: None)
     for stage in repair_workdir(workdir):
         report({"stage": stage, "restarted": "a crash tore its checkpoint file; this stage starts again"})
-    labels = {split: keras.utils.to_categorical(getattr(data, f"y_{split}"), data.num_classes)
+    # What stage one trains on: ``data`` itself unless a related report's option adds GAN images (003) or
+    # swaps pixels for a frozen backbone's cached features (002); the record still describes ``data``.
+    trained, prepared = training_data.prepare(data, protocol, seed, workdir, report)
+    labels = {split: keras.utils.to_categorical(getattr(trained, f"y_{split}"), data.num_classes)
               for split in SPLITS}
-    inputs = {split: getattr(data, f"x_{split}") for split in SPLITS}
+    inputs = {split: getattr(trained, f"x_{split}") for split in SPLITS}
 
     keras.utils.set_random_seed(seed)
-    model = build_stage1(protocol.model_id, data.input_shape, data.num_classes,
-                         protocol.augmentation if protocol.use_augmentation else None, seed, protocol.precision)
-    _compile(model, keras.optimizers.Adam(protocol.adam_lr), steps_per_execution)
+    model = build_for_protocol(protocol, trained.input_shape, data.num_classes, seed, inputs["train"])
+    _compile(model, stage1_optimizer(protocol), steps_per_execution)
     stage1_file = workdir / "stage1.json"
     probs_file = workdir / "stage1_test_probs.npz"
     if stage1_file.exists() and probs_file.exists():  # resumed after stage one had finished
@@ -91,18 +94,27 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
         keras.utils.set_random_seed(seed * 1000 + HEADS.index(name) + 1)
         head = build_head(feature_info["dim"], data.num_classes,
                           warm_from=model if protocol.head_init == "warm" else None)
-        _compile(head, _head_optimizer(name, protocol), _steps_per_epoch(data, protocol))
+        _compile(head, _head_optimizer(name, protocol), _steps_per_epoch(trained, protocol))
         heads[name] = _fit(head, features, labels, protocol, workdir, f"stage2_{name}", report, should_stop,
                            backup=False)
         head.load_weights(workdir / f"stage2_{name}_{protocol.stage2_eval}.weights.h5")
         head_models[name] = head
         test_probs[name] = _probabilities(head, features["test"])
 
-    if save_models:
+    if save_models and not (prepared or {}).get("backbone"):  # a features-in model cannot classify photos
         model.save(workdir / "stage1.keras")
         for name, head in head_models.items():
             head.save(workdir / f"head_{name}.keras")
     _tidy(workdir)
+    record = make_record(data, protocol, repeat, stage1, feature_info, heads, test_probs)
+    return {**record, "training_data": prepared} if prepared else record
+
+
+def make_record(data: Dataset, protocol: Protocol, repeat: int, stage1: dict[str, Any],
+                feature_info: dict[str, Any], heads: dict[str, Any],
+                test_probs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """One repeat's run record; shared with :mod:`core.lockstep`, so both engines store the same schema."""
+    seed = protocol.seed + repeat
     return {
         "key": protocol.key(),
         "repeat": repeat,
@@ -228,7 +240,6 @@ def _head_optimizer(name: str, protocol: Protocol) -> keras.optimizers.Optimizer
 def _fit(model: keras.Model, inputs: dict, labels: dict, protocol: Protocol, workdir: Path, stage: str,
          report: Progress, should_stop: Callable[[], bool] | None, backup: bool = True) -> dict[str, Any]:
     """Fit with the paper's callbacks, then evaluate the last-epoch and the best-checkpoint weights."""
-    best_path = workdir / f"{stage}_best.weights.h5"
     log_path = workdir / f"{stage}_epochs.jsonl"
     if not backup:
         log_path.unlink(missing_ok=True)
@@ -239,7 +250,17 @@ def _fit(model: keras.Model, inputs: dict, labels: dict, protocol: Protocol, wor
               callbacks=callbacks)
     if should_stop is not None and should_stop():
         raise Cancelled(stage)
-    history = _read_log(log_path)
+    return summarise_fit(model, inputs, labels, protocol, workdir, stage, _read_log(log_path))
+
+
+def summarise_fit(model: keras.Model, inputs: dict, labels: dict, protocol: Protocol, workdir: Path, stage: str,
+                  history: dict[str, list[float]]) -> dict[str, Any]:
+    """A trained stage's record part: its last-epoch and best-checkpoint evaluations and its history.
+
+    ``model`` holds the last-epoch weights; the best ones are in ``<stage>_best.weights.h5``. Shared by the
+    plain path and :mod:`core.lockstep`, so both engines' records have one schema.
+    """
+    best_path = workdir / f"{stage}_best.weights.h5"
     model.save_weights(workdir / f"{stage}_last.weights.h5")
 
     started = time.perf_counter()
@@ -280,7 +301,7 @@ def paper_callbacks(protocol: Protocol, workdir: Path, stage: str, report: Progr
     # Order matters: the log is written before the backup at each epoch end, so a crash between the two
     # only makes the resumed fit redo (and re-log) one epoch; never loses one.
     log = _EpochLog(workdir / f"{stage}_epochs.jsonl", monitors, stage, protocol.epochs, report, should_stop)
-    callbacks = monitors + [log]
+    callbacks = [_DiskSpace(workdir)] + monitors + [log]  # first: it checks before anything is written
     if backup:
         callbacks.append(keras.callbacks.BackupAndRestore(str(workdir / f"backup_{stage}"),
                                                           double_checkpoint=True))
@@ -295,6 +316,25 @@ def _evaluate(model: keras.Model, inputs: dict, labels: dict) -> dict[str, float
         out[f"{split}_accuracy"] = float(scores["accuracy"])
         out[f"{split}_loss"] = float(scores["loss"])
     return out
+
+
+class _DiskSpace(keras.callbacks.Callback):
+    """Stops the fit with :class:`core.store.DiskFull` (one clear line) when the disk cannot take the next
+    checkpoint: h5py segfaults on a full disk instead of raising. Checked before training and before each
+    epoch's checkpoints, for the weights plus the optimizer state (see :func:`core.store.ensure_free_space`)."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder = folder
+
+    def on_train_begin(self, logs=None):
+        self.on_epoch_end(-1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from .store import ensure_free_space
+
+        variables = list(self.model.weights) + list(self.model.optimizer.variables)
+        ensure_free_space(self.folder, 4 * sum(int(np.prod(v.shape)) for v in variables))  # float32 or less
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -337,8 +377,11 @@ class _EpochLog(keras.callbacks.Callback):
                 cb.wait = since_best
         self.report({"stage": self.stage, "resumed_at_epoch": done})
 
-    def on_train_batch_end(self, batch, logs=None):
-        # With steps_per_execution > 1 Keras reports only every spe-th batch: poll by distance, not modulo.
+    def on_train_batch_begin(self, batch, logs=None):
+        # Polled at the *start* of a batch, which carries no logs: a batch-end hook would make Keras turn the
+        # step's logs into Python floats, a host-device sync every step on JAX (and it would keep Keras from
+        # dispatching the other callbacks' batch ends asynchronously). With steps_per_execution > 1 Keras
+        # calls this only every spe-th batch: poll by distance, not modulo.
         if self.should_stop is None or batch - self.polled < 50:
             return
         self.polled = batch

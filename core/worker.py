@@ -53,6 +53,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from .cluster import Executor
 from .config import Protocol
 from .jobs import JobQueue
 from .leases import HEARTBEAT_S, hostname
@@ -70,26 +71,36 @@ def artefact_budget() -> int | None:
 
 
 def execute(job: dict[str, Any], store: RunStore, progress: Callable[[dict], None],
-            should_stop: Callable[[], bool]) -> None:
+            should_stop: Callable[[], bool], executor: Executor | None = None) -> None:
     """Train the job's missing repeats through :func:`core.experiment.run_experiment` (the one loop over
     repeats), applying the artefact budget after each stored repeat. Raises ``Stopped`` when stopped, and
-    whatever loading or training raised (the caller turns it into the job's error)."""
+    whatever loading or training raised (the caller turns it into the job's error). The job trains where its
+    submitter asked (``job["executor"]``), else with ``executor`` (the worker's), else as
+    :func:`core.cluster.worker_default` says ($TWO_STAGE_RAY_ADDRESS: on that Ray cluster)."""
+    from .cluster import job_executor
     from .experiment import missing_repeats, run_experiment
 
+    if job.get("kind") == "sweep":  # one job for every point of a sweep (core.sweeps)
+        from .sweeps import execute_job
+
+        return execute_job(job, store, progress, should_stop, executor=job_executor(job, executor),
+                           after_store=lambda record: store.prune_artefacts(artefact_budget()))
     protocol = Protocol.from_dict(job["protocol"])
     repeats = int(job["repeats"])
     todo = missing_repeats(store, protocol, repeats)
     progress({"stage": "plan", "todo": todo, "repeats": repeats, "repeats_done": repeats - len(todo)})
     if todo:
         run_experiment(protocol, repeats, store, progress=progress, should_stop=should_stop,
-                       after_store=lambda record: store.prune_artefacts(artefact_budget()))
+                       after_store=lambda record: store.prune_artefacts(artefact_budget()),
+                       executor=job_executor(job, executor))
 
 
 def error_text(exc: BaseException) -> str:
     """The message a user sees for a failed job."""
     from .datasets import DatasetUnavailable
+    from .store import StoreError
 
-    if isinstance(exc, DatasetUnavailable):
+    if isinstance(exc, (DatasetUnavailable, StoreError)):  # already one line for the user (e.g. a full disk)
         return str(exc)
     if isinstance(exc, MemoryError):
         return ("Out of memory while training. Use fewer images (--limit), a smaller batch or image size, "
@@ -106,8 +117,10 @@ class Worker:
     def __init__(self, root: str | Path | None = None, *, worker_id: str | None = None,
                  idle_exit: float | None = None, stale_after: float | None = None,
                  heartbeat: float | None = None, poll: float = 1.0, max_jobs: int | None = None,
-                 log: Callable[[str], None] | None = None):
+                 log: Callable[[str], None] | None = None, executor: Executor | None = None):
         self.queue = JobQueue(root, stale_after=stale_after)
+        self.queue.require_writable("start a worker")  # before any signal handler or thread exists
+        self.executor = executor
         self.id = worker_id or uuid.uuid4().hex[:8]
         self.idle_exit, self.poll, self.max_jobs = idle_exit, poll, max_jobs
         self.heartbeat_s = HEARTBEAT_S if heartbeat is None else heartbeat
@@ -174,7 +187,7 @@ class Worker:
         from .experiment import Stopped
 
         try:
-            execute(job, self.queue.store, progress, should_stop)
+            execute(job, self.queue.store, progress, should_stop, self.executor)
         except Stopped as stop:
             return self._stopped(job, stop.repeat)
         except KeyboardInterrupt:
