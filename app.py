@@ -32,6 +32,7 @@ PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/results.py", title="Results", icon=":material/table_chart:"),
     st.Page("pages/classify.py", title="Classify", icon=":material/photo_camera:"),
+    st.Page("pages/reports.py", title="Related reports", icon=":material/library_books:"),
 ]
 page = st.navigation(PAGES)
 

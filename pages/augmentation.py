@@ -47,14 +47,19 @@ def source_image():
         return preview.demo_image(), "built-in test picture (160x160)"
     if source == SOURCES[-1]:
         lim = limits()
-        up = st.file_uploader("An image (JPEG or PNG)", type=["jpg", "jpeg", "png", "webp", "bmp"],
+        up = st.file_uploader(f"An image (JPEG or PNG; up to {lim.max_upload_mb} MB)", type=["jpg", "jpeg", "png", "webp", "bmp"],
                               max_upload_size=lim.max_upload_mb)
         if up is None:
             return None, "Upload an image to see it augmented."
+        data = up.getvalue()
+        if len(data) > lim.max_upload_mb * 1024 * 1024:  # the widget's limit is the browser's; check here too
+            st.error(f"The file is larger than {lim.max_upload_mb} MB.")
+            return None, "Upload a smaller image to see it augmented."
         try:
-            return decode_image(up.getvalue(), size=128, max_pixels=lim.max_pixels), f"{up.name}, resized to 128x128"
+            return decode_image(data, size=128, max_pixels=lim.max_pixels), f"{up.name}, resized to 128x128"
         except ImageError as exc:
-            return None, str(exc)
+            st.error(f"Could not use this file: {exc}")
+            return None, "Upload another image to see it augmented."
     dataset = {SOURCES[1]: "fashion-mnist", SOURCES[2]: "dogs-cats", SOURCES[3]: "face-mask"}[source]
     if dataset == "fashion-mnist":
         if not preview.local_source("fashion-mnist"):

@@ -1,6 +1,11 @@
-"""Classify: a photo through stage one and both stage-two heads, side by side, with the input the model saw."""
+"""Classify: a photo through stage one and both stage-two heads, with how unlike the model's training images it
+is (out-of-distribution check), why stage one answered as it did (Grad-CAM), and the model set to download."""
 
 from __future__ import annotations
+
+import hashlib
+import logging
+import time
 
 import streamlit as st
 
@@ -8,21 +13,28 @@ from ui.common import guard, limits, model_choices
 
 TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 INVERT = {"auto (by the border)": None, "invert": True, "do not invert": False}
+MODEL_KEY = "classify_model"
+FITS_KEY = "classify_photo_fits"
+log = logging.getLogger("two_stage.app")
 
 
-@st.cache_resource(show_spinner="Loading the models…", max_entries=4)
-def load(paths: tuple[tuple[str, str], ...], class_names: tuple[str, ...], stamp: tuple[float, ...]):
+@st.cache_resource(show_spinner="Loading the models…", max_entries=8)
+def load(paths: tuple[tuple[str, str], ...], class_names: tuple[str, ...], ood_path: str | None,
+         stamp: tuple[float, ...]):
     from pathlib import Path
 
     from core.classify import load_models
 
-    return load_models({k: Path(v) for k, v in paths}, list(class_names))
+    return load_models({k: Path(v) for k, v in paths}, list(class_names), Path(ood_path) if ood_path else None)
 
 
-def _stamp(paths) -> tuple[float, ...]:
+def load_choice(choice):
     import os
 
-    return tuple(os.stat(p).st_mtime for p in paths.values())
+    paths = {k: str(v) for k, v in choice.paths.items()}
+    files = list(paths.values()) + ([str(choice.ood_path)] if choice.ood_path else [])
+    return load(tuple(sorted(paths.items())), tuple(choice.class_names),
+                str(choice.ood_path) if choice.ood_path else None, tuple(os.stat(p).st_mtime for p in files))
 
 
 def probability_chart(pred, method: str, title: str):
@@ -52,22 +64,88 @@ def get_photo(lim) -> tuple[bytes | None, str]:
     return up.getvalue(), getattr(up, "name", "camera photo")
 
 
-def show_prediction(pred, models, name: str) -> None:
+def shipped_with_statistics(choices) -> dict[str, object]:
+    """Label -> loaded model set, for every shipped model with statistics (loaded once per server)."""
+    loaded = {}
+    for choice in choices:
+        if choice.shipped and choice.ood_path:
+            try:
+                loaded[choice.label] = load_choice(choice)
+            except Exception:  # noqa: BLE001 - one broken bundle must not take Classify down
+                log.exception("could not load %s", choice.label)
+    return loaded
+
+
+def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, float], float, bool]:
+    """Index in ``choices`` -> the photo's out-of-distribution ratio for each shipped model, the seconds that
+    took, and whether the photo is new. Measured once per photo: changing the model or the inversion does not
+    measure again."""
+    from core.classify import fit_ratios
+
+    digest = hashlib.sha256(data).hexdigest()
+    memo = st.session_state.get(FITS_KEY)
+    new = memo is None or memo["digest"] != digest
+    if new:
+        loaded = shipped_with_statistics(choices)
+        started = time.perf_counter()
+        ratios = fit_ratios(list(loaded.values()), data, max_pixels=max_pixels)
+        memo = {"digest": digest, "fits": {label: r for label, r in zip(loaded, ratios) if r is not None},
+                "seconds": time.perf_counter() - started}
+        st.session_state[FITS_KEY] = memo
+    fits = {i: memo["fits"][c.label] for i, c in enumerate(choices) if c.label in memo["fits"]}
+    return fits, memo["seconds"], new
+
+
+def pick_default(choices, fits: dict[int, float], new_photo: bool) -> None:
+    """On a new photo, preselect the model whose training images it resembles most; the visitor's own choice
+    stands until the next photo."""
+    if st.session_state.get(MODEL_KEY, 0) >= len(choices):
+        st.session_state[MODEL_KEY] = 0
+    if new_photo and fits:
+        st.session_state[MODEL_KEY] = min(fits, key=fits.get)
+
+
+def ood_warning(pred, choice, choices, fits: dict[int, float], picked: int) -> None:
+    from core.ood import what_it_knows
+
+    verdict = pred.ood
+    if verdict is None:
+        st.caption("No out-of-distribution check for this model: its statistics of the training images are "
+                   "computed when a model set is bundled (`python -m core bundle`); the shipped models have "
+                   "them." + _suggestion(choices, fits, picked, flagged=False))
+        return
+    if verdict.flagged:
+        st.warning(
+            f"**This photo looks out-of-distribution for this model.** Its features are further from every "
+            f"class the model knows than {verdict.score_rank:.0%} of the model's own test images (score "
+            f"{verdict.score:.2f} against a threshold of {verdict.threshold:.2f}, the 99th percentile of the test "
+            f"images). This model only knows {what_it_knows(choice.dataset, choice.class_names)}, so its answer "
+            f"below is the nearest of those classes, not a recognition"
+            + (f", however sure it looks ({verdict.msp:.0%})." if verdict.msp >= 0.5 else ".")
+            + _suggestion(choices, fits, picked, flagged=True), icon=":material/warning:")
+    else:
+        st.caption(f"Out-of-distribution check passed: the photo is within the range of the model's test images "
+                   f"(further from the classes than {verdict.score_rank:.0%} of them; the threshold is the 99th "
+                   f"percentile).")
+
+
+def _suggestion(choices, fits: dict[int, float], picked: int, flagged: bool) -> str:
+    better = [i for i, r in sorted(fits.items(), key=lambda item: item[1]) if r <= 1.0 and i != picked
+              and choices[i].dataset != choices[picked].dataset]
+    if better:
+        return (f" Photos like this one are within the range of the shipped **{choices[better[0]].title}** model: "
+                "pick it under Model.")
+    if flagged and fits:
+        return " None of the shipped models has seen photos like this one."
+    return ""
+
+
+def show_prediction(pred, name: str) -> None:
     from core.classify import METHOD_LABELS
 
     st.markdown(f"#### Predictions for *{name}*")
-    cols = st.columns([1.3, 2, 2, 2])
-    with cols[0]:
-        img = pred.image
-        h, w = img.shape[:2]
-        scale = max(1, 168 // max(h, w))
-        import numpy as np
-
-        big = np.repeat(np.repeat(img, scale, axis=0), scale, axis=1)
-        st.image(big if big.shape[-1] == 3 else big[..., 0], width="stretch",
-                 caption=f"What the model saw: {w}×{h}×{img.shape[-1]} uint8"
-                 + (", inverted" if pred.inverted else ""))
-    for col, method in zip(cols[1:], ("stage1", "adam", "sgd")):
+    cols = st.columns(3)
+    for col, method in zip(cols, ("stage1", "adam", "sgd")):
         label, p = pred.top(method)
         with col:
             st.metric(METHOD_LABELS[method], label)
@@ -75,13 +153,93 @@ def show_prediction(pred, models, name: str) -> None:
             st.plotly_chart(probability_chart(pred, method, ""), key=f"probs_{method}")
 
 
+def show_input_and_heat_map(pred, models) -> float:
+    """What the model saw, and beside it stage one's Grad-CAM (computed here, after the answer is on the
+    page); returns the heat map's time in seconds."""
+    from core import explain
+    from core.classify import heat_map
+
+    st.markdown("#### Why this answer")
+    img = pred.image
+    h, w = img.shape[:2]
+    saw, why, notes = st.columns([1, 1, 1.6])
+    saw.image(explain.enlarge(img), width="stretch", caption=f"What the model saw: {w}×{h}×{img.shape[-1]} uint8"
+              + (", inverted" if pred.inverted else ""))
+    label, _ = pred.top("stage1")
+    with why, st.spinner("Computing the heat map…"):
+        started = time.perf_counter()
+        try:
+            heat = heat_map(models, pred)
+        except (ValueError, NotImplementedError) as exc:  # a network without a top-level convolution
+            st.caption(f"No heat map for this model: {exc}.")
+            return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        st.image(explain.overlay(img, heat), width="stretch",
+                 caption=f"Heat map (Grad-CAM) of stage one's answer: {label}")
+        if heat.max() <= 0:
+            st.caption("The map is empty: no region's activation raised this class's score, so nothing in the "
+                       "photo argued for the answer (common for a barely trained model).")
+    notes.markdown(
+        "**Reading the heat map.** Red marks the regions whose activation in the last convolution pushed stage "
+        f"one towards *{label}*, blue the regions that did not matter for it (Grad-CAM: the last convolution's "
+        "feature maps weighted by the gradient of that class's score). The stage-two heads read features "
+        "computed from these same maps, but weigh them their own way.")
+    return seconds
+
+
+def export_downloads(choice, models, demo: bool) -> None:
+    import functools
+
+    from core import export
+
+    with st.expander("Download this model set"):
+        st.write("One model with three outputs: stage one's class probabilities, then the Adam head's and the SGD "
+                 "head's. Input: a batch of "
+                 f"{'×'.join(map(str, models.input_shape))} images with pixel values 0-255 as float32 (the model "
+                 f"rescales them itself). Classes, in output order: {', '.join(models.class_names)}.")
+        stem = f"two_stage_{choice.dataset}_{choice.key[:6]}_r{choice.repeat + 1}"
+        left, right = st.columns(2)
+        left.download_button("Keras model (.keras)", functools.partial(export.keras_bytes, models),
+                             file_name=f"{stem}.keras", mime="application/octet-stream", on_click="ignore",
+                             icon=":material/download:")
+        right.download_button("LiteRT model (.tflite)", functools.partial(export.tflite_bytes, models),
+                              file_name=f"{stem}.tflite", mime="application/octet-stream", on_click="ignore",
+                              icon=":material/download:", disabled=demo,
+                              help=("The public demo does not convert models (it takes the server several seconds "
+                                    "of work); run the app locally for the LiteRT file." if demo else
+                                    "Converted when you click (several seconds); runs with the LiteRT / TensorFlow "
+                                    "Lite interpreter on phones and small devices."))
+
+
+def answer(data: bytes, name: str, choices, pick: int, models, invert, fits: dict[int, float], fit_s: float,
+           max_pixels: int) -> None:
+    """The probabilities first (fast), then the out-of-distribution verdict's details and the heat map."""
+    from core.classify import classify
+    from core.imageio import ImageError
+
+    try:
+        started = time.perf_counter()
+        pred = classify(models, data, invert=invert, max_pixels=max_pixels)
+        answer_s = time.perf_counter() - started
+    except ImageError as exc:
+        st.error(f"Could not use this file: {exc}")
+        return
+    ood_warning(pred, choices[pick], choices, fits, pick)
+    show_prediction(pred, name)
+    heat_s = show_input_and_heat_map(pred, models)
+    st.caption(f"Answer in {1000 * answer_s:.0f} ms, heat map in {1000 * heat_s:.0f} ms; measuring the photo "
+               f"against {len(fits)} shipped model(s) to preselect one took {1000 * fit_s:.0f} ms when it was "
+               "uploaded (this server).")
+
+
 def body() -> None:
     from core.imageio import ImageError
+    from core.ood import what_it_knows
 
     st.title("Classify")
     st.write("Upload a photo (or take one): it is decoded by the same function that reads the datasets, resized to "
              "the model's input, and classified by the stage-one CNN and by both stage-two heads on that CNN's "
-             "features.")
+             "features. The model preselected is the one whose training images the photo resembles most.")
     lim = limits()
     choices = model_choices()
     if not choices:
@@ -89,30 +247,31 @@ def body() -> None:
                 "reference model set in `reference/` with `python -m core bundle`.")
         st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
         return
-    pick = st.selectbox("Model", list(range(len(choices))), format_func=lambda i: choices[i].label)
+    data, name = get_photo(lim)
+    if data is not None and len(data) > lim.max_upload_mb * 1024 * 1024:
+        st.error(f"The file is larger than {lim.max_upload_mb} MB.")
+        return
+    fits: dict[int, float] = {}
+    fit_s, new_photo = 0.0, False
+    if data is not None:
+        try:
+            fits, fit_s, new_photo = photo_fits(choices, data, lim.max_pixels)
+        except ImageError as exc:
+            st.error(f"Could not use this file: {exc}")
+            return
+    pick_default(choices, fits, new_photo)
+    pick = st.selectbox("Model", list(range(len(choices))), format_func=lambda i: choices[i].label, key=MODEL_KEY)
     choice = choices[pick]
-    paths = {k: str(v) for k, v in choice.paths.items()}
-    models = load(tuple(sorted(paths.items())), tuple(choice.class_names), _stamp(paths))
-    st.caption(f"{choice.dataset} · input {'×'.join(map(str, models.input_shape))} · classes: "
-               f"{', '.join(models.class_names)} · {choice.source}")
+    models = load_choice(choice)
+    st.caption(f"{choice.title or choice.dataset}: knows {what_it_knows(choice.dataset, choice.class_names)} · "
+               f"input {'×'.join(map(str, models.input_shape))} · classes: {', '.join(models.class_names)}")
     invert = None
     if models.channels == 1:
         invert = INVERT[st.radio("Fashion-MNIST items are light on a dark background; a photo of a dark item on a "
                                  "light background is inverted", list(INVERT), horizontal=True)]
-    data, name = get_photo(lim)
-    if data is None:
-        return
-    if len(data) > lim.max_upload_mb * 1024 * 1024:
-        st.error(f"The file is larger than {lim.max_upload_mb} MB.")
-        return
-    from core.classify import classify
-
-    try:
-        pred = classify(models, data, invert=invert, max_pixels=lim.max_pixels)
-    except ImageError as exc:
-        st.error(f"Could not use this file: {exc}")
-        return
-    show_prediction(pred, models, name)
+    if data is not None:
+        answer(data, name, choices, pick, models, invert, fits, fit_s, lim.max_pixels)
+    export_downloads(choice, models, lim.demo)
 
 
 guard(body)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.common import data_path, experiments, guard, job_queue, limits, pct, signed_pct, submit
+from ui.common import (data_path, experiment_id, experiments, guard, job_progress, job_queue, limits, p_text,
+                       pct, results_link, run_estimate, signed_pct, submit)
 
 QUICK = {"dataset": "fashion-mnist", "limit": 3000, "test_limit": 1000, "epochs": 12}
 QUICK_REPEATS = 2
@@ -23,41 +24,58 @@ def quick_protocol():
     return Protocol(**values), min(QUICK_REPEATS, lim.max_repeats)
 
 
+STANDING_COLUMNS = ("Fashion-MNIST", "Cifar-10", "Dogs & Cats", "Face Mask Detection v1", "Face Mask Detection v2")
+"""The paper's columns, one row each (Face Mask v2 without its outlier is a second reading of v2: see Results)."""
+
+
 def standings_table():
+    """One row per paper column: the paper's Table 2 numbers, ours from the matching experiment with the most
+    repeats, and Table 3's verdict on ours (:func:`core.stats.verdict`, Adam head). Returns the table, the
+    provenance notes and ``(title, experiment id)`` pairs for deep links."""
     import pandas as pd
 
-    from core import paper, preview
+    from core import paper, preview, stats
 
     exps = experiments()
-    rows, notes = [], []
-    for dataset in ("fashion-mnist", "cifar10", "dogs-cats", "face-mask"):
+    rows, notes, links = [], [], []
+    for column in STANDING_COLUMNS:
+        dataset = paper.COLUMNS[column][0]
+        title = preview.DATASET_TITLES[dataset] + (column.removeprefix("Face Mask Detection")
+                                                   if dataset == "face-mask" else "")
         if dataset in ("fashion-mnist", "cifar10"):
             here = "yes" if preview.local_source(dataset) else "not found (see Datasets)"
         else:
             here = "folder chosen" if data_path(dataset) else "point at a folder on Datasets"
-        exp = preview.best_experiment(exps, dataset)
-        column = preview.paper_column(exp.protocol) if exp else paper.columns_for(dataset)[0]
-        a, b, _, p = paper.TABLE2[column]
-        row = {"dataset": preview.DATASET_TITLES[dataset], "data here": here,
-               "paper (20 repeats): CNN → two-stage test": f"{pct(a)} → {pct(b)} ({signed_pct(b - a)}, "
-                                                           f"p = {p:.2g})"}
+        matching = [e for e in exps if preview.paper_column(e.protocol) == column]
+        exp = preview.best_experiment(matching, dataset)
+        a, b, alpha, p = paper.TABLE2[column]
+        row = {"dataset": title, "data here": here,
+               "paper (20 repeats)": f"{pct(a)} → {pct(b)}, {signed_pct(b - a)}, p = {p_text(p)} "
+                                     f"({'significant' if p < alpha else 'not significant'})"}
         if exp:
             s1 = sum(r["stage1"][exp.protocol.stage1_eval]["test_accuracy"] for r in exp.runs) / len(exp.runs)
             s2 = sum(r["adam"][exp.protocol.stage2_eval]["test_accuracy"] for r in exp.runs) / len(exp.runs)
-            row["ours: CNN → two-stage test"] = (f"{pct(s1)} → {pct(s2)} ({signed_pct(s2 - s1)}, "
-                                                 f"{len(exp.runs)} repeats)")
-            notes.append(f"**Ours, {preview.DATASET_TITLES[dataset]}** (vs paper column '{column}'): "
+            row["ours"] = f"{pct(s1)} → {pct(s2)}, {signed_pct(s2 - s1)}, {len(exp.runs)} repeats"
+            complete = [r for r in exp.runs if "last_bn" in r["stage1"]]
+            row["verdict (ours)"] = (stats.verdict(complete, "adam") if complete else
+                                     "Records predate the BatchNorm evaluations: no Table 3 yet.")
+            if complete and len(complete) < len(exp.runs):
+                row["verdict (ours)"] += (f" (Table 3 covers the {len(complete)} of {len(exp.runs)} repeats whose "
+                                          "records hold the BatchNorm evaluations.)")
+            notes.append(f"**Ours, {title}** (vs paper column '{column}'): "
                          + preview.provenance_line(exp.runs, exp.source))
+            links.append((title, experiment_id(exp, exps)))
         else:
-            row["ours: CNN → two-stage test"] = "not run yet"
+            row["ours"] = "not run yet"
+            row["verdict (ours)"] = "–"
         rows.append(row)
-    return pd.DataFrame(rows), notes
+    return pd.DataFrame(rows).set_index("dataset"), notes, links
 
 
 def quick_run() -> None:
     from core import preview
 
-    st.subheader("Quick run: the whole loop in about a minute")
+    st.subheader("Quick run: the whole loop on a small subset")
     protocol, repeats = quick_protocol()
     st.write(f"Trains **{repeats} repeats** of the two-stage method on a small Fashion-MNIST subset "
              f"(**{protocol.limit:,}** training images, **{protocol.test_limit:,}** test images, "
@@ -65,6 +83,7 @@ def quick_run() -> None:
              "It uses the same job queue as the Train page.")
     st.caption(f"Protocol: {protocol.describe()}. A subset this small gives a fresh softmax head few optimizer "
                "steps per epoch, so the quick run shows the whole loop, not the paper's effect size.")
+    st.caption(run_estimate(protocol, repeats))
     if not preview.local_source("fashion-mnist"):
         st.warning("Fashion-MNIST is not installed here, so the quick run cannot start. "
                    "See the Datasets page for how to get it.")
@@ -84,28 +103,34 @@ def quick_run() -> None:
     job_id = st.session_state.get("quick_job")
     if job_id:
         quick_status(job_id)
-    c1, c2 = st.columns(2)
-    c1.page_link("pages/train.py", label="Watch it train (live curves)", icon=":material/model_training:")
-    c2.page_link("pages/results.py", label="See the results", icon=":material/table_chart:")
+    else:
+        c1, c2 = st.columns(2)
+        c1.page_link("pages/train.py", label="Watch it train (live curves)", icon=":material/model_training:")
+        c2.page_link("pages/results.py", label="See the results", icon=":material/table_chart:")
 
 
 @st.fragment(run_every=2)
 def quick_status(job_id: str) -> None:
+    """The quick run's progress, then links: "See the results" opens the experiment this job trains."""
     try:
         queue, _ = job_queue()
         job = queue.job(job_id) if queue else None
         if job is None:
             st.caption("The quick-run job is no longer in the queue.")
             return
-        prog = job.get("progress") or {}
-        done, total = prog.get("repeats_done", 0) or 0, job.get("repeats") or 1
-        state = job.get("state", "?")
-        text = f"Quick run: **{state}**, {done}/{total} repeats done"
-        if state == "running" and prog.get("stage"):
-            text += f" · {prog.get('stage')} epoch {prog.get('epoch') or 0}/{prog.get('epochs') or '?'}"
-        st.progress(min(1.0, done / total) if state != "done" else 1.0, text=text)
-        if state == "failed":
+        frac, text = job_progress(job)
+        st.progress(frac, text=f"Quick run: {text}")
+        if job.get("state") == "failed":
             st.error(f"The quick run failed: {job.get('error') or 'unknown error'}")
+        c1, c2 = st.columns(2)
+        c1.page_link("pages/train.py", label="Watch it train (live curves)", icon=":material/model_training:")
+        stored = (job.get("progress") or {}).get("repeats_done", 0)
+        if stored:
+            with c2:
+                results_link(job["key"], "See the results" if job.get("state") == "done" else
+                             "See the results so far")
+        else:
+            c2.caption("The results link appears when the first repeat is stored.")
     except Exception as exc:  # noqa: BLE001
         st.caption(f"Could not read the job's status ({type(exc).__name__}).")
 
@@ -124,12 +149,19 @@ def body() -> None:
 
     st.subheader("Where each dataset stands")
     st.caption("Paper: means of 20 repeats (Zhou, Tables 1–2; two-stage = Adam head). Ours: mean of the "
-               "experiment with the most repeats for that dataset (\"not run\" until you train one); below the table, "
-               "how many repeats, which protocol, backend, device and date produced it.")
-    table, notes = standings_table()
-    st.dataframe(table, hide_index=True)
+               "experiment with the most repeats for that dataset (\"not run\" until you train one), and Table 3's "
+               "verdict on it: is the gain significant, and how much of it re-estimating BatchNorm statistics or "
+               "the best checkpoint explains. Below the table, how many repeats, which protocol, backend, device "
+               "and date produced it, and a link to each one's full results.")
+    table, notes, links = standings_table()
+    st.table(table)
     for note in notes:
         st.caption(note)
+    if links:
+        cols = st.columns(len(links))
+        for col, (title, exp_id) in zip(cols, links):
+            with col:
+                results_link(exp_id, f"{title} results")
     quick_run()
 
 

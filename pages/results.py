@@ -1,132 +1,284 @@
-"""Results: the paper's Tables 1 and 2 beside ours, per-repeat pairs (Figure 16), tests, option effects, downloads."""
+"""Results: does the second stage really help, and why? The verdict and Table 3, the paper's Tables 1 and 2
+beside ours, per-repeat pairs (Figure 16), the images behind the numbers, learning curves and downloads.
+
+Every experiment has a deep link (``?experiment=<key>``) that opens it here.
+"""
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
-from ui.common import curves_figure, experiments, guard, pct, signed_pct
+from ui.common import (EXPERIMENT_PARAM, curves_figure, experiment_id, experiment_label, experiments,
+                       find_experiment, guard, p_text, pct, repeat_name, signed_pct)
 
-METHOD_KEYS = {"stage1": "CNN (Adam)", "adam": "CNN + second stage (Adam)", "sgd": "CNN + second stage (SGD)"}
-WEIGHT_CHOICES = {"as the protocol says": None, "last epoch": "last", "best val_accuracy checkpoint": "best"}
-
-
-def fmt_table1(frame):
-    """Percentages for display, ``mean ± std`` when the standard deviation is there; keeps the repeats column."""
-    import pandas as pd
-
-    out = pd.DataFrame(index=frame.index)
-    out["repeats"] = frame["repeats"]
-    for split in ("train", "val", "test"):
-        mean = frame[f"{split} mean"].map(pct)
-        if f"{split} std" in frame:
-            std = frame[f"{split} std"].map(lambda v: pct(v))
-            mean = [m if s == "–" else f"{m} ± {s}" for m, s in zip(mean, std)]
-        out[split] = list(mean)
-    return out
+METHOD_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
+HEAD_NAMES = {"adam": "Adam head", "sgd": "SGD head"}
+WEIGHT_CHOICES = {"protocol's": None, "last epoch": "last", "best checkpoint": "best"}
+TRAIN_LABELS = {"inference": "inference mode", "fit": "as reported during fit"}
+BASELINE_NAMES = {"reported": "as reported", "best": "best checkpoint", "bn": "BatchNorm re-estimated",
+                  "best_bn": "best + BatchNorm"}
+COLUMN_NAMES = {"Fashion-MNIST": "Fashion-MNIST", "Cifar-10": "CIFAR-10", "Dogs & Cats": "Dogs & Cats",
+                "Face Mask Detection v1": "Face Mask v1", "Face Mask Detection v2": "Face Mask v2",
+                "Face Mask Detection v2 (excluding one outlier)": "Face Mask v2, outlier out"}
 
 
-def paper_tables() -> None:
+# ----------------------------------------------------------------------------------- choosing one
+
+def choose_experiment(exps):
+    """Dataset and experiment pickers that a deep link can set; the URL always names what is shown."""
+    from core import preview
+
+    wanted = st.query_params.get(EXPERIMENT_PARAM)
+    linked = find_experiment(exps, wanted)
+    # a link wins unless it is merely the URL of the previous run (the reader has just picked another one);
+    # coming back from another page, the pickers' state is gone and the link wins again
+    if wanted and (wanted != st.session_state.get("results_synced") or "results_exp" not in st.session_state):
+        if linked is not None:
+            st.session_state["results_dataset"] = linked.protocol.dataset
+            st.session_state["results_exp"] = experiment_id(linked, exps)
+        else:
+            st.warning(f"The link names an experiment ({wanted}) that is not stored here; showing another.")
+    datasets = sorted({e.protocol.dataset for e in exps}, key=lambda d: list(preview.DATASET_TITLES).index(d))
+    c = st.columns([1, 3])
+    dataset = c[0].selectbox("Dataset", datasets, format_func=preview.DATASET_TITLES.get, key="results_dataset")
+    mine = [e for e in exps if e.protocol.dataset == dataset]
+    ids = [experiment_id(e, exps) for e in mine]
+    if st.session_state.get("results_exp") not in ids:
+        best = preview.best_experiment(exps, dataset)
+        st.session_state["results_exp"] = experiment_id(best, exps) if best in mine else ids[0]
+    by_id = dict(zip(ids, mine))
+    chosen = c[1].selectbox("Experiment", ids, key="results_exp", format_func=lambda i: experiment_label(by_id[i]),
+                            help="Repeats · where it comes from · what differs from the paper's protocol · date")
+    st.query_params[EXPERIMENT_PARAM] = chosen
+    st.session_state["results_synced"] = chosen
+    exp = by_id[chosen]
+    base = (st.context.url or "").split("?")[0]
+    link = f"{base}?{EXPERIMENT_PARAM}={chosen}"
+    st.caption(f"Protocol: {exp.protocol.describe()} · key {exp.key} · shareable link: "
+               + (f"[{link}]({link})" if base else f"`?{EXPERIMENT_PARAM}={chosen}`"))
+    return exp
+
+
+# ------------------------------------------------------------------------------- the verdict, Table 3
+
+def paper_line(column: str | None) -> str:
     from core import paper
 
-    st.caption(f"Source: {paper.SOURCE}.")
-    t2 = paper.table2().copy()
-    for col in ("mean first-stage test", "mean second-stage test"):
-        t2[col] = t2[col].map(pct)
-    st.dataframe(t2, hide_index=True)
+    if not column:
+        return "The paper has no column for this dataset."
+    a, b, alpha, p = paper.TABLE2[column]
+    judged = "significant" if p < alpha else "not significant"
+    return (f"Paper ({COLUMN_NAMES.get(column, column)}, {paper.REPEATS} repeats, Adam head): {pct(a)} → {pct(b)}, "
+            f"{signed_pct(b - a)}, p = {p_text(p)} ({judged}). The paper does not measure the BatchNorm or "
+            "checkpoint explanations.")
 
 
-def table1_section(exp, runs, column, s1w, s2w, prov: str) -> None:
+def verdict_section(runs, column: str | None) -> None:
+    """The answer first: one sentence per head by :func:`core.stats.verdict`'s rule, the paper's beside it."""
+    from core import stats
+
+    st.subheader("Does the second stage help, and why?")
+    complete = [r for r in runs if "last_bn" in r["stage1"]]
+    if not complete:
+        st.info("These records were made before stage one was also scored with BatchNorm statistics "
+                "re-estimated, so Table 3 and its verdict need newer runs of this protocol.")
+        st.caption(paper_line(column))
+        return
+    for head in ("adam", "sgd"):
+        text = stats.verdict(complete, head)
+        st.markdown(f"**Ours, {HEAD_NAMES[head]}:** {text}")
+    st.caption(paper_line(column))
+    if len(complete) < len(runs):
+        st.caption(f"Uses the {len(complete)} of {len(runs)} repeats whose records hold the BatchNorm "
+                   "re-estimated evaluations (older records lack them).")
+    table3_section(complete, column)
+
+
+def _significance(p: float, alpha: float = 0.05) -> str:
+    return "–" if not math.isfinite(p) else ("yes" if p < alpha else "no")
+
+
+def share_text(share: float, gain: float) -> str:
+    """A fix's share of the head's gain; only meaningful when the head gained (else a dash)."""
+    if not (math.isfinite(share) and math.isfinite(gain)) or gain <= 0:
+        return "–"
+    return f"{100 * share:.0f}%".replace("-0%", "0%")
+
+
+def table3_section(runs, column: str | None) -> None:
     import pandas as pd
 
     from core import paper, stats
 
-    ours = stats.table1(runs, s1w, s2w)
+    st.markdown("#### Table 3: what explains the gain")
+    table = stats.table3(runs)
+    layers = stats.bn_layers(runs)
+    st.caption("Each head's test accuracy against four readings of stage one, paired over the same repeats: as "
+               "the protocol reports it; its best val_accuracy checkpoint; the same weights with every "
+               "BatchNorm layer's statistics re-estimated on the training split; both. *Share of gain*: how much "
+               "of the head's gain over the reported stage one that fix recovers alone (a dash without a gain). "
+               + (f"This CNN has {layers} BatchNorm layer(s)." if layers else
+                  "This CNN has no BatchNorm layer, so the BatchNorm rows equal the others."))
+    for head in ("adam", "sgd"):
+        part = table[table["head"] == head]
+        gain = float(part[part["baseline"] == "reported"]["mean difference"].iloc[0])
+        shown = pd.DataFrame({
+            "stage one": [BASELINE_NAMES[b] for b in part["baseline"]],
+            "stage one test": part["mean first"].map(pct).to_list(),
+            f"{HEAD_NAMES[head]} test": part["mean second"].map(pct).to_list(),
+            "difference": part["mean difference"].map(signed_pct).to_list(),
+            "95% CI": [f"{signed_pct(lo)} to {signed_pct(hi)}" if math.isfinite(lo) else "–"
+                       for lo, hi in zip(part["ci low"], part["ci high"])],
+            "p-value": part["p (t-test)"].map(p_text).to_list(),
+            "significant": [_significance(p) for p in part["p (t-test)"]],
+            "share of gain": [share_text(s, gain) for s in part["share of gain"]]})
+        st.markdown(f"**{HEAD_NAMES[head]}** ({int(part['n'].iloc[0])} repeats)")
+        st.dataframe(shown, hide_index=True, placeholder="–")
+        if column and head in paper.TABLE1[column]:
+            theirs = paper.TABLE1[column]
+            diff = theirs[head][2] - theirs["stage1"][2]
+            p_part = f", p = {p_text(paper.TABLE2[column][3])}" if head == "adam" else " (no test published)"
+            st.caption(f"Paper, as reported only: {pct(theirs['stage1'][2])} → {pct(theirs[head][2])}, "
+                       f"{signed_pct(diff)}{p_part}.")
+    with st.expander("All Table 3 columns (t statistic, Wilcoxon test, repeats)"):
+        full = table.drop(columns=["comparison"]).copy()
+        full["baseline"] = full["baseline"].map(BASELINE_NAMES)
+        full["head"] = full["head"].map(HEAD_NAMES)
+        st.dataframe(full, hide_index=True, placeholder="–", column_config={
+            c: st.column_config.NumberColumn(format="%.4f") for c in ("mean first", "mean second",
+                                                                     "mean difference", "ci low", "ci high",
+                                                                     "t", "share of gain")})
+
+
+# ---------------------------------------------------------------------------------- Tables 1 and 2
+
+def reading_controls(dataset: str, column_default: str | None):
+    """Which paper column to compare with, which weights to read, which training accuracy."""
+    from core import paper, stats
+
+    columns = paper.columns_for(dataset)
+    c = st.columns([3, 2, 2, 3])
+    column = None
+    if columns:
+        column = c[0].selectbox("Paper's column", columns, format_func=lambda k: COLUMN_NAMES.get(k, k),
+                                index=columns.index(column_default) if column_default in columns else 0,
+                                help="Which of the paper's Table 1/2 columns to put beside ours.")
+    s1w = WEIGHT_CHOICES[c[1].selectbox("Stage-one weights", list(WEIGHT_CHOICES),
+                                        help="protocol's = the weights the protocol reports (the paper: last "
+                                             "epoch); or the last epoch / best val_accuracy checkpoint.")]
+    s2w = WEIGHT_CHOICES[c[2].selectbox("Stage-two weights", list(WEIGHT_CHOICES),
+                                        help="The same choice for both heads.")]
+    source = c[3].radio("Training accuracy", list(stats.TRAIN_SOURCES), format_func=TRAIN_LABELS.get,
+                        horizontal=True, key="train_source",
+                        help="The paper does not say which one its Table 1 shows. " + " / ".join(
+                            f"{TRAIN_LABELS[k]}: {v}" for k, v in stats.TRAIN_SOURCES.items()))
+    return column, s1w, s2w, source
+
+
+def table1_section(runs, column, s1w, s2w, source, prov: str) -> None:
+    import pandas as pd
+
+    from core import paper, stats
+
     st.markdown("#### Table 1: accuracy per method (mean over repeats)")
-    left, right = st.columns(2)
-    with left:
-        st.markdown(f"**Paper** — {column or 'no paper column for this dataset'}")
-        if column:
-            st.dataframe(fmt_table1(paper.table1(column)))
-            st.caption(f"{paper.REPEATS} repeats · {paper.COLUMNS[column][1]} · RTX 2080 Ti (paper)")
-    with right:
-        st.markdown("**Ours**")
-        st.dataframe(fmt_table1(ours))
-        st.caption(prov)
-    if column:
-        theirs = paper.table1(column)
-        diff = pd.DataFrame({f"{split} (ours − paper)": [signed_pct(ours.loc[m, f"{split} mean"]
-                                                                     - theirs.loc[m, f"{split} mean"])
-                                                          for m in ours.index]
-                             for split in ("train", "val", "test")}, index=ours.index)
-        gain = {m: ours.loc[m, "test mean"] - ours.loc[METHOD_KEYS["stage1"], "test mean"] for m in ours.index}
-        pgain = {m: theirs.loc[m, "test mean"] - theirs.loc[METHOD_KEYS["stage1"], "test mean"]
-                 for m in theirs.index}
-        diff["test gain over CNN, ours"] = [signed_pct(gain[m]) for m in ours.index]
-        diff["test gain over CNN, paper"] = [signed_pct(pgain[m]) for m in ours.index]
-        st.markdown("**Differences**")
-        st.dataframe(diff)
+    ours = stats.table1(runs, s1w, s2w, train_source=source)
+    theirs = paper.table1(column) if column else None
+    rows = []
+    for (label, row), method in zip(ours.iterrows(), METHOD_NAMES):
+        out = {"method": METHOD_NAMES[method]}
+        for split in ("test", "train", "val"):
+            mean, std = pct(row[f"{split} mean"]), row[f"{split} std"]
+            out[f"{split}, ours"] = mean if not math.isfinite(std) else f"{mean} ± {pct(std)}"
+            if theirs is not None:
+                out[f"{split}, paper"] = pct(theirs.loc[label, f"{split} mean"])
+        rows.append(out)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–")
+    st.caption(f"Ours: {len(runs)} repeat(s), mean ± standard deviation; training accuracy: "
+               f"{stats.TRAIN_SOURCES[source]}. "
+               + (f"Paper: {paper.REPEATS} repeats, {paper.COLUMNS[column][1]}, RTX 2080 Ti." if column else
+                  "The paper has no column for this dataset."))
+    if theirs is not None:
+        with st.expander("Differences from the paper, and each method's gain over stage one"):
+            base_ours, base_theirs = ours.iloc[0]["test mean"], theirs.iloc[0]["test mean"]
+            diff = pd.DataFrame({
+                "method": list(METHOD_NAMES.values()),
+                **{f"{split}, ours − paper": [signed_pct(ours.iloc[i][f"{split} mean"]
+                                                         - theirs.iloc[i][f"{split} mean"]) for i in range(3)]
+                   for split in ("test", "train", "val")},
+                "test gain, ours": [signed_pct(ours.iloc[i]["test mean"] - base_ours) for i in range(3)],
+                "test gain, paper": [signed_pct(theirs.iloc[i]["test mean"] - base_theirs) for i in range(3)]})
+            st.dataframe(diff, hide_index=True, placeholder="–")
+            st.caption(prov)
 
 
 def table2_section(runs, column, s1w, s2w, prov: str) -> None:
-    from core import paper, stats
+    import pandas as pd
 
-    st.markdown("#### Table 2: paired two-tailed t-test of test accuracy (stage one vs stage two)")
+    from core import stats
+
+    st.markdown("#### Table 2: paired two-tailed t-test of test accuracy")
     ours = stats.table2(runs, s1w, s2w)
-    if column:
-        a, b, alpha, p = paper.TABLE2[column]
-        st.markdown(f"**Paper** ({column}, 20 repeats, Adam head): first stage {pct(a)}, second stage {pct(b)}, "
-                    f"difference {signed_pct(b - a)}, p = {p:.6f} at α = {alpha}"
-                    + (" — significant." if p < alpha else " — not significant."))
+    st.caption(paper_line(column))
     if ours.empty:
         st.info("No repeats to test.")
         return
-    shown = ours.copy()
-    for col in ("mean first", "mean second"):
-        shown[col] = shown[col].map(pct)
-    for col in ("mean difference", "ci low", "ci high"):
-        shown[col] = shown[col].map(signed_pct)
-    shown = shown.rename(columns={"ci low": "95% CI low", "ci high": "95% CI high"})
-    st.markdown("**Ours**: t-test, 95% confidence interval of the mean difference, Wilcoxon signed-rank test, "
-                "and the same without outlying repeats (Tukey's fences on stage-one test accuracy, when any)")
-    st.dataframe(shown, hide_index=True, column_config={
-        "p (t-test)": st.column_config.NumberColumn(format="%.6f"),
-        "p (Wilcoxon)": st.column_config.NumberColumn(format="%.6f"),
-        "t": st.column_config.NumberColumn(format="%.3f")})
+    frame = stats.runs_frame(runs, s1w, s2w)
+    outliers = stats.outlier_mask(frame["stage1_test_accuracy"].to_numpy())
+    named = ", ".join(repeat_name(r) for r in frame["repeat"][outliers])
+    used = ["all repeats" if u == "all repeats" else f"without outlier {named}" for u in ours["repeats used"]]
+    head = ["Adam head" if "Adam" in c else "SGD head" for c in ours["comparison"]]
+    shown = pd.DataFrame({
+        "head": head, "repeats": [f"{n} ({u})" for n, u in zip(ours["n"], used)],
+        "stage one test": ours["mean first"].map(pct), "head test": ours["mean second"].map(pct),
+        "difference": ours["mean difference"].map(signed_pct),
+        "p-value": ours["p (t-test)"].map(p_text),
+        "significant": [_significance(p, a) for p, a in zip(ours["p (t-test)"], ours["alpha"])]})
+    st.dataframe(shown, hide_index=True, placeholder="–")
     n = len(runs)
     if n < 2:
         st.caption("A paired test needs at least 2 repeats.")
     elif n < 6:
         st.caption(f"With {n} repeats the Wilcoxon test cannot reach p < 0.05 (its smallest two-tailed p is "
                    f"{2 / 2 ** n:.3f}); the paper used 20.")
-    st.caption(prov)
+    with st.expander("95% confidence intervals, t statistics and the Wilcoxon signed-rank test"):
+        extra = pd.DataFrame({
+            "head": head, "repeats used": used, "95% CI low": ours["ci low"].map(signed_pct),
+            "95% CI high": ours["ci high"].map(signed_pct),
+            "t": ["–" if not math.isfinite(t) else f"{t:.3f}" for t in ours["t"]],
+            "p (Wilcoxon)": ours["p (Wilcoxon)"].map(p_text), "alpha": ours["alpha"]})
+        st.dataframe(extra, hide_index=True, placeholder="–")
+        st.caption("Outlying repeats: Tukey's fences (1.5 IQR) on stage one's test accuracy. " + prov)
 
 
-def figure16(runs, s1w, s2w, prov: str):
-    import pandas as pd
-    import plotly.graph_objects as go
-
+def figure16_section(runs, s1w, s2w, prov: str) -> None:
     from core import stats
+    from ui.charts import figure16
 
+    st.markdown("#### Per-repeat test accuracy (the paper's Figure 16)")
     frame = stats.runs_frame(runs, s1w, s2w)
-    fig = go.Figure()
-    xs = [METHOD_KEYS[m] for m in ("stage1", "adam", "sgd")]
-    for _, row in frame.iterrows():
-        ys = [row[f"{m}_test_accuracy"] for m in ("stage1", "adam", "sgd")]
-        gain = ys[1] - ys[0]
-        fig.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"repeat {row['repeat']}",
-                        line=dict(color="#2ca02c" if gain > 0 else ("#d62728" if gain < 0 else "#7f7f7f"),
-                                  width=1.5),
-                        hovertemplate="repeat " + str(row["repeat"]) + "<br>%{x}: %{y:.4f}<extra></extra>")
-    means = [frame[f"{m}_test_accuracy"].mean() for m in ("stage1", "adam", "sgd")]
-    fig.add_scatter(x=xs, y=means, mode="lines+markers", name="mean", line=dict(color="black", width=4))
-    fig.update_layout(height=420, yaxis_title="test accuracy", yaxis_tickformat=".1%",
-                      title="Test accuracy per repeat: stage one vs stage two (the paper's Figure 16)",
-                      margin=dict(l=10, r=10, t=50, b=10), showlegend=len(frame) <= 20)
-    st.plotly_chart(fig, key="fig16")
-    up = int(((frame["adam_test_accuracy"] - frame["stage1_test_accuracy"]) > 0).sum())
-    st.caption(f"Green: the Adam head beat the CNN in that repeat ({up} of {len(frame)}); red: it did worse. "
-               + prov)
-    return pd.DataFrame(frame)
+    st.plotly_chart(figure16(frame), key="fig16")
+    ups = {h: int(((frame[f"{h}_test_accuracy"] - frame["stage1_test_accuracy"]) > 0).sum()) for h in HEAD_NAMES}
+    st.caption(f"One line per repeat, coloured by its own comparison: green where that head beat stage one in "
+               f"that repeat (Adam head {ups['adam']} of {len(frame)}, SGD head {ups['sgd']} of {len(frame)}), "
+               f"red where it did worse, grey for a tie; black: the means. {prov}")
+
+
+# ----------------------------------------------------------------------------------- the rest
+
+def curves_section(runs) -> None:
+    st.markdown("#### Learning curves of one repeat (the paper's Figure 15)")
+    c = st.columns([1, 3])
+    repeat = c[0].selectbox("Repeat", [r["repeat"] for r in runs], format_func=repeat_name, key="curve_repeat")
+    stage = c[1].radio("Stage", list(METHOD_NAMES), horizontal=True, format_func=METHOD_NAMES.get,
+                       key="curve_stage")
+    run = next(r for r in runs if r["repeat"] == repeat)
+    part = run[stage]
+    st.plotly_chart(curves_figure(part["history"], f"{repeat_name(repeat).capitalize()}: {METHOD_NAMES[stage]}"),
+                    key="fig15")
+    st.caption(f"{part['epochs_run']} epochs run, best val_accuracy at epoch {part['best_epoch']} · "
+               f"{run['env']['backend']} on {run['env']['device']} · {run['finished_at']}")
 
 
 def option_section(exp, exps, runs) -> None:
@@ -142,7 +294,8 @@ def option_section(exp, exps, runs) -> None:
         for col in ("mean stage-one test", "mean stage-two test"):
             eff[col] = eff[col].map(pct)
         eff["mean gain"] = eff["mean gain"].map(signed_pct)
-        st.dataframe(eff, hide_index=True)
+        eff["head"] = eff["head"].map(HEAD_NAMES)
+        st.dataframe(eff, hide_index=True, placeholder="–")
     same = [e for e in exps if e.protocol.dataset == exp.protocol.dataset]
     fields = preview.protocol_differences([e.protocol for e in same])
     if len(same) < 2 or not fields:
@@ -152,14 +305,15 @@ def option_section(exp, exps, runs) -> None:
     rows = []
     for e in same:
         f = stats.runs_frame(e.runs)
-        row = {k: str(e.protocol.to_dict()[k]) for k in fields}
-        row.update({"repeats": len(e.runs), "CNN test": pct(f["stage1_test_accuracy"].mean()),
+        values = e.protocol.to_dict()
+        row = {k: "default" if values[k] is None else str(values[k]) for k in fields}
+        row.update({"repeats": len(e.runs), "stage one test": pct(f["stage1_test_accuracy"].mean()),
                     "Adam head test": pct(f["adam_test_accuracy"].mean()),
                     "gain": signed_pct((f["adam_test_accuracy"] - f["stage1_test_accuracy"]).mean()),
                     "source": e.source})
         rows.append(row)
     st.markdown(f"**Experiments of this dataset that differ in:** {', '.join(fields)}")
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–")
 
 
 def downloads(exp, exps) -> None:
@@ -167,16 +321,29 @@ def downloads(exp, exps) -> None:
 
     st.markdown("#### Downloads")
     c = st.columns(4)
-    c[0].download_button("This experiment (CSV)", export_csv(exp.runs), f"runs_{exp.key}.csv", "text/csv")
-    c[1].download_button("This experiment (JSON, with histories)", export_json(exp.runs), f"runs_{exp.key}.json",
-                         "application/json")
+    c[0].download_button("Experiment (CSV)", export_csv(exp.runs), f"runs_{exp.key}.csv", "text/csv",
+                         help="One row per repeat: every accuracy, loss, epoch count and time.")
+    c[1].download_button("Experiment (JSON)", export_json(exp.runs), f"runs_{exp.key}.json", "application/json",
+                         help="The full records: histories and per-image predictions included.")
     every = [r for e in exps for r in e.runs]
     c[2].download_button("All runs (CSV)", export_csv(every), "runs_all.csv", "text/csv")
     c[3].download_button("All runs (JSON)", export_json(every), "runs_all.json", "application/json")
 
 
+def paper_tables() -> None:
+    from core import paper
+
+    st.caption(f"Source: {paper.SOURCE}.")
+    t2 = paper.table2().copy()
+    for col in ("mean first-stage test", "mean second-stage test"):
+        t2[col] = t2[col].map(pct)
+    t2["p (two-tailed)"] = t2["p (two-tailed)"].map(p_text)
+    st.dataframe(t2, hide_index=True, placeholder="–")
+
+
 def body() -> None:
-    from core import paper, preview
+    from core import preview, stats
+    from ui import evidence
 
     st.title("Results")
     exps = experiments()
@@ -186,46 +353,28 @@ def body() -> None:
         paper_tables()
         st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
         return
-
-    c = st.columns([1, 3])
-    datasets = sorted({e.protocol.dataset for e in exps}, key=lambda d: list(preview.DATASET_TITLES).index(d))
-    dataset = c[0].selectbox("Dataset", datasets, format_func=preview.DATASET_TITLES.get)
-    mine = [e for e in exps if e.protocol.dataset == dataset]
-    best = preview.best_experiment(exps, dataset)
-    idx = mine.index(best) if best in mine else 0
-    pick = c[1].selectbox("Experiment", list(range(len(mine))), index=idx, format_func=lambda i: mine[i].label)
-    exp = mine[pick]
+    exp = choose_experiment(exps)
     runs = exp.runs
-
-    c = st.columns([1, 1, 2])
-    columns = paper.columns_for(dataset)
-    default_col = preview.paper_column(exp.protocol)
-    column = c[0].selectbox("Compare with the paper's column", columns,
-                            index=columns.index(default_col) if default_col in columns else 0) if columns else None
-    s1w = WEIGHT_CHOICES[c[1].selectbox("Stage-one weights", list(WEIGHT_CHOICES))]
-    s2w = WEIGHT_CHOICES[c[2].selectbox("Stage-two weights", list(WEIGHT_CHOICES))]
     prov = "Ours: " + preview.provenance_line(runs, exp.source)
-    if s1w or s2w:
-        prov += f" · evaluated with stage-one {s1w or exp.protocol.stage1_eval} / stage-two " \
-                f"{s2w or exp.protocol.stage2_eval} weights"
     st.info(prov, icon=":material/receipt_long:")
+    default_column = preview.paper_column(exp.protocol)
+    verdict_section(runs, default_column)
 
-    table1_section(exp, runs, column, s1w, s2w, prov)
+    st.subheader("The paper's tables beside ours")
+    column, s1w, s2w, source = reading_controls(exp.protocol.dataset, default_column)
+    if s1w or s2w:
+        prov += (f" · evaluated with stage-one {s1w or exp.protocol.stage1_eval} / stage-two "
+                 f"{s2w or exp.protocol.stage2_eval} weights")
+    table1_section(runs, column, s1w, s2w, source, prov)
     table2_section(runs, column, s1w, s2w, prov)
-    st.markdown("#### Per-repeat test accuracy")
-    figure16(runs, s1w, s2w, prov)
+    figure16_section(runs, s1w, s2w, prov)
 
-    st.markdown("#### Learning curves of one repeat (the paper's Figure 15)")
-    c = st.columns([1, 2])
-    repeat = c[0].selectbox("Repeat", [r["repeat"] for r in runs])
-    stage = c[1].radio("Stage", ("stage1", "adam", "sgd"), horizontal=True,
-                       format_func={"stage1": "stage one (CNN)", "adam": "stage two, Adam",
-                                    "sgd": "stage two, SGD"}.get)
-    run = next(r for r in runs if r["repeat"] == repeat)
-    st.plotly_chart(curves_figure(run[stage]["history"], f"Repeat {repeat}: {stage}"), key="fig15")
-    st.caption(f"{run[stage]['epochs_run']} epochs run, best val_accuracy at epoch {run[stage]['best_epoch']} · "
-               f"{run['describe']} · {run['env']['backend']} on {run['env']['device']} · {run['finished_at']}")
+    st.subheader("The images behind the numbers")
+    evidence.changes_section(runs, stats.bn_layers(runs))
+    evidence.confusion_section(runs)
 
+    st.subheader("More")
+    curves_section(runs)
     option_section(exp, exps, runs)
     downloads(exp, exps)
     with st.expander("The paper's Table 2 (all datasets)"):

@@ -1,4 +1,5 @@
-"""Train: choose a protocol, submit it to the job queue, watch the queue and live learning curves, cancel."""
+"""Train: choose a protocol (with a time estimate), submit it to the job queue, watch the queue and live
+learning curves, cancel; a finished job shows its numbers and opens its experiment on Results."""
 
 from __future__ import annotations
 
@@ -6,15 +7,21 @@ import time
 
 import streamlit as st
 
-from ui.common import (curves_figure, data_path, data_path_key, duration, guard, job_queue, limits, store,
-                       submit)
+from ui.common import (curves_figure, data_path, data_path_key, guard, job_progress, job_queue, limits,
+                       live_title, p_text, pct, protocol_summary, repeat_name, results_link, run_estimate, signed_pct,
+                       store, submit)
 
 DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask", "folder")
 WEIGHTS = ("last", "best")
+STAGE_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
 
 
 def protocol_form():
-    """The experiment form; returns ``(Protocol, repeats)`` on submit, else None."""
+    """The experiment's settings; returns ``(Protocol, repeats)`` when submitted, else None.
+
+    Plain widgets rather than an ``st.form``: a form's widgets cannot react to each other before it is
+    submitted, and here the subset fields follow their checkboxes and the time estimate follows every change.
+    """
     from core import preview
     from core.config import Protocol
 
@@ -30,42 +37,46 @@ def protocol_form():
             st.text_input("Data folder (class sub-folders, or training_set/ + test_set/)", key=data_path_key(dataset),
                           placeholder="/data/" + dataset)
             path = data_path(dataset)
-    with st.form("protocol"):
-        c = st.columns(4)
-        repeats = c[0].number_input("Repeats (paper: 20)", 1, lim.max_repeats, min(3, lim.max_repeats))
-        epochs = c[1].number_input("Max epochs (paper: 50)", 1, lim.max_epochs,
-                                   min(default.epochs, lim.max_epochs) if not lim.demo else lim.max_epochs)
-        patience = c[2].number_input("EarlyStopping patience (paper: 10)", 1, 100, default.patience)
-        batch = c[3].number_input("Batch size (paper: 32)", 1, 1024, default.batch_size)
-        c = st.columns(4)
-        max_limit = lim.max_train_images or 1_000_000
-        use_limit = c[0].checkbox("Subset of training images", value=lim.demo or dataset == "cifar10",
-                                  disabled=lim.demo, help="Stratified; quick looks. Demo mode always subsets.")
-        limit = c[1].number_input("Training images", 10, max_limit, min(5000, max_limit), 500)
-        use_test_limit = c[2].checkbox("Subset of test images", value=lim.demo, disabled=lim.demo)
-        max_test = lim.max_test_images or 1_000_000
-        test_limit = c[3].number_input("Test images", 10, max_test, min(1000, max_test), 500)
-        with st.expander("Protocol options (the points the paper leaves open)"):
-            c = st.columns(3)
-            augment = c[0].radio("Augmentation", ("paper's choice", "on", "off"),
-                                 help="The paper augments only the photo datasets.")
-            reduce_lr = c[1].checkbox("ReduceLROnPlateau (Face Mask v2)", value=False,
-                                      help="factor 0.5, patience 3, min 1e-5; the paper's v2 also uses patience 5")
-            head_init = c[2].radio("Stage-two softmax", ("fresh", "warm"),
-                                   help="fresh = the paper's brand-new model; warm = start from stage one's")
-            c = st.columns(3)
-            stage1_eval = c[0].radio("Stage-one weights reported", WEIGHTS,
-                                     help="last epoch (paper's reading) or best val_accuracy checkpoint")
-            features_from = c[1].radio("Features from stage-one weights", WEIGHTS)
-            stage2_eval = c[2].radio("Stage-two weights reported", WEIGHTS)
-            c = st.columns(3)
-            momentum = c[0].number_input("SGD momentum", 0.0, 0.99, default.sgd_momentum, 0.05)
-            seed = c[1].number_input("Split seed (repeat i trains with seed+i)", 0, 10_000, default.seed)
-        go = st.form_submit_button("Submit to the queue", type="primary")
-    if not go:
-        return None
-    if lim.demo:
-        use_limit = use_test_limit = True
+    c = st.columns(4)
+    repeats = c[0].number_input("Repeats", 1, lim.max_repeats, min(3, lim.max_repeats), key="train_repeats",
+                                help="The paper: 20.")
+    epochs = c[1].number_input("Max epochs", 1, lim.max_epochs,
+                               min(default.epochs, lim.max_epochs) if not lim.demo else lim.max_epochs,
+                               key="train_epochs", help="Per stage; the paper: 50, with EarlyStopping.")
+    patience = c[2].number_input("Patience", 1, 100, default.patience, key="train_patience",
+                                 help="EarlyStopping patience on val_accuracy (the paper: 10).")
+    batch = c[3].number_input("Batch size", 1, 1024, default.batch_size, key="train_batch", help="The paper: 32.")
+    c = st.columns(2)
+    use_limit = c[0].checkbox("Subset of training images", value=lim.demo or dataset == "cifar10",
+                              disabled=lim.demo, key="train_use_limit",
+                              help="A stratified subset, for quick looks. Demo mode always subsets.") or lim.demo
+    max_limit = lim.max_train_images or 1_000_000
+    limit = c[0].number_input("Training images", 10, max_limit, min(5000, max_limit), 500, key="train_limit",
+                              disabled=not use_limit, help="Turn on the subset to choose how many.")
+    use_test_limit = c[1].checkbox("Subset of test images", value=lim.demo, disabled=lim.demo,
+                                   key="train_use_test_limit") or lim.demo
+    max_test = lim.max_test_images or 1_000_000
+    test_limit = c[1].number_input("Test images", 10, max_test, min(1000, max_test), 500, key="train_test_limit",
+                                   disabled=not use_test_limit, help="Turn on the subset to choose how many.")
+    with st.expander("Protocol options (the points the paper leaves open)"):
+        c = st.columns(3)
+        augment = c[0].radio("Augmentation", ("paper's choice", "on", "off"), key="train_augment",
+                             help="The paper augments only the photo datasets.")
+        reduce_lr = c[1].checkbox("ReduceLROnPlateau", value=False, key="train_reduce_lr",
+                                  help="Face Mask version 2: factor 0.5, patience 3, min 1e-5; the paper's v2 "
+                                       "also uses EarlyStopping patience 5.")
+        head_init = c[2].radio("Stage-two softmax", ("fresh", "warm"), key="train_head_init",
+                               help="fresh = the paper's brand-new model; warm = start from stage one's")
+        c = st.columns(3)
+        stage1_eval = c[0].radio("Stage-one weights reported", WEIGHTS, key="train_stage1_eval",
+                                 help="last epoch (the paper's reading) or the best val_accuracy checkpoint")
+        features_from = c[1].radio("Features from", WEIGHTS, key="train_features_from",
+                                   help="Which stage-one weights extract stage two's features.")
+        stage2_eval = c[2].radio("Stage-two weights reported", WEIGHTS, key="train_stage2_eval")
+        c = st.columns(3)
+        momentum = c[0].number_input("SGD momentum", 0.0, 0.99, default.sgd_momentum, 0.05, key="train_momentum")
+        seed = c[1].number_input("Split seed", 0, 10_000, default.seed, key="train_seed",
+                                 help="Seed of the data split; repeat i trains with seed + i.")
     values = dict(dataset=dataset, data_path=path, epochs=int(epochs), batch_size=int(batch),
                   patience=int(patience), reduce_lr=bool(reduce_lr),
                   augment={"paper's choice": None, "on": True, "off": False}[augment],
@@ -73,10 +84,14 @@ def protocol_form():
                   stage1_eval=stage1_eval, features_from=features_from, head_init=head_init,
                   stage2_eval=stage2_eval, sgd_momentum=float(momentum), seed=int(seed))
     try:
-        return Protocol(**values), int(repeats)
+        protocol = Protocol(**values)
     except ValueError as exc:
         st.error(f"This protocol is not valid: {exc}")
         return None
+    st.caption(run_estimate(protocol, int(repeats)))
+    if not st.button("Submit to the queue", type="primary", key="train_submit"):
+        return None
+    return protocol, int(repeats)
 
 
 def job_label(job: dict) -> str:
@@ -85,45 +100,57 @@ def job_label(job: dict) -> str:
             f"{prog.get('repeats_done', 0)}/{job.get('repeats')} repeats")
 
 
-def progress_text(job: dict) -> tuple[float, str]:
-    prog = job.get("progress") or {}
-    repeats = max(1, int(job.get("repeats") or 1))
-    done = int(prog.get("repeats_done") or 0)
-    frac = done / repeats
-    stage = prog.get("stage") or job["state"]
-    text = f"{job['state']}: {done}/{repeats} repeats stored"
-    if job["state"] == "running":
-        epoch, epochs = prog.get("epoch") or 0, prog.get("epochs") or 0
-        text += f" · repeat {int(prog.get('repeat') or 0) + 1}, {stage}"
-        if epoch:
-            text += f", epoch {epoch}/{epochs}"
-            share = 0.8 if stage == "stage1" else 0.1
-            frac += share * (epoch / max(1, epochs)) / repeats
-        if prog.get("eta_seconds") is not None:
-            text += f" · about {duration(prog['eta_seconds'])} left (upper bound)"
-    if job["state"] == "done":
-        frac = 1.0
-    return min(1.0, frac), text
+def job_protocol(job: dict) -> str:
+    """The dataset and what differs from the paper's protocol: short enough for the queue table."""
+    from core.config import Protocol
+
+    try:
+        protocol = Protocol.from_dict(job["protocol"])
+    except (KeyError, TypeError, ValueError):
+        return job.get("describe", "")
+    return f"{protocol.dataset}: {protocol_summary(protocol)}"
 
 
-def finished_curves(job: dict) -> None:
-    """For a finished job: the stored stage-one curves of each repeat (Figure 15)."""
-    runs = [r for r in store().runs(job["key"])]
+def finished_summary(runs: list) -> None:
+    """A finished job's answer on the spot: mean test accuracies, the paired p-values and the verdict."""
+    from core import stats
+
+    means = stats.table1(runs)["test mean"].to_list()
+    tests = stats.table2(runs)
+    tests = tests[tests["repeats used"] == "all repeats"]
+    m = st.columns(3)
+    m[0].metric("Stage one (CNN), test", pct(means[0]))
+    for col, label, mean, p, n in zip(m[1:], ("Adam head, test", "SGD head, test"), means[1:],
+                                      tests["p (t-test)"], tests["n"]):
+        col.metric(label, pct(mean), delta=signed_pct(mean - means[0]),
+                   help=f"Paired t-test against stage one: p = {p_text(p)} over {int(n)} repeat(s).")
+    p_line = " · ".join(f"{h} head p = {p_text(p)}" for h, p in zip(("Adam", "SGD"), tests["p (t-test)"]))
+    st.caption(f"Means over {len(runs)} repeat(s); paired two-tailed t-test of test accuracy against stage one: "
+               f"{p_line}.")
+    complete = [r for r in runs if "last_bn" in r["stage1"]]
+    if complete:
+        st.markdown(f"**Verdict:** {stats.verdict(complete, 'adam')}")
+
+
+def finished_curves(job: dict, runs: list) -> None:
+    """For a finished job: the stored learning curves of each repeat (Figure 15)."""
     if not runs:
         return
-    repeat = st.selectbox("Repeat", [r["repeat"] for r in runs], key=f"curve_repeat_{job['id']}")
+    c = st.columns([1, 3])
+    repeat = c[0].selectbox("Repeat", [r["repeat"] for r in runs], key=f"curve_repeat_{job['id']}",
+                            format_func=repeat_name)
+    stage = c[1].radio("Stage", list(STAGE_NAMES), horizontal=True, key=f"curve_stage_{job['id']}",
+                       format_func=STAGE_NAMES.get)
     run = next(r for r in runs if r["repeat"] == repeat)
-    stage = st.radio("Stage", ("stage1", "adam", "sgd"), horizontal=True, key=f"curve_stage_{job['id']}",
-                     format_func={"stage1": "stage one (CNN)", "adam": "stage two, Adam",
-                                  "sgd": "stage two, SGD"}.get)
-    st.plotly_chart(curves_figure(run[stage]["history"], f"Repeat {repeat}, {stage}: learning curves"),
+    st.plotly_chart(curves_figure(run[stage]["history"],
+                                  f"{repeat_name(repeat).capitalize()}, {STAGE_NAMES[stage]}: learning curves"),
                     key=f"done_curves_{job['id']}_{repeat}_{stage}")
     st.caption(f"{run['describe']} · {run['env']['backend']} on {run['env']['device']} · {run['finished_at']}")
 
 
 @st.fragment(run_every=2)
 def live_queue() -> None:
-    """Refreshes by itself every 2 s; the form above stays responsive."""
+    """Refreshes by itself every 2 s; the settings above stay responsive."""
     import pandas as pd
 
     try:
@@ -139,10 +166,10 @@ def live_queue() -> None:
             return
         table = pd.DataFrame([{
             "job": j["id"], "state": j["state"], "repeats": f"{(j.get('progress') or {}).get('repeats_done', 0)}"
-            f"/{j.get('repeats')}", "protocol": j.get("describe", ""),
+            f"/{j.get('repeats')}", "protocol": job_protocol(j),
             "submitted": time.strftime("%Y-%m-%d %H:%M", time.localtime(j.get("created", 0))),
             "error": j.get("error") or ""} for j in jobs])
-        st.dataframe(table, hide_index=True, height=min(38 * (len(table) + 1) + 3, 250))
+        st.dataframe(table, hide_index=True, placeholder="–", height=min(35 * (len(table) + 1) + 3, 250))
         ids = [j["id"] for j in jobs]
         if st.session_state.get("train_watch") not in ids:
             active = [j["id"] for j in jobs if j["state"] in ("running", "queued")]
@@ -150,7 +177,7 @@ def live_queue() -> None:
         by_id = {j["id"]: j for j in jobs}
         chosen = st.selectbox("Watch job", ids, key="train_watch", format_func=lambda i: job_label(by_id[i]))
         job = by_id[chosen]
-        frac, text = progress_text(job)
+        frac, text = job_progress(job)
         st.progress(frac, text=text)
         if job["state"] in ("queued", "running"):
             if st.button("Cancel this job", icon=":material/cancel:", key=f"cancel_{job['id']}"):
@@ -160,16 +187,17 @@ def live_queue() -> None:
                     st.toast("That job had already finished.")
         if job["state"] == "failed":
             st.error(f"Failed: {job.get('error') or 'unknown error'}")
-        history = (job.get("progress") or {}).get("history") or []
+        prog = job.get("progress") or {}
         if job["state"] == "running":
-            stage = (job.get("progress") or {}).get("stage", "")
-            st.plotly_chart(curves_figure(history, f"Live: repeat {int(job['progress'].get('repeat') or 0) + 1}, "
-                                                   f"{stage}"), key="live_curves")
+            st.plotly_chart(curves_figure(prog.get("history") or [], live_title(job)), key="live_curves")
         elif job["state"] == "done":
             st.success(f"Done: {job['repeats']} repeat(s) of {job.get('describe')}"
                        + (" (all from the cache, nothing retrained)" if job.get("from_cache") else ""))
-            st.page_link("pages/results.py", label="See Tables 1 and 2 on the Results page", icon=":material/table_chart:")
-            finished_curves(job)
+            runs = store().runs(job["key"])
+            if runs:
+                finished_summary(runs)
+            results_link(job["key"], "See Tables 1–3 and the images on the Results page")
+            finished_curves(job, runs)
     except Exception as exc:  # noqa: BLE001 - a live panel must not break the page
         st.warning(f"Could not read the queue right now ({type(exc).__name__}: {exc}).")
 

@@ -1,0 +1,279 @@
+"""Related reports: the four reports' claims (their numbers, labelled), their models, their experiment (queued from
+here or run from the CLI), and our runs beside theirs, with the paper's second stage applied to each model."""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from ui.common import data_path, data_path_key, experiments, guard, limits, pct, signed_pct, submit
+
+REPORT_PARAM = "report"
+SWEPT = ("learning_rate", "epochs", "batch_size", "augment_preset", "architecture")
+PHOTO = ("dogs-cats", "face-mask", "folder")
+DATASETS = ("cifar10", "fashion-mnist", "dogs-cats", "face-mask", "folder")
+
+
+@st.cache_data(show_spinner="Building the models to count their parameters…", max_entries=32)
+def counts(architecture: str) -> dict[str, int]:
+    from core.reports_cli import parameter_counts
+
+    return parameter_counts(architecture)
+
+
+def choose_report():
+    from core import reports
+
+    ids = list(reports.REPORTS)
+    wanted = st.query_params.get(REPORT_PARAM)
+    if wanted in ids and "reports_id" not in st.session_state:
+        st.session_state["reports_id"] = wanted
+    chosen = st.radio("Report", ids, key="reports_id", horizontal=True,
+                      format_func=lambda i: f"{i}: {reports.REPORTS[i].title}")
+    st.query_params[REPORT_PARAM] = chosen
+    return reports.REPORTS[chosen]
+
+
+def claims_section(report) -> None:
+    st.markdown(f"**What it claims.** {report.claims}")
+    st.caption(f"Their data: {report.data_used}. Here: {report.data_here}.")
+    for table in report.published:
+        frame = table.frame()
+        st.markdown(f"**{table.title}** (published by report {report.id}, not ours)")
+        st.dataframe(frame, hide_index=True, placeholder="–")
+        if table.note:
+            st.caption(table.note)
+    if report.deviations:
+        with st.expander("Where the report is silent or differs from our pipeline (our readings)"):
+            for line in report.deviations:
+                st.markdown(f"- {line}")
+
+
+def models_section(report) -> None:
+    import pandas as pd
+
+    from core.arch_spec import KINDS, info
+    from core.models import REGISTRY
+
+    rows = [{"id": a, "model": info(a).title, "kind": info(a).kind,
+             "input": "×".join(map(str, info(a).input_shape)) + (" → 224" if info(a).frozen else ""),
+             "published parameters": f"{n:,}" if n else "–"} for a, n in report.models.items()]
+    if limits().demo:
+        st.caption("Our counts: run `python -m core architectures` (building the ImageNet backbones takes more "
+                   "memory than the public demo allows).")
+    elif st.toggle("Build the models and count their parameters", key=f"count_{report.id}",
+                   help="Builds each model at the report's input (ImageNet backbones take a few seconds each)."):
+        for row in rows:
+            c = counts(row["id"])
+            row["our parameters"] = f"{c['total']:,}"
+            row["trainable"] = f"{c['trainable']:,}"
+    st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–")
+    st.caption(" · ".join(f"{k}: {v}" for k, v in KINDS.items()) + ". Stage two cuts every model at the layer "
+               "before its final softmax.")
+    choice = st.selectbox("What the builder says (layers, the report's numbers, our choices)", list(report.models),
+                          key=f"doc_{report.id}")
+    doc = (REGISTRY[choice].__doc__ or "").strip()
+    if info(choice).frozen:
+        from core import backbones
+
+        doc += "\n\n" + (backbones.__doc__ or "").strip()
+    st.code(doc, language=None)
+
+
+def run_section(report) -> None:
+    from core import reports
+
+    lim = limits()
+    c = st.columns([1, 2, 2])
+    size = c[0].radio("Size", reports.SIZES, horizontal=True, key=f"size_{report.id}",
+                      help="small: cut down to minutes on a CPU; full: the report's own recipe")
+    dataset = c[1].selectbox("Dataset", DATASETS, index=DATASETS.index(report.dataset), key=f"ds_{report.id}")
+    path = None
+    if dataset in PHOTO and not lim.demo:
+        c[2].text_input("Data folder", key=data_path_key(dataset), placeholder="/data/" + dataset)
+        path = data_path(dataset)
+    weights = None
+    if any(a.startswith(("002", "004-resnet", "004-vgg")) for a in report.models):
+        weights = st.text_input("Backbone weights (reports 002/004)", key=f"w_{report.id}",
+                                placeholder="empty: the plan's; 'imagenet' or a file path",
+                                help="ImageNet weights cannot be downloaded without a network; a local file "
+                                     "works anywhere.").strip() or None
+    note = report.small_note if size == "small" else "the report's own recipe (long: hours on a CPU)"
+    st.markdown(f"**The experiment** ({size}: {note}). One command runs every step and prints ours beside theirs:")
+    st.code(report.command(size, path) + (f" --dataset {dataset}" if dataset != report.dataset else "")
+            + (f" --weights {weights}" if weights else ""), language="bash")
+    plan = []
+    for step in report.plans[size]:
+        options = {} if weights is None else {"weights": None if weights.lower() == "none" else weights}
+        if dataset in ("fashion-mnist", "cifar10"):
+            options["image_size"] = 128
+        try:
+            base = step.protocol(dataset, path, **options)
+            if step.sweep is not None:
+                step.sweep.protocols(base)
+            plan.append((step, base, None))
+        except ValueError as exc:
+            plan.append((step, None, str(exc)))
+        what = f"sweep of {step.sweep.param} over {', '.join(map(str, step.sweep.values))}" if step.sweep else "one run"
+        st.markdown(f"- **{step.title}**: {what}, {step.repeats} repeat(s) each")
+        st.code(step.command(dataset, path), language="bash")
+    problems = [f"{step.title}: {why}" for step, _, why in plan if why]
+    if lim.demo:
+        st.info("Demo mode: these experiments are not queued on the public server; run the command locally.")
+        return
+    if dataset in PHOTO and not path:
+        st.info("Give the data folder above to queue this experiment.")
+        return
+    if problems:
+        st.warning("This dataset does not fit the plan: " + "; ".join(problems))
+        return
+    if st.button(f"Queue report {report.id}'s {size} experiment", type="primary", key=f"queue_{report.id}"):
+        queue_plan(plan)
+
+
+def queue_plan(plan) -> None:
+    for step, base, _ in plan:
+        job_id, message = submit(base, step.repeats, sweep=step.sweep)
+        if job_id:
+            st.success(f"{step.title}: job {job_id} queued.")
+        if message:
+            st.warning(f"{step.title}: {message}")
+    st.page_link("pages/train.py", label="Watch the jobs on the Train page", icon=":material/model_training:")
+
+
+def results_section(report) -> None:
+    from core import reports
+
+    mine = reports.experiments_of(report, experiments())
+    if not mine:
+        st.info(f"No runs of report {report.id}'s models yet. Queue the experiment above, or run "
+                f"`{report.command()}`; results appear here as repeats finish.")
+        return
+    two_stage_section(mine)
+    sweeps_section(report, mine)
+    experiment_section(report, mine)
+
+
+def two_stage_section(mine) -> None:
+    import pandas as pd
+
+    from core import reports
+
+    st.markdown("#### Does a two-stage head help these models too?")
+    rows = reports.two_stage_rows(mine)
+    shown = pd.DataFrame({
+        "model": rows["model"], "repeats": rows["repeats"], "stage one": rows["stage one"].map(pct),
+        "Adam head": rows["Adam head"].map(pct), "gain": rows["Adam gain"].map(signed_pct),
+        "p (Adam)": rows["p (Adam)"].map(_p), "SGD head": rows["SGD head"].map(pct),
+        "gain ": rows["SGD gain"].map(signed_pct), "p (SGD)": rows["p (SGD)"].map(_p),
+        "stage one, BN re-estimated": rows["stage one, BatchNorm re-estimated"].map(pct),
+        "protocol": rows["protocol"]})
+    st.dataframe(shown, hide_index=True, placeholder="–")
+    st.caption("Test accuracy, mean over each experiment's repeats; stage one is the report's model as the "
+               "protocol reports it (last epoch by default), the heads are the paper's brand-new softmax models on "
+               "its last hidden layer. p: paired two-tailed t-test over repeats (needs two or more). *BN "
+               "re-estimated*: stage one's same weights with every BatchNorm layer's statistics recomputed on the "
+               "training split (the Results page's Table 3 explanation of the gain; – without BatchNorm). The "
+               "reports themselves never tried a second stage: these numbers are ours only.")
+
+
+def _p(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.3g}"
+
+
+def sweeps_section(report, mine) -> None:
+    from core import reports, sweeps
+    from ui.reports_widgets import sweep_figure
+
+    shown = False
+    for param in SWEPT:
+        for label, points in sweeps.collect(mine, param).items():
+            if not shown:
+                st.markdown("#### Sweeps: accuracy against the swept value")
+                shown = True
+            arch = points[0].protocol.model_id
+            published = reports.published_sweep(report, arch, param)
+            title = f"{param} · {'models' if param == 'architecture' else arch} on {points[0].protocol.dataset}"
+            st.plotly_chart(sweep_figure(sweeps.frame(points), param, published, report.id, title=title),
+                            key=f"sweep_{param}_{label}")
+            st.caption(label)
+            st.dataframe(sweeps.table(points, param), hide_index=True)
+            if published:
+                st.caption(f"Red crosses: report {report.id}'s published numbers for "
+                           f"{'these models' if param == 'architecture' else arch} (its data and weights; not ours).")
+    if not shown:
+        st.caption("Sweeps appear here once two or more runs differ only in one swept value (learning rate, "
+                   "epochs, batch size, augmentation preset or model).")
+
+
+def experiment_section(report, mine) -> None:
+    import pandas as pd
+
+    from core import metrics, reports, stats
+    from ui.reports_widgets import METHOD_NAMES, confusion_figure
+
+    st.markdown("#### One experiment in detail")
+    labels = [f"{e.protocol.model_id} · {len(e.runs)} repeat(s) · {e.protocol.describe()}" for e in mine]
+    index = st.selectbox("Experiment", range(len(mine)), format_func=lambda i: labels[i][:160],
+                         key=f"exp_{report.id}")
+    exp = mine[index]
+    table = stats.table1(exp.runs)
+    st.dataframe(pd.DataFrame({"method": list(METHOD_NAMES.values()), "test": table["test mean"].map(pct),
+                               "validation": table["val mean"].map(pct), "train": table["train mean"].map(pct)}),
+                 hide_index=True, placeholder="–")
+    st.markdown(f"**Verdict (Adam head):** {stats.verdict(exp.runs)}")
+    theirs = reports.published_for(report, exp.protocol.model_id)
+    if theirs:
+        st.caption(f"Report {report.id} (its data, its protocol; not ours): " + "; ".join(
+            f"{label} {pct(v) if isinstance(v, float) else '–'}" for label, v in theirs))
+    names = exp.runs[0]["dataset"]["class_names"]
+    method = st.radio("Per-class metrics of", ("stage1", "adam", "sgd"), horizontal=True, key=f"m_{report.id}",
+                      format_func={"stage1": "stage one", "adam": "Adam head", "sgd": "SGD head"}.get)
+    matrix, n = metrics.experiment_confusion(exp.runs, method)
+    if matrix is None:
+        st.info("These records hold no per-image predictions.")
+    else:
+        c = st.columns([3, 2])
+        frame = metrics.per_class(matrix, names)
+        c[0].dataframe(frame.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "F1": "{:.3f}"}))
+        c[0].caption(f"Test set, {n} repeat(s) summed; macro average = plain mean over classes (report 002's "
+                     "equations).")
+        c[1].plotly_chart(confusion_figure(matrix, names, "confusion matrix"), key=f"cm_{report.id}_{index}")
+    made = exp.runs[0].get("training_data") or {}
+    if made.get("synthetic", {}).get("preview_png"):
+        import base64
+
+        synthetic = made["synthetic"]
+        st.image(base64.b64decode(synthetic["preview_png"]),
+                 caption=f"DCGAN samples, one row per class ({', '.join(names)}); {synthetic['per_class']} per class "
+                         f"were added to the training set (repeat 0, {synthetic['gan']['epochs']} GAN epochs).")
+    if made.get("backbone"):
+        b = made["backbone"]
+        st.caption(f"Frozen {b['architecture']} ({b['weights']}), {b['dim']} features per image, resized to "
+                   f"{b['input_size']}; features read from the cache: {b['cached']}.")
+
+
+def body() -> None:
+    from core import reports
+
+    st.title("The four related reports")
+    st.write("Four student reports built image classifiers of their own. Here each one's models are rebuilt, its "
+             "experiment can be run (sweeps, repeats, per-class metrics), its published numbers stand beside ours, "
+             "and every model also goes through the paper's second stage: does a two-stage head help it too?")
+    report = choose_report()
+    st.subheader(report.label)
+    st.caption(f"Task: {report.task}.")
+    tabs = st.tabs(["What it claims", "Its models", "Run its experiment", "Our results"])
+    with tabs[0]:
+        claims_section(report)
+    with tabs[1]:
+        models_section(report)
+    with tabs[2]:
+        run_section(report)
+    with tabs[3]:
+        results_section(report)
+    st.caption(f"Published numbers: {reports.get(report.id).label}. Every other number comes from a stored run.")
+
+
+guard(body)
