@@ -137,3 +137,43 @@ def test_a_page_opened_directly_on_a_fresh_server_gets_the_apps_navigation(tmp_p
                 assert page.locator("[data-testid='stException']").count() == 0
             finally:
                 browser.close()
+
+
+def test_classify_a_dog_photo_with_the_shipped_dogs_and_cats_model(tmp_path):
+    """Classify with the shipped models: a real dog photo gets a Dogs & Cats answer and a heat map. Point
+    $TWO_STAGE_REFERENCE at another folder of bundles to run it before reference/ ships one."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from core import reference
+
+    if reference.model_info(reference.REFERENCE_DIR / "dogs-cats") is None:
+        pytest.skip(f"no Dogs & Cats bundle in {reference.REFERENCE_DIR} yet (its reference run is still training)")
+    photo = ROOT / "tests" / "data" / "photos" / "dog_1.jpg"
+    env = {**os.environ, "TWO_STAGE_CACHE": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
+           reference.REFERENCE_ENV: str(reference.REFERENCE_DIR)}
+    env.pop("TWO_STAGE_DEMO", None)
+    with running_app([sys.executable, "-m", "streamlit"], env, tmp_path / "streamlit.log", timeout=60) as (url, _):
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(f"{url}/classify")
+                expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=60_000)
+                uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
+                uploader.wait_for(state="attached", timeout=60_000)
+                uploader.set_input_files(str(photo))
+                expect(page.get_by_text("Predictions for")).to_be_visible(timeout=90_000)
+                model = page.get_by_role("combobox", name="Model")
+                if "Dogs & Cats" not in model.input_value():  # the preselection follows the photo; make sure
+                    model.click()
+                    page.get_by_role("option").filter(has_text="Dogs & Cats").first.click()
+                expect(model).to_have_value(re.compile("^Dogs & Cats"), timeout=30_000)
+                stage_one = page.locator("[data-testid='stMetric']").first
+                expect(stage_one.locator("[data-testid='stMetricValue']")).to_have_text(re.compile("^(cats|dogs)$"),
+                                                                                        timeout=60_000)
+                expect(page.get_by_text("Heat map (Grad-CAM) of stage one's answer")).to_be_visible(timeout=60_000)
+                assert page.locator("[data-testid='stException']").count() == 0
+            finally:
+                browser.close()

@@ -50,18 +50,61 @@ def test_run_prints_both_tables_and_writes_json(tmp_path):
 
 @needs_fashion
 @pytest.mark.slow
-def test_ctrl_c_keeps_finished_repeats(tmp_path):
-    cache = str(tmp_path / "c")
-    args = ["run", "--repeats", "3", "--epochs", "1", "--limit", "300", "--test-limit", "100", "--cache", cache]
-    proc = subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT, env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    for line in proc.stderr:
-        if "repeat 1 stored" in line:
-            proc.send_signal(signal.SIGINT)
-            break
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
-    assert "finished repeat(s) are stored" in err
+def test_ctrl_c_keeps_finished_repeats(tmp_path, capfd, monkeypatch):
+    """A real SIGINT, sent at a definite point (as repeat 2 starts, after repeat 1 is stored) from inside the
+    run, so the outcome cannot depend on how fast a loaded machine gets a signal across processes."""
+    from core import cli
+
+    printer = cli._Printer.__call__
+
+    def ctrl_c_when_repeat_two_starts(self, event):
+        printer(self, event)
+        if event.get("stage") == "repeat" and event["repeat"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Python raises KeyboardInterrupt right here, as on Ctrl-C
+
+    monkeypatch.setattr(cli._Printer, "__call__", ctrl_c_when_repeat_two_starts)
+    args = ["run", "--repeats", "2", "--epochs", "1", "--limit", "200", "--test-limit", "100", "--cache",
+            str(tmp_path / "c")]
+    assert cli.main(args) == 130
+    err = capfd.readouterr().err
+    assert "interrupted: 1 finished repeat(s) are stored" in err
+    monkeypatch.setattr(cli._Printer, "__call__", printer)
     # running again only trains what is missing
-    again = core(*args)
-    assert again.returncode == 0 and "repeat 1/3" not in again.stderr and "repeat 3/3" in again.stderr
+    assert cli.main(args) == 0
+    out, err = capfd.readouterr()
+    assert "repeat 1/2" not in err and "repeat 2/2" in err and "Table 1 (ours): 2 repeats" in out
+
+
+@pytest.mark.parametrize("command", ["run", "submit"])
+@pytest.mark.parametrize("option,value", [("--repeats", "0"), ("--repeats", "-1"), ("--repeats", "100000000"),
+                                          ("--image-size", "0"), ("--image-size", "100000"),
+                                          ("--sgd-momentum", "-3")])
+def test_bad_numbers_are_one_line_and_exit_2_before_anything_runs(tmp_path, capfd, command, option, value):
+    from core.cli import main
+
+    cache = tmp_path / "c"
+    assert main([command, "--dataset", "fashion-mnist", option, value, "--cache", str(cache)]) == 2
+    out, err = capfd.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and option.lstrip("-").split("-")[0] in lines[0]
+    assert not out and not cache.exists(), "nothing was trained, queued or created"
+
+
+@needs_fashion
+@pytest.mark.slow
+def test_two_identical_runs_at_once_train_each_repeat_once(tmp_path):
+    from core.config import Protocol
+    from core.store import RunStore
+
+    args = ["run", "--repeats", "2", "--epochs", "1", "--limit", "200", "--test-limit", "100", "--cache",
+            str(tmp_path / "c")]
+    runs = [subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT, env=ENV, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    progress = "".join(err for _, err in outputs)
+    for repeat in (1, 2):  # each repeat's one stage-one epoch was trained by exactly one of the two processes
+        assert progress.count(f"repeat {repeat} stage1 epoch 1/1") == 1, progress
+    assert all("Table 1 (ours): 2 repeats" in out for out, _ in outputs)
+    protocol = Protocol(dataset="fashion-mnist", epochs=1, limit=200, test_limit=100)
+    assert [r["repeat"] for r in RunStore(tmp_path / "c").runs(protocol.key())] == [0, 1]

@@ -35,3 +35,51 @@ def test_round_trip_through_dict():
 def test_invalid_protocols_say_why(bad):
     with pytest.raises(ValueError):
         Protocol(**bad)
+
+
+def test_records_made_before_the_report_options_keep_their_keys():
+    """Keys computed before the related reports' fields existed (issue 13): adding fields changes none."""
+    assert Protocol().key() == "331fd390860ac1bc"
+    assert Protocol(dataset="face-mask", data_path="/x").key() == "ff3269187f856e8b"
+    assert Protocol(dataset="cifar10", architecture="cifar10").key() == "c320fb7e0bdb4877"
+    assert Protocol(resplit=True).key() == "445b6e84a466a610"
+
+
+@pytest.mark.parametrize("changes", [dict(optimizer="sgd"), dict(learning_rate=1e-4), dict(momentum=0.99),
+                                     dict(weight_decay=0.05), dict(augment_preset="aug2"), dict(per_class=41),
+                                     dict(gan_images=10), dict(architecture="004-model1")])
+def test_each_report_option_is_a_new_experiment_when_set(changes):
+    assert Protocol(dataset="cifar10", **changes).key() != Protocol(dataset="cifar10").key()
+
+
+def test_no_augmentation_is_one_experiment_however_it_is_asked_for():
+    base = Protocol(dataset="cifar10")
+    assert base.key() == Protocol(dataset="cifar10", augment_preset="none").key() == \
+        Protocol(dataset="cifar10", augment=False, augment_preset="aug1").key()
+    photo = Protocol(dataset="dogs-cats", data_path="/x")
+    assert photo.use_augmentation and not photo.with_(augment_preset="none").use_augmentation
+    assert Protocol(dataset="cifar10", augment_preset="aug2").use_augmentation  # a named preset turns it on
+
+
+def test_stage_one_learning_rate_defaults_to_the_optimizers_paper_value():
+    assert Protocol().stage1_lr == 1e-3
+    assert Protocol(optimizer="sgd").stage1_lr == 0.01
+    assert Protocol(optimizer="sgd", learning_rate=0.5).stage1_lr == 0.5
+    assert "stage-1 sgd lr 0.01 momentum 0.99" in Protocol(optimizer="sgd", momentum=0.99).describe()
+
+
+@pytest.mark.parametrize("bad, says", [
+    (dict(architecture="vgg99"), "unknown architecture"),
+    (dict(dataset="cifar10", architecture="001-final"), "at least 128x128"),
+    (dict(architecture="002-vgg16"), "colour images"),
+    (dict(dataset="cifar10", architecture="002-vgg16", augment=True), "cached features"),
+    (dict(weights="imagenet"), "ImageNet architectures only"),
+    (dict(optimizer="adagrad"), "optimizer"),
+    (dict(dataset="dogs-cats", data_path="/x", augment_preset="aug1", image_size=64), "ZCA"),
+    (dict(augment=True, augment_preset="none"), "'none'"),
+    (dict(per_class=1), "per_class"),
+    (dict(dataset="cifar10", architecture="004-model2", engine="lockstep"), "lockstep"),
+])
+def test_report_options_that_cannot_work_say_why_in_one_line(bad, says):
+    with pytest.raises(ValueError, match=says):
+        Protocol(**bad)

@@ -221,3 +221,18 @@ def test_garbage_idx_and_cifar_archives_are_one_clear_error(tmp_path):
         tar.add(__file__, arcname="cifar-10-batches-py/readme.txt")
     with pytest.raises(DatasetUnavailable, match="has no cifar-10-batches-py/data_batch_1"):
         load_raw("cifar10", str(wrong))
+
+
+def test_per_class_cap_keeps_n_images_of_each_class_before_the_validation_split(tmp_path):
+    """Report 003's regime: N images per class from any class folder, the rest of the pool unused."""
+    images, labels = synthetic_images(20, 2, size=16)
+    root = write_class_folders(tmp_path / "two", images, labels, ["cows", "horses"])
+    p = Protocol(dataset="folder", data_path=str(root), image_size=16, per_class=10, validation_split=0.2)
+    data = load_dataset(p)
+    pool = np.bincount(np.concatenate([data.y_train, data.y_val]), minlength=2)
+    test = np.bincount(data.y_test, minlength=2)
+    assert pool.tolist() == [10, 10]  # flat folder: 4 per class went to test first, then 10 of the 16 left
+    assert test.tolist() == [4, 4] and np.bincount(data.y_val).tolist() == [2, 2]
+    again = load_dataset(p)
+    assert np.array_equal(data.ids["train"], again.ids["train"])  # drawn with the split seed
+    assert not set(data.ids["train"]) & set(data.ids["test"])

@@ -366,3 +366,22 @@ def test_a_checkpoint_torn_by_a_kill_restarts_that_stage_instead_of_failing(tmp_
     (tmp_path / "stage2_adam_epochs.jsonl").write_text('{"epoch": 1}\n')
     assert repair_workdir(tmp_path) == ["stage2_adam"]
     assert good.exists() and not torn.exists() and not (tmp_path / "stage2_adam_epochs.jsonl").exists()
+
+
+def test_the_hourly_cap_counts_every_visitor_together(cache_dir, photo_folder, monkeypatch):
+    """Demo mode's per-session rate lives in the browser session, so a new tab resets it; the queue's own
+    hourly cap counts jobs in the shared database, across sessions, tabs and processes."""
+    import dataclasses
+
+    import core.settings
+    from core.jobs import QueueFull
+
+    capped = dataclasses.replace(core.settings.DEMO, max_queued_jobs=None, submits_per_hour_total=2)
+    monkeypatch.setattr(core.settings, "limits", lambda: capped)
+    first, second = JobQueue(cache_dir), JobQueue(cache_dir)  # two visitors (any number of tabs each)
+    for epochs in (1, 2):
+        first.cancel(first.submit(folder_protocol(photo_folder, epochs=epochs), 1))  # cancelled still counts
+    with pytest.raises(QueueFull, match="at most 2 new experiments per hour from all visitors"):
+        second.submit(folder_protocol(photo_folder, epochs=3), 1)
+    monkeypatch.setattr(core.settings, "limits", lambda: dataclasses.replace(capped, submits_per_hour_total=3))
+    assert second.job(second.submit(folder_protocol(photo_folder, epochs=3), 1))["state"] == "queued"

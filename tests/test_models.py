@@ -112,3 +112,51 @@ def test_bfloat16_builds_mixed_layers_with_a_float32_softmax_and_leaves_the_glob
     x = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
     probs = keras.ops.convert_to_numpy(model(x, training=False))
     assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
+
+
+def test_every_architecture_id_has_a_builder_and_the_paper_four_are_unchanged():
+    from core.arch_spec import ARCH_INFO, PAPER_IDS
+    from core.models import REGISTRY
+
+    assert set(REGISTRY) == set(ARCH_INFO)
+    assert PAPER_IDS == tuple(ARCHITECTURES)
+
+
+def test_a_protocols_preset_builds_its_layers_and_fits_zca_on_the_training_split_only():
+    from core.augment import ZCAWhitening
+    from core.config import Protocol
+    from core.models import build_for_protocol
+
+    p = Protocol(dataset="cifar10", architecture="004-model3", augment_preset="aug1")
+    rng = np.random.default_rng(0)
+    x_train = rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8)
+    model = build_for_protocol(p, (32, 32, 3), 10, seed=0, x_train=x_train)
+    names = [layer.name for layer in model.layers]
+    assert names[1:5] == ["aug_rotation", "aug_zoom", "aug_shift", "rescale"] and names[5] == "zca"
+    zca = model.get_layer("zca")
+    assert isinstance(zca, ZCAWhitening)
+    per_channel = (x_train / 255.0).reshape(-1, 3).mean(axis=0)
+    assert np.allclose(zca.mean.numpy(), per_channel, atol=1e-5)
+    plain = build_for_protocol(p.with_(augment_preset="aug2"), (32, 32, 3), 10, seed=0)
+    assert [layer.name for layer in plain.layers][1:4] == ["aug_zoom", "aug_shift", "aug_flip"]
+    assert plain.get_layer("aug_flip").mode == "horizontal_and_vertical"
+
+
+def test_batchnorm_reestimation_reaches_into_a_nested_backbone():
+    """Report 004's ResNet50 is one nested layer of the stage-one chain; its BatchNorm layers count and are
+    re-estimated in order, exactly as top-level ones."""
+    import keras
+    from keras import layers
+
+    from core.models import batchnorm_layers, reestimate_batchnorm
+
+    inner, first, second = _bn_chain()
+    inputs = keras.Input((3,))
+    x = layers.Rescaling(1.0, name="rescale")(inputs)
+    outer = keras.Model(inputs, layers.Dense(2, name="head")(inner(x)))
+    assert batchnorm_layers(outer) == [first, second]
+    x_data = np.random.default_rng(3).normal([1.0, -2.0, 0.5], [1.0, 0.5, 2.0], (300, 3)).astype("float32")
+    assert reestimate_batchnorm(outer, x_data, batch_size=64) == 2
+    assert np.allclose(first.moving_mean.numpy(), x_data.mean(axis=0), atol=1e-5)
+    assert np.allclose(first.moving_variance.numpy(), x_data.var(axis=0), atol=1e-4)
+    assert np.allclose(second.moving_mean.numpy(), 1.0, atol=1e-4)

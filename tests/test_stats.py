@@ -70,7 +70,7 @@ def test_table2_adds_an_outlier_excluded_row_like_the_paper():
     s1 = [0.978, 0.975, 0.980, 0.977, 0.976, 0.70]
     adam = [0.984, 0.983, 0.985, 0.984, 0.982, 0.97]
     t2 = table2([fake_run(i, a, b) for i, (a, b) in enumerate(zip(s1, adam))])
-    assert list(t2["repeats used"]) == ["all repeats", "excluding outlier repeat(s) 5"] * 2
+    assert list(t2["repeats used"]) == ["all repeats", "excluding outlier repeat(s) 6"] * 2  # numbered from 1
     excluded = t2.iloc[1]
     assert excluded["n"] == 5 and excluded["mean first"] == pytest.approx(np.mean(s1[:5]))
     assert excluded["significant"] and excluded["p (t-test)"] < t2.iloc[0]["p (t-test)"]
@@ -153,3 +153,10 @@ def test_training_accuracy_as_reported_during_fit_or_in_inference_mode():
     assert fit.loc["CNN (Adam)", "train mean"] == pytest.approx(0.61)  # epoch 12 of 12, as fit reported
     assert table1(runs, stage1_weights="best", train_source="fit").loc["CNN (Adam)", "train mean"] == \
         pytest.approx(0.56)  # best epoch 7
+
+
+def test_table3_uses_only_records_that_hold_the_batchnorm_evaluations():
+    old = [fake_run(9, 0.8, 0.9)]  # a record made before BN re-estimation was stored
+    assert len(table3(TABLE3_RUNS + old)) == len(table3(TABLE3_RUNS))
+    assert set(table3(TABLE3_RUNS + old)["n"]) == {4}
+    assert verdict(old).startswith("No repeat holds")

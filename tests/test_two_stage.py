@@ -128,3 +128,18 @@ def test_fast_path_computes_exactly_what_the_plain_path_computes(tiny_data, tmp_
         assert fast[method]["last"] == pytest.approx(plain[method]["last"], abs=1e-5), method
         assert fast[method]["history"]["val_accuracy"] == pytest.approx(plain[method]["history"]["val_accuracy"],
                                                                         abs=1e-5)
+
+
+def test_our_callbacks_do_not_make_keras_wait_for_every_batch(tmp_path):
+    """A callback with its own ``on_train_batch_end`` makes Keras turn every step's logs into Python floats
+    before the next step (a host-device sync per step on JAX). Ours poll cancellation at batch *begin*, which
+    carries no logs. (Keras' own ModelCheckpoint/BackupAndRestore still define a batch-end hook; the
+    lock-step engine is the fast path on JAX.)"""
+    from core.two_stage import paper_callbacks
+
+    default = keras.callbacks.Callback.on_train_batch_end
+    ours = [c for c in paper_callbacks(TINY.with_(reduce_lr=True), tmp_path, "stage1", should_stop=lambda: False)
+            if type(c).__module__.startswith("core.")]
+    assert len(ours) == 2  # the disk-space guard and the epoch log
+    for callback in ours:
+        assert type(callback).on_train_batch_end is default, type(callback).__name__

@@ -1,0 +1,117 @@
+"""The Classify page with shipped models that carry out-of-distribution statistics: the warning, the heat map,
+the model preselected by the photo, the downloads."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import reference
+from tests.conftest import HAS_FASHION, synthetic_images, write_class_folders
+from tests.test_classify import photo_bytes, png_bytes, trained_fashion_reference
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 180
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST not installed (needed to train the model)")]
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory) -> Path:
+    """A reference folder with two bundles: a trained Fashion-MNIST model, and a colour model of a class-folder
+    dataset (synthetic quadrant images, 32x32), both with their statistics."""
+    from core.config import Protocol
+    from core.experiment import run_experiment
+    from core.store import RunStore
+
+    base = tmp_path_factory.mktemp("shipped")
+    ref = base / "reference"
+    shutil.copytree(trained_fashion_reference(tmp_path_factory.getbasetemp()) / "fashion-mnist", ref / "fashion-mnist")
+    images, labels = synthetic_images(20, 3, size=40)
+    folder = write_class_folders(base / "quadrants", images, labels, ["red", "green", "blue"])
+    store = RunStore(base / "cache")
+    protocol = Protocol(dataset="folder", data_path=str(folder), image_size=32, epochs=1)
+    run_experiment(protocol, 1, store)
+    reference.build_bundle(store, protocol.key(), ref)
+    store.close()
+    return ref
+
+
+@pytest.fixture
+def page(shipped, tmp_path, monkeypatch):
+    monkeypatch.setattr(reference, "REFERENCE_DIR", shipped)
+    monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/classify.py").run()
+    assert not at.exception
+    return at
+
+
+def chosen(at: AppTest) -> str:
+    """The label of the model the selectbox shows."""
+    box = at.selectbox(key="classify_model")
+    return box.options[box.index]
+
+
+def upload(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.file_uploader[0].set_value((name, data, "image/png" if name.endswith(".png") else "image/jpeg")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def fashion_index(at: AppTest) -> int:
+    box = at.selectbox(key="classify_model")
+    return next(i for i, label in enumerate(box.options) if label.startswith("Fashion-MNIST"))
+
+
+def warnings(at: AppTest) -> list[str]:
+    return [str(w.value) for w in at.warning]
+
+
+def test_a_colour_photo_on_the_fashion_model_warns_out_of_distribution_and_shows_a_heat_map(page, shipped):
+    from core.classify import classify, load_models
+
+    info = reference.model_info(shipped / "fashion-mnist")
+    fashion = load_models(info["paths"], info["class_names"], info["ood_path"])
+    photos = photo_bytes()
+    name = max(photos, key=lambda n: classify(fashion, photos[n]).ood.ratio)  # the clearest case
+    upload(page, f"{name}.jpg", photos[name])
+    page.selectbox(key="classify_model").set_value(fashion_index(page)).run()
+    assert chosen(page).startswith("Fashion-MNIST")
+    text = " ".join(warnings(page))
+    assert "out-of-distribution" in text and "only knows 10 kinds of clothing" in text
+    captions = [c for img in page.image for c in img.captions]
+    assert any("What the model saw" in c for c in captions)
+    assert any(c.startswith("Heat map (Grad-CAM) of stage one's answer") for c in captions)
+    assert [m.label for m in page.metric] == ["Stage one (CNN)", "Stage two, Adam head", "Stage two, SGD head"]
+
+
+def test_the_preselected_model_is_the_one_the_photo_fits(page):
+    from core.datasets import load_raw
+
+    quadrant = synthetic_images(1, 3, size=40, seed=7)[0][1]
+    upload(page, "quadrant.png", png_bytes(quadrant))
+    assert chosen(page).startswith("Your own folder") and not warnings(page)
+
+    item = load_raw("fashion-mnist").x_test[0][..., 0]
+    upload(page, "item.png", png_bytes(np.ascontiguousarray(item)))
+    assert chosen(page).startswith("Fashion-MNIST")
+    assert not warnings(page), "a Fashion-MNIST test image is within the model's range"
+    assert any("Out-of-distribution check passed" in str(c.value) for c in page.caption)
+
+    other = next(i for i, label in enumerate(page.selectbox(key="classify_model").options)
+                 if label.startswith("Your own folder"))
+    page.selectbox(key="classify_model").set_value(other).run()
+    page.run()  # the visitor's own choice stands until the next photo
+    assert chosen(page).startswith("Your own folder")
+
+
+def test_the_model_set_can_be_downloaded(page):
+    labels = [b.label for b in page.get("download_button")]
+    assert labels == ["Keras model (.keras)", "LiteRT model (.tflite)"]

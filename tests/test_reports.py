@@ -1,0 +1,89 @@
+"""The four related reports as data: published numbers, plans that build valid protocols, the CLI commands."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from core import reports
+from core.arch_spec import ARCH_INFO
+from core.cli import main
+from core.reports_cli import step_protocols
+
+
+@pytest.mark.parametrize("report", reports.REPORTS.values(), ids=list(reports.REPORTS))
+def test_published_tables_are_well_formed_and_labelled(report):
+    assert report.published and report.claims and report.data_here
+    for table in report.published:
+        assert all(len(row) == len(table.columns) for row in table.rows), table.title
+        assert list(table.frame().columns) == list(table.columns)
+    assert set(report.models) <= set(ARCH_INFO)
+    assert all(ARCH_INFO[a].source == report.id for a in report.models)
+
+
+@pytest.mark.parametrize("size", reports.SIZES)
+@pytest.mark.parametrize("report", reports.REPORTS.values(), ids=list(reports.REPORTS))
+def test_every_plan_step_is_a_valid_protocol_on_the_reports_dataset_and_on_dogs_cats(report, size):
+    for dataset in (report.dataset, "dogs-cats"):
+        args = argparse.Namespace(size=size, dataset=dataset, data="/data", weights=None, repeats=None, seed=0)
+        plan = step_protocols(report, args)
+        assert len(plan) == len(report.plans[size])
+        for step, base, repeats in plan:
+            assert base.model_id in report.models and repeats >= 1
+            assert step.command().startswith(("python -m core run", "python -m core sweep"))
+
+
+def test_numbers_quoted_in_the_plans_are_the_published_tables():
+    r2 = reports.get("2")
+    table3 = {row[0]: row[1] for row in r2.published[2].rows}
+    lr_step = next(s for s in r2.plans["full"] if s.sweep and s.sweep.param == "learning_rate")
+    assert dict(lr_step.published) == table3
+    r4 = reports.get("004")
+    assert dict(reports.published_sweep(r4, "004-model2", "augment_preset")) == {"none": .843, "aug1": .798,
+                                                                                "aug2": .781}
+    assert reports.published_for(reports.get("003"), "003-cows-horses")[1] == ("CNN: test accuracy", .55)
+
+
+def test_weights_override_reaches_the_backbone_steps_only():
+    args = argparse.Namespace(size="full", dataset=None, data=None, weights="none", repeats=2, seed=0)
+    plan = step_protocols(reports.get("004"), args)
+    assert all(base.weights is None for _, base, _ in plan) and all(r == 2 for _, _, r in plan)
+    bad = argparse.Namespace(size="small", dataset="fashion-mnist", data=None, weights=None, repeats=None, seed=0)
+    with pytest.raises(ValueError, match="colour images|at least"):
+        step_protocols(reports.get("002"), bad)
+
+
+def test_unknown_report_is_one_line(capsys):
+    assert main(["report", "7"]) == 2
+    assert "unknown report '7'" in capsys.readouterr().err
+
+
+def test_architectures_command_lists_counts_beside_the_published_ones(capsys):
+    assert main(["architectures", "--source", "001"]) == 0
+    out = capsys.readouterr().out
+    assert "001-baseline" in out and "4,294,739" in out and "13,305,315" in out and " NO " not in out
+
+
+def test_two_stage_rows_answer_the_question_per_experiment():
+    from core.catalog import Experiment
+    from core.config import Protocol
+
+    from .test_sweeps import fake_run
+
+    p = Protocol(dataset="cifar10", architecture="004-model2")
+    y = [0, 1]
+    runs = [fake_run(p, i, {"stage1": .60 + i / 100, "adam": .65 + i / 50, "sgd": .60}, y,
+                     {k: y for k in ("stage1", "adam", "sgd")}) for i in range(3)]
+    mine = reports.experiments_of(reports.get("004"), [Experiment(p.key(), p, runs, "your runs"),
+                                                       Experiment("x", Protocol(), runs, "your runs")])
+    assert len(mine) == 1
+    row = reports.two_stage_rows(mine).iloc[0]
+    assert row["repeats"] == 3 and row["Adam gain"] == pytest.approx(0.06)
+    assert 0 <= row["p (Adam)"] < 0.05 and row["SGD gain"] == pytest.approx(-0.01)
+
+
+def test_a_report_on_a_folder_that_is_not_there_is_one_line(tmp_path, capsys):
+    code = main(["report", "003", "--data", str(tmp_path / "nowhere"), "--cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error:" in err and "is not a folder" in err and "Traceback" not in err

@@ -1,0 +1,69 @@
+"""The Related reports page: every report renders (claims, models, plan, results) without an error, and shows
+a stored sweep's plot with the report's published numbers beside ours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import reference
+from core.store import RunStore
+
+from .test_sweeps import fake_run
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setattr(reference, "REFERENCE_DIR", tmp_path / "no_reference")
+    monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
+    path = tmp_path / "cache"
+    monkeypatch.setenv("TWO_STAGE_CACHE", str(path))
+    return path
+
+
+def open_reports() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.switch_page("pages/reports.py").run()
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [e.value for e in at.error if "Something went wrong" in str(e.value)]
+
+
+def test_every_report_renders_with_an_empty_cache(cache):
+    at = open_reports()
+    assert_clean(at)
+    for report_id in ("001", "002", "003", "004"):
+        at.radio(key="reports_id").set_value(report_id).run()
+        assert_clean(at)
+        text = " ".join(str(m.value) for m in at.markdown)
+        assert "published by report" in text and "The experiment" in text
+        assert any("No runs of report" in str(i.value) for i in at.info)
+        assert any(f"python -m core report {report_id}" in str(c.value) for c in at.code)
+
+
+def test_a_stored_sweep_is_plotted_beside_the_reports_numbers(cache):
+    from core.config import Protocol
+
+    store = RunStore(cache)
+    base = Protocol(dataset="cifar10", architecture="004-model2", image_size=128)
+    y = [0, 1, 2, 1]
+    for preset, acc in (("none", .8), ("aug1", .7), ("aug2", .72)):
+        p = base.with_(augment_preset=preset)
+        for r in range(2):
+            store.put(fake_run(p, r, {"stage1": acc + r / 100, "adam": acc + .02, "sgd": acc}, y,
+                               {"stage1": [0, 1, 2, 2], "adam": y, "sgd": y}))
+    at = open_reports()
+    at.radio(key="reports_id").set_value("004").run()
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) >= 2  # the sweep's plot and the confusion matrix
+    text = " ".join(str(m.value) for m in at.markdown)
+    assert "Does a two-stage head help" in text and "Sweeps" in text
+    captions = " ".join(str(c.value) for c in at.caption)
+    assert "Red crosses: report 004's published numbers" in captions

@@ -1,0 +1,184 @@
+"""The Results page answers "does the second stage help, and why?": deep links, Table 3 and the verdicts,
+confusion-matrix cells that open their images, and Figure 16 coloured per comparison.
+
+The records are real: two repeats of a tiny Dogs & Cats run (``tests/data/dogs_cats_records.json``, made by
+``python -m core run --dataset dogs-cats --repeats 2 --epochs 2 --limit 200 --test-limit 100``). The test
+images they name are written as small JPEGs under a temporary folder, so the page can show them.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import gallery, predictions, reference, stats
+from core.store import RunStore
+from ui.charts import GAIN_COLORS, cell_from_selection, confusion_figure, figure16
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+RECORDS = Path(__file__).resolve().parent / "data" / "dogs_cats_records.json"
+TIMEOUT = 120
+
+
+def real_runs() -> list[dict]:
+    return json.loads(RECORDS.read_text())
+
+
+def write_test_images(root: Path, runs: list[dict]) -> Path:
+    """A JPEG for every image name the records hold (cats dark, dogs bright), under the names they use."""
+    for run in runs:
+        dec = predictions.decode(run["predictions"])
+        for row, image_id in zip(dec["rows"], dec["ids"]):
+            path = root / image_id
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shade = 200 if dec["y_true"][row] else 40
+            assert cv2.imwrite(str(path), np.full((40, 48, 3), shade, np.uint8))
+    return root
+
+
+def other_experiment(runs: list[dict]) -> list[dict]:
+    """The same repeats stored under a second protocol (3 epochs), finished later: the page's default pick."""
+    out = copy.deepcopy(runs)
+    for run in out:
+        run["protocol"]["epochs"] = 3
+        run["key"] = "0ther0experiment"
+        run["finished_at"] = "2030-01-01T00:00:00+00:00"
+    return out
+
+
+@pytest.fixture
+def results_cache(tmp_path, monkeypatch):
+    """A cache with the real Dogs & Cats experiment (its images under tmp) and a second experiment."""
+    monkeypatch.setattr(reference, "REFERENCE_DIR", tmp_path / "no_reference")
+    monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
+    runs = real_runs()
+    images = write_test_images(tmp_path / "dogs-cats", runs)
+    for run in runs:
+        run["dataset"]["source"] = str(images)
+    store = RunStore(tmp_path / "cache")
+    for run in runs + other_experiment(runs):
+        store.put(run)
+    store.close()
+    monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "cache"))
+    return runs
+
+
+def open_results(experiment: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/results.py")
+    if experiment:
+        at.query_params["experiment"] = experiment
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not [e.value for e in at.error if "Something went wrong" in str(e.value)]
+    return at
+
+
+def markdown(at: AppTest) -> list[str]:
+    return [str(m.value) for m in at.markdown]
+
+
+def test_a_deep_link_opens_its_experiment_and_the_url_follows_the_choice(results_cache):
+    key = results_cache[0]["key"]
+    plain = open_results()
+    assert plain.selectbox(key="results_exp").value == "0ther0experiment"  # the default: most recent
+    assert plain.query_params["experiment"] == "0ther0experiment"
+    at = open_results(key)
+    assert at.selectbox(key="results_exp").value == key
+    assert any(key in str(c.value) for c in at.caption), "the shareable link names the experiment"
+    at.selectbox(key="results_exp").set_value("0ther0experiment").run()
+    assert at.query_params["experiment"] == "0ther0experiment", "the URL follows the reader's choice"
+
+
+def test_a_link_to_a_missing_experiment_says_so_and_shows_another(results_cache):
+    at = open_results("no-such-experiment")
+    assert any("not stored here" in str(w.value) for w in at.warning)
+    assert at.selectbox(key="results_exp").value in ("0ther0experiment", results_cache[0]["key"])
+
+
+def test_verdicts_come_first_adam_then_sgd_and_table_3_follows(results_cache):
+    runs = results_cache
+    at = open_results(runs[0]["key"])
+    text = markdown(at)
+    adam = next(i for i, t in enumerate(text) if t.startswith("**Ours, Adam head:**"))
+    sgd = next(i for i, t in enumerate(text) if t.startswith("**Ours, SGD head:**"))
+    table3 = next(i for i, t in enumerate(text) if "Table 3" in t)
+    assert adam < sgd < table3 < next(i for i, t in enumerate(text) if "Table 1" in t)
+    assert stats.verdict(runs, "adam") in text[adam] and stats.verdict(runs, "sgd") in text[sgd]
+    assert any("Paper (Dogs & Cats, 20 repeats" in str(c.value) for c in at.caption)
+    shown = at.dataframe[0].value  # the Adam head's Table 3: key columns only, all four baselines
+    assert list(shown.columns[:3]) == ["stage one", "stage one test", "Adam head test"]
+    assert {"difference", "p-value", "significant"} <= set(shown.columns)
+    assert list(shown["stage one"]) == ["as reported", "best checkpoint", "BatchNorm re-estimated",
+                                        "best + BatchNorm"]
+    assert "None" not in shown.to_string() and "nan" not in shown.to_string()
+
+
+def test_a_confusion_matrix_cell_shows_its_misclassified_images(results_cache):
+    runs = results_cache
+    at = open_results(runs[0]["key"])
+    at.radio(key="cm_method").set_value("stage1").run()
+    at.selectbox(key="cm_cell").set_value("1,0").run()  # true dogs, predicted cats
+    assert not at.exception
+    expected = gallery.cell_images(runs, "stage1", 1, 0)
+    assert any("test image(s) of *dogs* that stage one (CNN) called *cats*" in t for t in markdown(at))
+    cell_images = [img for img in at.image if "cats" in " ".join(img.captions)]
+    assert len(cell_images) >= min(18, expected["id"].nunique())
+    table = next(d.value for d in at.dataframe if "P(predicted)" in d.value.columns)
+    assert len(table) == len(expected) and set(table["predicted"]) == {"cats"}
+    assert table["repeat"].min() == 1, "repeats are numbered from 1"
+
+
+def test_without_the_dataset_here_the_cell_lists_names_and_probabilities(results_cache, tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "cache")
+    for run in results_cache:
+        moved = copy.deepcopy(run)
+        moved["dataset"]["source"] = str(tmp_path / "gone")
+        moved["protocol"]["data_path"] = str(tmp_path / "gone")
+        store.put(moved)
+    store.close()
+    at = open_results(results_cache[0]["key"])
+    at.selectbox(key="cm_cell").set_value("1,0").run()
+    assert any("not on this machine" in str(c.value) for c in at.caption)
+    assert not at.image
+    assert any("image" in d.value.columns and "P(true)" in d.value.columns for d in at.dataframe)
+
+
+def test_a_click_on_a_matrix_marker_selects_that_cell():
+    names = ["cats", "dogs", "birds"]
+    fig = confusion_figure(np.array([[5, 1, 0], [3, 4, 2], [0, 0, 6]]), names)
+    index = 1 * 3 + 0  # the marker of true dogs, predicted cats
+    point = {"point_index": index, "x": fig.data[1].x[index], "y": fig.data[1].y[index],
+             "customdata": list(fig.data[1].customdata[index])}
+    assert (point["x"], point["y"]) == ("cats", "dogs")
+    assert cell_from_selection({"selection": {"points": [point], "point_indices": [index]}}, names) == (1, 0)
+    assert cell_from_selection({"selection": {"points": [{"point_index": index}]}}, names) == (1, 0)
+    assert cell_from_selection({"selection": {"points": []}}, names) is None
+
+
+def test_figure_16_colours_each_segment_by_its_own_head():
+    import pandas as pd
+
+    frame = pd.DataFrame({"repeat": [0, 1], "stage1_test_accuracy": [0.80, 0.80],
+                          "adam_test_accuracy": [0.85, 0.78], "sgd_test_accuracy": [0.75, 0.80]})
+    fig = figure16(frame)
+    segments = {(t.meta["head"], t.name): t.line.color for t in fig.data
+                if t.meta and "gain" in t.meta}
+    assert segments == {("adam", "repeat 1"): GAIN_COLORS["up"], ("sgd", "repeat 1"): GAIN_COLORS["down"],
+                        ("adam", "repeat 2"): GAIN_COLORS["down"], ("sgd", "repeat 2"): GAIN_COLORS["same"]}
+
+
+def test_a_link_followed_from_another_page_wins_over_the_last_choice(results_cache):
+    key = results_cache[0]["key"]
+    at = open_results(key)
+    at.switch_page("pages/overview.py").run()
+    at.switch_page("pages/results.py")
+    at.query_params["experiment"] = key
+    at.run()
+    assert at.selectbox(key="results_exp").value == key
