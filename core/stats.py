@@ -247,8 +247,9 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
     1. The gain is the head's mean test accuracy minus stage one's as reported. It is "reproduced" when the
        paired t-test gives p < alpha and the gain is positive, "reversed" when p < alpha and it is negative,
        and "not significant" otherwise (the number of repeats is named).
-    2. When the gain is positive, the sentence says how much of it each fix recovers alone (re-estimating
+    2. When the gain is reproduced, the sentence says how much of it each fix recovers alone (re-estimating
        BatchNorm statistics, where the model has BN layers; evaluating the best checkpoint) and both together.
+       (Shares of a gain that may be noise are not stated: they can be any size.)
     3. It ends with the head against stage one with both fixes: whether anything significant is left.
     """
     table = table3(runs, alpha)
@@ -267,7 +268,7 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
     else:
         state = f"is not significant with {n} repeats"
     text = f"The second stage's ({head_name} head) gain {state}: {100 * gain:+.2f} pp, p = {p:.2g}."
-    if gain > 0:
+    if gain > 0 and p < alpha:
         parts = []
         if bn_layers(runs):
             parts.append(f"re-estimating BatchNorm statistics alone recovers {_share(rows['bn'])} of it")

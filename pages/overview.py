@@ -24,8 +24,9 @@ def quick_protocol():
     return Protocol(**values), min(QUICK_REPEATS, lim.max_repeats)
 
 
+# The paper's columns, one row each (Face Mask v2 without its outlier is a second reading of v2: see Results).
+# A comment, not a docstring: Streamlit's "magic" would print a bare string in a page script.
 STANDING_COLUMNS = ("Fashion-MNIST", "Cifar-10", "Dogs & Cats", "Face Mask Detection v1", "Face Mask Detection v2")
-"""The paper's columns, one row each (Face Mask v2 without its outlier is a second reading of v2: see Results)."""
 
 
 def standings_table():

@@ -197,3 +197,21 @@ def test_augmentation_regenerates_with_the_next_seed(empty):
     assert_clean(at, "augmentation regenerated")
     assert at.number_input(key="aug_seed").value == seed + 1
     assert len(at.image) >= 13  # the original and 12 variants
+
+
+def test_no_page_prints_a_stray_string():
+    """Streamlit's "magic" writes any bare expression of a page script onto the page; only docstrings (the
+    first statement of the module, a function or a class) are exempt. An attribute docstring after a
+    constant once showed up above the Overview's title."""
+    import ast
+
+    root = Path(APP).parent
+    for path in [root / "app.py", *sorted((root / "pages").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            body = getattr(node, "body", None)
+            if not isinstance(body, list):
+                continue
+            documented = isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            for i, stmt in enumerate(body):
+                bare = isinstance(stmt, ast.Expr) and isinstance(stmt.value, (ast.Constant, ast.JoinedStr))
+                assert not bare or (i == 0 and documented), f"{path.name}:{stmt.lineno} would print on the page"
