@@ -354,7 +354,7 @@ def case2(args) -> None:
             cbs = (lambda p=str(work / "h_ref.weights.h5"): reference.callbacks(p))
         else:
             head = build_head(64, k)
-            two_stage._compile(head, keras.optimizers.Adam(1e-3), spe)
+            two_stage.compile_model(head, keras.optimizers.Adam(1e-3), spe)
             sub = work / f"head_{spe}"
             sub.mkdir(exist_ok=True)
             cbs = _our_callbacks(sub, "stage2_adam", backup=False)

@@ -67,26 +67,38 @@ def _submit_arguments(parser: argparse.ArgumentParser) -> None:
     add_executor_arguments(parser, default="the worker's")
 
 
+def submit_job(queue, protocol, repeats: int, *, start_worker: bool = True, label: str = "",
+               **options: Any) -> str:
+    """Queue one experiment, print its id (stdout) and its state (stderr), and start a local worker if none runs.
+
+    Every command that queues work (``submit``, ``report --submit``, ``sweep --submit``) goes through here, so
+    they all say the same thing and start a worker the same way. ``options`` go to :meth:`JobQueue.submit`
+    (``executor``, ``sweep``); :class:`core.jobs.QueueFull` is left to the caller, which knows its exit code.
+    """
+    job_id = queue.submit(protocol, repeats, **options)
+    job = queue.job(job_id)
+    print(f"{job_id}  {label}".rstrip())
+    print(f"{job['state']}: {job['describe']}, {job['repeats']} repeat(s)", file=sys.stderr)
+    if job["state"] == "queued" and start_worker:
+        if queue.workers():
+            print("a worker is running; it will pick the job up", file=sys.stderr)
+        elif queue.ensure_worker():
+            print(f"started a local worker (log in {queue.dir})", file=sys.stderr)
+    return job_id
+
+
 @command("submit", "queue an experiment for background workers (same options as run)", _submit_arguments)
 def _submit(args: argparse.Namespace) -> int:
     from .jobs import QueueFull
 
-    protocol = protocol_from_args(args)
     executor = executor_from_args(args)
     q = _queue(args)
     try:
-        job_id = q.submit(protocol, args.repeats, executor=executor.to_dict() if executor else None)
+        job_id = submit_job(q, protocol_from_args(args), args.repeats, start_worker=not args.no_worker,
+                            executor=executor.to_dict() if executor else None)
     except QueueFull as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    job = q.job(job_id)
-    print(job_id)
-    print(f"{job['state']}: {job['describe']}, {job['repeats']} repeat(s)", file=sys.stderr)
-    if job["state"] == "queued" and not args.no_worker:
-        if q.workers():
-            print("a worker is running; it will pick the job up", file=sys.stderr)
-        elif q.ensure_worker():
-            print(f"started a local worker (log in {q.dir})", file=sys.stderr)
     if args.watch:
         return _follow(q, [job_id], interval=2.0)
     return 0

@@ -551,7 +551,7 @@ class LockstepRun:
         self.device = {split: DeviceSplit.upload(self.inputs[split], getattr(data, f"y_{split}"))
                        for split in SPLITS}
         self.model = self._stage1_model(repeats[0])  # the template: every repeat's weights pass through it
-        two_stage._compile(self.model, stage1_optimizer(protocol), 1)
+        two_stage.compile_model(self.model, stage1_optimizer(protocol), 1)
         self._heads: dict[str, keras.Model] = {}
 
     def records(self) -> Iterator[dict[str, Any]]:
@@ -599,7 +599,7 @@ class LockstepRun:
         self._trainer([cohort], self.device["train"], self.device["val"], checkpoint).run()
         for m, repeat in enumerate(repeats):
             cohort.write_member(m, self.folders[repeat])
-            two_stage._write_json(self.folders[repeat] / "lockstep_stage1.json", cohort.history[m])
+            two_stage.write_json(self.folders[repeat] / "lockstep_stage1.json", cohort.history[m])
         checkpoint.unlink(missing_ok=True)
 
     def _diagnose_stage1(self, repeat: int) -> None:
@@ -612,9 +612,9 @@ class LockstepRun:
         stage1 = two_stage.summarise_fit(self.model, self.inputs, self.labels, self.protocol, folder, "stage1",
                                          history)
         self.report({"stage": "batchnorm", "layers": len(batchnorm_layers(self.model)), "repeat": repeat})
-        test_probs = two_stage._stage1_diagnostics(self.model, self.inputs, self.labels, folder, stage1)
+        test_probs = two_stage.stage1_diagnostics(self.model, self.inputs, self.labels, folder, stage1)
         np.savez(folder / "stage1_test_probs.npz", **test_probs)
-        two_stage._write_json(folder / "stage1.json", stage1)
+        two_stage.write_json(folder / "stage1.json", stage1)
 
     # ------------------------------------------------------------------------------------------ stage two
     def _features(self) -> tuple[dict[str, DeviceSplit], float]:
@@ -642,7 +642,7 @@ class LockstepRun:
         """A compiled head for evaluating and saving any repeat's trained weights (the plain path's compile)."""
         if name not in self._heads:
             head = build_head(dim, self.data.num_classes)
-            two_stage._compile(head, two_stage._head_optimizer(name, self.protocol), 1)
+            two_stage.compile_model(head, two_stage.head_optimizer(name, self.protocol), 1)
             self._heads[name] = head
         return self._heads[name]
 
@@ -666,7 +666,7 @@ class LockstepRun:
                 weights.append(variable_values(build_head(dim, self.data.num_classes,
                                                           warm_from=self.model if warm else None)))
             template = self._head_model(name, dim)
-            optimizer = two_stage._head_optimizer(name, self.protocol)
+            optimizer = two_stage.head_optimizer(name, self.protocol)
             optimizer.build(template.trainable_variables)
             cohorts.append(Cohort.create(f"stage2_{name}", template, optimizer, repeats, seeds, rows, weights,
                                          self.protocol))
@@ -675,7 +675,7 @@ class LockstepRun:
         for m, repeat in enumerate(repeats):
             for cohort in cohorts:
                 cohort.write_member(m, self.folders[repeat])
-            two_stage._write_json(self.folders[repeat] / STAGE2_DONE, {c.stage: c.history[m] for c in cohorts})
+            two_stage.write_json(self.folders[repeat] / STAGE2_DONE, {c.stage: c.history[m] for c in cohorts})
         checkpoint.unlink(missing_ok=True)
 
     def _trainer(self, cohorts: list[Cohort], train: DeviceSplit, val: DeviceSplit, checkpoint: Path) -> Trainer:
@@ -700,10 +700,10 @@ class LockstepRun:
             head.load_weights(folder / f"{stage}_last.weights.h5")
             heads[name] = two_stage.summarise_fit(head, own, self.labels, p, folder, stage, histories[stage])
             head.load_weights(folder / f"{stage}_{p.stage2_eval}.weights.h5")
-            test_probs[name] = two_stage._probabilities(head, own["test"])
+            test_probs[name] = two_stage.predict_probabilities(head, own["test"])
             head.save(folder / f"head_{name}.keras")
         self.model.load_weights(folder / f"stage1_{p.features_from}.weights.h5")
         self.model.save(folder / "stage1.keras")
-        two_stage._tidy(folder)
+        two_stage.tidy_workdir(folder)
         feature_info = {"dim": dim, "from": p.features_from, "seconds": seconds / len(self.repeats)}
         return two_stage.make_record(self.data, p, repeat, stage1, feature_info, heads, test_probs)

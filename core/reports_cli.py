@@ -132,19 +132,14 @@ def _dataset_errors() -> Iterator[list]:
 
 def submit_sweep(args: argparse.Namespace, base, sweep, repeats: int) -> int:
     from .jobs import JobQueue, QueueFull
+    from .jobs_cli import submit_job
 
-    queue = JobQueue(args.cache)
     try:
-        job_id = queue.submit(base, repeats, sweep=sweep.to_dict())
+        submit_job(JobQueue(args.cache), base, repeats, start_worker=not getattr(args, "no_worker", False),
+                   sweep=sweep.to_dict())
     except QueueFull as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    job = queue.job(job_id)
-    print(job_id)
-    print(f"{job['state']}: {job['describe']} ({job['repeats']} repeats in all)", file=sys.stderr)
-    if job["state"] == "queued" and not getattr(args, "no_worker", False) and not queue.workers():
-        if queue.ensure_worker():
-            print(f"started a local worker (log in {queue.dir})", file=sys.stderr)
     return 0
 
 
@@ -290,17 +285,15 @@ def step_protocols(report, args: argparse.Namespace) -> list[tuple[Any, Any, int
 
 def _submit_plan(args: argparse.Namespace, plan) -> int:
     from .jobs import JobQueue, QueueFull
+    from .jobs_cli import submit_job
 
     queue = JobQueue(args.cache)
     for step, base, repeats in plan:
         try:
-            job_id = queue.submit(base, repeats, sweep=step.sweep.to_dict() if step.sweep else None)
+            submit_job(queue, base, repeats, label=step.title, sweep=step.sweep.to_dict() if step.sweep else None)
         except QueueFull as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 3
-        print(f"{job_id}  {step.title}")
-    if not queue.workers() and queue.ensure_worker():
-        print(f"started a local worker (log in {queue.dir})", file=sys.stderr)
     return 0
 
 

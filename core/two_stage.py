@@ -64,7 +64,7 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
 
     keras.utils.set_random_seed(seed)
     model = build_for_protocol(protocol, trained.input_shape, data.num_classes, seed, inputs["train"])
-    _compile(model, stage1_optimizer(protocol), steps_per_execution)
+    compile_model(model, stage1_optimizer(protocol), steps_per_execution)
     stage1_file = workdir / "stage1.json"
     probs_file = workdir / "stage1_test_probs.npz"
     if stage1_file.exists() and probs_file.exists():  # resumed after stage one had finished
@@ -74,9 +74,9 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
     else:
         stage1 = _fit(model, inputs, labels, protocol, workdir, "stage1", report, should_stop)
         report({"stage": "batchnorm", "layers": len(batchnorm_layers(model))})
-        test_probs = _stage1_diagnostics(model, inputs, labels, workdir, stage1)
+        test_probs = stage1_diagnostics(model, inputs, labels, workdir, stage1)
         np.savez(probs_file, **test_probs)
-        _write_json(stage1_file, stage1)
+        write_json(stage1_file, stage1)
 
     model.load_weights(workdir / f"stage1_{protocol.features_from}.weights.h5")
     started = time.perf_counter()
@@ -94,18 +94,18 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
         keras.utils.set_random_seed(seed * 1000 + HEADS.index(name) + 1)
         head = build_head(feature_info["dim"], data.num_classes,
                           warm_from=model if protocol.head_init == "warm" else None)
-        _compile(head, _head_optimizer(name, protocol), _steps_per_epoch(trained, protocol))
+        compile_model(head, head_optimizer(name, protocol), _steps_per_epoch(trained, protocol))
         heads[name] = _fit(head, features, labels, protocol, workdir, f"stage2_{name}", report, should_stop,
                            backup=False)
         head.load_weights(workdir / f"stage2_{name}_{protocol.stage2_eval}.weights.h5")
         head_models[name] = head
-        test_probs[name] = _probabilities(head, features["test"])
+        test_probs[name] = predict_probabilities(head, features["test"])
 
     if save_models and not (prepared or {}).get("backbone"):  # a features-in model cannot classify photos
         model.save(workdir / "stage1.keras")
         for name, head in head_models.items():
             head.save(workdir / f"head_{name}.keras")
-    _tidy(workdir)
+    tidy_workdir(workdir)
     record = make_record(data, protocol, repeat, stage1, feature_info, heads, test_probs)
     return {**record, "training_data": prepared} if prepared else record
 
@@ -135,7 +135,7 @@ def make_record(data: Dataset, protocol: Protocol, repeat: int, stage1: dict[str
     }
 
 
-def _stage1_diagnostics(model: keras.Model, inputs: dict, labels: dict, workdir: Path,
+def stage1_diagnostics(model: keras.Model, inputs: dict, labels: dict, workdir: Path,
                         stage1: dict[str, Any]) -> dict[str, np.ndarray]:
     """Add to ``stage1`` what explains its score, and return its test-set probabilities.
 
@@ -151,11 +151,11 @@ def _stage1_diagnostics(model: keras.Model, inputs: dict, labels: dict, workdir:
     started = time.perf_counter()
     for weights in ("last", "best"):
         model.load_weights(workdir / f"stage1_{weights}.weights.h5")
-        probs[f"stage1_{weights}"] = _probabilities(model, inputs["test"])
+        probs[f"stage1_{weights}"] = predict_probabilities(model, inputs["test"])
         if count:
             reestimate_batchnorm(model, inputs["train"], EVAL_BATCH)
             stage1[f"{weights}_bn"] = _evaluate(model, inputs, labels)
-            probs[f"stage1_{weights}_bn"] = _probabilities(model, inputs["test"])
+            probs[f"stage1_{weights}_bn"] = predict_probabilities(model, inputs["test"])
         else:
             stage1[f"{weights}_bn"] = dict(stage1[weights])
             probs[f"stage1_{weights}_bn"] = probs[f"stage1_{weights}"]
@@ -177,7 +177,7 @@ def _stage1_diagnostics(model: keras.Model, inputs: dict, labels: dict, workdir:
     return probs
 
 
-def _probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
+def predict_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict(x, batch_size=EVAL_BATCH, verbose=0), dtype=np.float32)
 
 
@@ -226,12 +226,12 @@ def _steps_per_epoch(data: Dataset, protocol: Protocol) -> int:
     return max(1, -(-len(data.y_train) // protocol.batch_size))
 
 
-def _compile(model: keras.Model, optimizer: keras.optimizers.Optimizer, steps_per_execution: int) -> None:
+def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, steps_per_execution: int) -> None:
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=steps_per_execution)
 
 
-def _head_optimizer(name: str, protocol: Protocol) -> keras.optimizers.Optimizer:
+def head_optimizer(name: str, protocol: Protocol) -> keras.optimizers.Optimizer:
     if name == "adam":
         return keras.optimizers.Adam(protocol.adam_lr)
     return keras.optimizers.SGD(protocol.sgd_lr, momentum=protocol.sgd_momentum)
@@ -426,13 +426,13 @@ def _write_log(path: Path, history: dict[str, list[float]]) -> None:
     os.replace(tmp, path)
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
 
 
-def _tidy(workdir: Path) -> None:
+def tidy_workdir(workdir: Path) -> None:
     """Drop crash-recovery files once the repeat is complete; keep the ``.keras`` models."""
     for item in workdir.iterdir():
         if item.is_dir() and item.name.startswith("backup_"):

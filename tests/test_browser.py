@@ -76,6 +76,19 @@ def running_app(streamlit: list[str], env: dict[str, str], log_path: Path, timeo
                 proc.kill()
 
 
+@contextlib.contextmanager
+def chromium_page(width: int = 1280, height: int = 900):
+    """A page in headless Chromium, closed (with the browser) when the block ends."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """The real app served by `streamlit run`, over a cache holding a finished experiment."""
@@ -88,55 +101,45 @@ def app_url(tmp_path_factory):
 
 
 def test_classify_an_uploaded_photo_in_chromium(app_url, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     photo = tmp_path / "phone_photo.jpg"
     photo.write_bytes(jpeg_with_exif_rotation())
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.goto(app_url)
-            expect(page.get_by_role("heading", name="Image classification by CNN with two-stage training")) \
-                .to_be_visible(timeout=60_000)
-            page.locator("[data-testid='stSidebarNav'] a", has_text="Classify").click()
-            expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=30_000)
-            uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
-            uploader.wait_for(state="attached", timeout=60_000)
-            uploader.set_input_files(str(photo))
-            expect(page.get_by_text("Predictions for")).to_be_visible(timeout=60_000)
-            metrics = page.locator("[data-testid='stMetric']")
-            expect(metrics).to_have_count(3, timeout=30_000)
-            for label in ("Stage one (CNN)", "Stage two, Adam head", "Stage two, SGD head"):
-                expect(page.get_by_text(label, exact=True)).to_be_visible()
-            expect(page.get_by_text("What the model saw")).to_be_visible()
-            assert page.locator("[data-testid='stException']").count() == 0
-        finally:
-            browser.close()
+    with chromium_page(1400, 1200) as page:
+        page.goto(app_url)
+        expect(page.get_by_role("heading", name="Image classification by CNN with two-stage training")) \
+            .to_be_visible(timeout=60_000)
+        page.locator("[data-testid='stSidebarNav'] a", has_text="Classify").click()
+        expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=30_000)
+        uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
+        uploader.wait_for(state="attached", timeout=60_000)
+        uploader.set_input_files(str(photo))
+        expect(page.get_by_text("Predictions for")).to_be_visible(timeout=60_000)
+        metrics = page.locator("[data-testid='stMetric']")
+        expect(metrics).to_have_count(3, timeout=30_000)
+        for label in ("Stage one (CNN)", "Stage two, Adam head", "Stage two, SGD head"):
+            expect(page.get_by_text(label, exact=True)).to_be_visible()
+        expect(page.get_by_text("What the model saw")).to_be_visible()
+        assert page.locator("[data-testid='stException']").count() == 0
 
 
 def test_a_page_opened_directly_on_a_fresh_server_gets_the_apps_navigation(tmp_path):
     """The first request of a new server process goes straight to /results (a shared link): the page must
     still be routed by app.py (its navigation titles, its page config), not by Streamlit's legacy mode."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     env = {**os.environ, "TWO_STAGE_CACHE": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TWO_STAGE_DEMO", None)
     with running_app([sys.executable, "-m", "streamlit"], env, tmp_path / "streamlit.log", timeout=60) as (url, _):
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.goto(f"{url}/results")
-                expect(page.get_by_role("heading", name="Results")).to_be_visible(timeout=60_000)
-                nav = page.locator("[data-testid='stSidebarNav']")
-                for title in ("Overview", "Datasets", "Classify"):
-                    expect(nav.get_by_text(title, exact=True)).to_be_visible()
-                assert nav.get_by_text("app", exact=True).count() == 0  # legacy mode would list the script
-                assert page.title().startswith("Two-stage CNN training")  # app.py's page config applied
-                assert page.locator("[data-testid='stException']").count() == 0
-            finally:
-                browser.close()
+        with chromium_page() as page:
+            page.goto(f"{url}/results")
+            expect(page.get_by_role("heading", name="Results")).to_be_visible(timeout=60_000)
+            nav = page.locator("[data-testid='stSidebarNav']")
+            for title in ("Overview", "Datasets", "Classify"):
+                expect(nav.get_by_text(title, exact=True)).to_be_visible()
+            assert nav.get_by_text("app", exact=True).count() == 0  # legacy mode would list the script
+            assert page.title().startswith("Two-stage CNN training")  # app.py's page config applied
+            assert page.locator("[data-testid='stException']").count() == 0
 
 
 def test_classify_a_dog_photo_with_the_shipped_dogs_and_cats_model(tmp_path):
@@ -144,7 +147,7 @@ def test_classify_a_dog_photo_with_the_shipped_dogs_and_cats_model(tmp_path):
     $TWO_STAGE_REFERENCE at another folder of bundles to run it before reference/ ships one."""
     import re
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from core import reference
 
@@ -155,25 +158,20 @@ def test_classify_a_dog_photo_with_the_shipped_dogs_and_cats_model(tmp_path):
            reference.REFERENCE_ENV: str(reference.REFERENCE_DIR)}
     env.pop("TWO_STAGE_DEMO", None)
     with running_app([sys.executable, "-m", "streamlit"], env, tmp_path / "streamlit.log", timeout=60) as (url, _):
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 900})
-                page.goto(f"{url}/classify")
-                expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=60_000)
-                uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
-                uploader.wait_for(state="attached", timeout=60_000)
-                uploader.set_input_files(str(photo))
-                expect(page.get_by_text("Predictions for")).to_be_visible(timeout=90_000)
-                model = page.get_by_role("combobox", name="Model")
-                if "Dogs & Cats" not in model.input_value():  # the preselection follows the photo; make sure
-                    model.click()
-                    page.get_by_role("option").filter(has_text="Dogs & Cats").first.click()
-                expect(model).to_have_value(re.compile("^Dogs & Cats"), timeout=30_000)
-                stage_one = page.locator("[data-testid='stMetric']").first
-                expect(stage_one.locator("[data-testid='stMetricValue']")).to_have_text(re.compile("^(cats|dogs)$"),
-                                                                                        timeout=60_000)
-                expect(page.get_by_text("Heat map (Grad-CAM) of stage one's answer")).to_be_visible(timeout=60_000)
-                assert page.locator("[data-testid='stException']").count() == 0
-            finally:
-                browser.close()
+        with chromium_page() as page:
+            page.goto(f"{url}/classify")
+            expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=60_000)
+            uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
+            uploader.wait_for(state="attached", timeout=60_000)
+            uploader.set_input_files(str(photo))
+            expect(page.get_by_text("Predictions for")).to_be_visible(timeout=90_000)
+            model = page.get_by_role("combobox", name="Model")
+            if "Dogs & Cats" not in model.input_value():  # the preselection follows the photo; make sure
+                model.click()
+                page.get_by_role("option").filter(has_text="Dogs & Cats").first.click()
+            expect(model).to_have_value(re.compile("^Dogs & Cats"), timeout=30_000)
+            stage_one = page.locator("[data-testid='stMetric']").first
+            expect(stage_one.locator("[data-testid='stMetricValue']")).to_have_text(re.compile("^(cats|dogs)$"),
+                                                                                    timeout=60_000)
+            expect(page.get_by_text("Heat map (Grad-CAM) of stage one's answer")).to_be_visible(timeout=60_000)
+            assert page.locator("[data-testid='stException']").count() == 0

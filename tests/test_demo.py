@@ -13,11 +13,13 @@ import psutil
 import pytest
 
 from core import reference
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, HAS_CHROMIUM, HAS_PLAYWRIGHT, running_app
+from tests.test_browser import CHROMIUM, HAS_CHROMIUM, HAS_PLAYWRIGHT, chromium_page, running_app
 from tests.test_classify import jpeg_with_exif_rotation
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["Overview", "Datasets", "Augmentation", "Architectures", "Train", "Results", "Classify"]
+PAGES = ["Overview", "Datasets", "Augmentation", "Architectures", "Train", "Results", "Classify", "Related reports"]
+HEADINGS = {"Overview": "Image classification by CNN with two-stage training",
+            "Related reports": "The four related reports"}  # where a page's title differs from its nav entry
 MEMORY_LIMIT = 1024 * 2**20  # the demo host's budget for browsing and classifying
 
 pytestmark = [
@@ -56,38 +58,32 @@ def demo_server(tmp_path_factory):
 
 
 def test_demo_pages_and_classify_in_a_fresh_environment(demo_server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, server, base = demo_server
     photo = tmp_path / "phone_photo.jpg"
     photo.write_bytes(jpeg_with_exif_rotation())
     peak = 0
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.goto(url)
-            expect(page.get_by_text("Demo mode.")).to_be_visible(timeout=90_000)
-            for title in PAGES:
-                page.locator("[data-testid='stSidebarNav'] a", has_text=title).click()
-                heading = "Image classification by CNN with two-stage training" if title == "Overview" else title
-                expect(page.get_by_role("heading", name=heading)).to_be_visible(timeout=60_000)
-                page.wait_for_timeout(1500)  # let the page finish its run before checking for errors
-                assert page.locator("[data-testid='stException']").count() == 0, f"{title} shows an exception"
-                assert "Traceback" not in page.content(), title
-                peak = max(peak, _tree_rss(server))
-            # Classify works at once with the shipped model: no training, no network.
-            uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
-            uploader.wait_for(state="attached", timeout=60_000)
-            uploader.set_input_files(str(photo))
-            expect(page.get_by_text("Predictions for")).to_be_visible(timeout=90_000)
-            expect(page.locator("[data-testid='stMetric']")).to_have_count(3, timeout=30_000)
+    with chromium_page(1400, 1200) as page:
+        page.goto(url)
+        expect(page.get_by_text("Demo mode.")).to_be_visible(timeout=90_000)
+        for title in PAGES:
+            page.locator("[data-testid='stSidebarNav'] a", has_text=title).click()
+            expect(page.get_by_role("heading", name=HEADINGS.get(title, title))).to_be_visible(timeout=60_000)
+            page.wait_for_timeout(1500)  # let the page finish its run before checking for errors
+            assert page.locator("[data-testid='stException']").count() == 0, f"{title} shows an exception"
+            assert "Traceback" not in page.content(), title
             peak = max(peak, _tree_rss(server))
-            # The shipped results are on the Results page, labelled as the reference run.
-            page.locator("[data-testid='stSidebarNav'] a", has_text="Results").click()
-            expect(page.get_by_text("reference", exact=False).first).to_be_visible(timeout=60_000)
-        finally:
-            browser.close()
+        # Classify works at once with the shipped model: no training, no network.
+        uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
+        uploader.wait_for(state="attached", timeout=60_000)
+        uploader.set_input_files(str(photo))
+        expect(page.get_by_text("Predictions for")).to_be_visible(timeout=90_000)
+        expect(page.locator("[data-testid='stMetric']")).to_have_count(3, timeout=30_000)
+        peak = max(peak, _tree_rss(server))
+        # The shipped results are on the Results page, labelled as the reference run.
+        page.locator("[data-testid='stSidebarNav'] a", has_text="Results").click()
+        expect(page.get_by_text("reference", exact=False).first).to_be_visible(timeout=60_000)
     print(f"demo server peak RSS while browsing and classifying: {peak / 2**20:.0f} MiB")
     assert peak < MEMORY_LIMIT
     # Nothing the visitor uploaded was written anywhere under the cache.

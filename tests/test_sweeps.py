@@ -102,6 +102,19 @@ def test_a_sweep_is_one_job_counting_every_points_repeats(tmp_path):
     assert finished.job(finished.submit(base, 2, sweep=sweep.to_dict()))["state"] == "done"
 
 
+def test_sweep_submit_on_the_command_line_queues_one_job_and_says_so_like_submit(tmp_path, capsys):
+    from core.cli import main
+
+    args = ["sweep", "--dataset", "cifar10", "--architecture", "004-model3", "--epochs", "2", "--repeats", "2",
+            "--param", "learning_rate", "--values", "1e-2,1e-3", "--cache", str(tmp_path), "--no-worker"]
+    assert main([*args, "--submit"]) == 0
+    out, err = capsys.readouterr()
+    job = JobQueue(tmp_path).job(out.strip())
+    assert (job["state"], job["kind"], job["repeats"]) == ("queued", "sweep", 4)
+    assert err.strip() == f"queued: {job['describe']}, 4 repeat(s)"  # the same line as `core submit` prints
+    assert main([*args, "--submit"]) == 0 and capsys.readouterr().out.strip() == job["id"]  # not queued twice
+
+
 def test_collect_groups_experiments_that_differ_only_in_the_swept_field():
     from core.catalog import Experiment
 
