@@ -435,8 +435,22 @@ def apply_event(progress: dict[str, Any], event: dict[str, Any], attempt: int = 
     ``features``) plus the worker's own (``plan``, ``loading``, ``repeat``, ``stored``), each with ``repeat``.
     ``history`` holds the current stage's epochs; on a resume it is cut back to the epochs the restored weights
     have seen, so it matches the record that will be stored.
+
+    The live fields (``repeat``, ``stage``, ``epoch``, ``history``) follow one repeat, the lowest of those
+    training here and not yet stored: where several repeats train at once (the lock-step engine, Ray tasks)
+    their interleaved events would otherwise make the live curve restart at every event. The others still
+    count when they are stored.
     """
     stage = event.get("stage")
+    if "repeat" in event and stage not in ("plan", "stored", "waiting"):
+        training = progress.setdefault("training", [])
+        if event["repeat"] not in training:
+            training.append(event["repeat"])
+    if stage != "plan" and not _followed(progress, event):
+        if stage == "stored":
+            _count_stored(progress, event["repeat"])
+            progress["eta_seconds"] = eta_seconds(progress)
+        return
     if "repeat" in event:
         if event["repeat"] != progress.get("repeat"):
             progress["history"] = []
@@ -444,8 +458,7 @@ def apply_event(progress: dict[str, Any], event: dict[str, Any], attempt: int = 
     if stage == "plan":
         progress.update(todo=list(event["todo"]), repeats=event["repeats"], repeats_done=event["repeats_done"])
     elif stage == "stored":
-        progress["repeats_done"] = progress.get("repeats_done", 0) + 1
-        progress["todo"] = [r for r in progress.get("todo", []) if r != event["repeat"]]
+        _count_stored(progress, event["repeat"])
         progress.update(stage="stored", epoch=0)
     elif "resumed_at_epoch" in event:
         done = int(event["resumed_at_epoch"])
@@ -471,6 +484,18 @@ def apply_event(progress: dict[str, Any], event: dict[str, Any], attempt: int = 
         if stage == "repeat":
             progress["epoch"] = 0
     progress["eta_seconds"] = eta_seconds(progress)
+
+
+def _count_stored(progress: dict[str, Any], repeat: int) -> None:
+    progress["repeats_done"] = progress.get("repeats_done", 0) + 1
+    progress["todo"] = [r for r in progress.get("todo", []) if r != repeat]
+    progress["training"] = [r for r in progress.get("training", []) if r != repeat]
+
+
+def _followed(progress: dict[str, Any], event: dict[str, Any]) -> bool:
+    """Whether ``event`` is about the repeat the live view follows (see :func:`apply_event`)."""
+    training = progress.get("training") or []
+    return "repeat" not in event or not training or event["repeat"] == min(training)
 
 
 def eta_seconds(progress: dict[str, Any]) -> float | None:

@@ -285,6 +285,24 @@ def test_progress_history_and_eta():
     assert progress["repeats_done"] == 1 and progress["todo"] == [1]
 
 
+def test_the_live_curve_follows_one_repeat_when_several_train_at_once():
+    """The lock-step engine reports repeats 0, 1, 2 for every epoch: the live curve is repeat 0's, whole, and
+    moves on to repeat 1 when repeat 0 is stored (it used to restart at every event)."""
+    progress = {"repeat": 0, "repeats": 3, "repeats_done": 0, "history": [], "epochs": 3}
+    apply_event(progress, {"stage": "plan", "todo": [0, 1, 2], "repeats": 3, "repeats_done": 0})
+    for epoch in (1, 2, 3):
+        for repeat in (0, 1, 2):
+            apply_event(progress, {"stage": "stage1", "epoch": epoch, "epochs": 3, "repeat": repeat,
+                                   "logs": {"accuracy": 0.1 * (repeat + 1), "seconds": 1.0}})
+    assert progress["repeat"] == 0 and [r["epoch"] for r in progress["history"]] == [1, 2, 3]
+    assert {r["accuracy"] for r in progress["history"]} == {0.1}
+    apply_event(progress, {"stage": "stored", "repeat": 2})  # a later repeat may finish first
+    assert progress["repeats_done"] == 1 and progress["repeat"] == 0 and len(progress["history"]) == 3
+    apply_event(progress, {"stage": "stored", "repeat": 0})
+    apply_event(progress, {"stage": "stage2_adam", "epoch": 1, "epochs": 3, "repeat": 1, "logs": {}})
+    assert progress["repeat"] == 1 and progress["stage"] == "stage2_adam" and len(progress["history"]) == 1
+
+
 # ------------------------------------------------------------------------------------- cache hygiene
 def test_cache_hygiene(cache_dir, photo_folder):
     q = JobQueue()  # the default cache: $TWO_STAGE_CACHE
