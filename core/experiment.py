@@ -26,11 +26,12 @@ WAIT_POLL_S = 2.0
 
 
 class Stopped(Exception):
-    """``should_stop`` turned true; ``repeat`` is the repeat that was interrupted (None between repeats)."""
+    """``should_stop`` turned true; ``interrupted`` lists the repeats that were training (none between repeats;
+    several where the lock-step engine trains them together)."""
 
-    def __init__(self, repeat: int | None):
-        super().__init__(f"stopped during repeat {repeat}")
-        self.repeat = repeat
+    def __init__(self, *interrupted: int | None):
+        self.interrupted = [r for r in interrupted if r is not None]
+        super().__init__(f"stopped during repeat(s) {self.interrupted}")
 
 
 def missing_repeats(store: RunStore, protocol: Protocol, repeats: int) -> list[int]:
@@ -162,7 +163,7 @@ def _train(protocol: Protocol, repeats: int, claimed: list[int], store: RunStore
             yield from lockstep.run_repeats(data, protocol, claimed, store.artefacts / key, progress=report,
                                             should_stop=stop)
         except Cancelled:
-            raise Stopped(claimed[0]) from None
+            raise Stopped(*claimed) from None
         finally:
             for repeat in claimed:
                 leases.release(key, repeat)
@@ -198,7 +199,7 @@ def _train_on_cluster(protocol: Protocol, repeats: int, claimed: list[int], stor
             done.add(record["repeat"])
             leases.release(key, record["repeat"])
     except Cancelled:
-        raise Stopped(min(set(claimed) - done)) from None
+        raise Stopped(*sorted(set(claimed) - done)) from None
     finally:
         for repeat in claimed:
             leases.release(key, repeat)

@@ -203,13 +203,18 @@ class RunStore:
         return self.artefacts / key / f"{repeat:04d}"
 
     def discard_unfinished(self, key: str, repeat: int) -> bool:
-        """Remove a repeat's crash-recovery folder if the repeat has no stored record (a cancelled run).
+        """Remove a repeat's crash-recovery folder, and the lock-step checkpoint of a cohort that includes it,
+        if the repeat has no stored record (a cancelled run).
 
         A stored repeat is never touched, so a late cancel cannot take away finished work.
         """
         if self.read_only or self.record_key(key, repeat) in self.records:
             return False
         shutil.rmtree(self.workdir(key, repeat), ignore_errors=True)
+        for cohort in (self.artefacts / key).glob("lockstep-*-*"):  # core.lockstep's shared checkpoint
+            first, last = cohort.name.split("-")[1:3]
+            if first.isdigit() and last.isdigit() and int(first) <= repeat <= int(last):
+                shutil.rmtree(cohort, ignore_errors=True)
         return True
 
     def prune_artefacts(self, budget_bytes: int | None) -> list[Path]:

@@ -189,7 +189,7 @@ class Worker:
         try:
             execute(job, self.queue.store, progress, should_stop, self.executor)
         except Stopped as stop:
-            return self._stopped(job, stop.repeat)
+            return self._stopped(job, stop.interrupted)
         except KeyboardInterrupt:
             self.queue.release(job_id, self.id, "worker interrupted")
             raise
@@ -211,12 +211,12 @@ class Worker:
         self.log(f"job {job_id} {state}")
         return state
 
-    def _stopped(self, job: dict[str, Any], repeat: int | None) -> str:
+    def _stopped(self, job: dict[str, Any], interrupted: list[int]) -> str:
         if self.verdict == "cancelled":
-            if repeat is not None:
+            for repeat in interrupted:
                 self.queue.store.discard_unfinished(job["key"], repeat)
             self.queue.cancelled_cleanup_done(job["id"], self.id)
-            self.log(f"job {job['id']} cancelled; unfinished repeat {repeat} discarded")
+            self.log(f"job {job['id']} cancelled; unfinished repeat(s) {interrupted} discarded")
             return "cancelled"
         if self.verdict == "lost":  # another worker owns it now: leave its workdir alone
             self.log(f"job {job['id']} was handed to another worker; stopped")

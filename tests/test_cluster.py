@@ -135,7 +135,7 @@ def test_should_stop_cancels_the_running_task_and_stores_nothing(ray_instance, t
     with pytest.raises(experiment.Stopped) as stopped:
         experiment.run_experiment(protocol, 1, store, progress=events.append, executor="ray",
                                   should_stop=lambda: any("epoch" in e for e in events))
-    assert stopped.value.repeat == 0 and store.runs(protocol.key()) == []
+    assert stopped.value.interrupted == [0] and store.runs(protocol.key()) == []
     leases = Leases(store.root)
     assert leases.holder(protocol.key(), 0) is None
     leases.close()

@@ -187,6 +187,9 @@ def test_cancel_a_running_job_leaves_no_record_and_no_files(cache_dir, photo_fol
     thread.start()
     try:
         wait_for(lambda: q.job(job_id)["progress"].get("epoch", 0) >= 2, 120, "training to start")
+        cohort = RunStore(cache_dir).artefacts / p.key() / "lockstep-0000-0000"  # as the lock-step engine leaves it
+        cohort.mkdir(parents=True)
+        (cohort / "state.npz").write_bytes(b"checkpoint")
         assert q.cancel(job_id)
         assert q.job(job_id)["state"] == "cancelled"  # every viewer sees it at once
     finally:
@@ -196,7 +199,19 @@ def test_cancel_a_running_job_leaves_no_record_and_no_files(cache_dir, photo_fol
     assert job["state"] == "cancelled" and job["cleanup"] is False
     store = RunStore(cache_dir)
     assert store.get(p.key(), 0) is None
-    assert not store.workdir(p.key(), 0).exists()
+    assert not store.workdir(p.key(), 0).exists() and not cohort.exists()
+
+
+def test_discarding_a_cancelled_repeat_removes_its_lock_step_checkpoint_and_nothing_stored(tmp_path):
+    """A cancelled lock-step cohort (repeats 0-2 trained together) leaves no checkpoint behind; another
+    cohort's checkpoint and a stored repeat's models stay."""
+    store = RunStore(tmp_path)
+    root = store.artefacts / "k"
+    for name in ("lockstep-0000-0002", "lockstep-0003-0004", "0001", "0003"):
+        (root / name).mkdir(parents=True)
+    store.put({"key": "k", "repeat": 3, "protocol": Protocol().to_dict()})  # repeat 3 is stored
+    assert store.discard_unfinished("k", 1) and not store.discard_unfinished("k", 3)
+    assert sorted(p.name for p in root.iterdir()) == ["0003", "lockstep-0003-0004"]
 
 
 # --------------------------------------------------------------------------------------- resubmission
