@@ -173,7 +173,7 @@ def print_table3(runs: list[dict], out=None) -> None:
     print(f"Verdict: {stats.verdict(runs)}", file=out)
 
 
-class _Printer:
+class ProgressPrinter:
     """Progress lines per repeat and epoch, with a rough time left for the repeat's stage."""
 
     def __init__(self, out=None):
@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if len(runs) == args.repeats else 2
     say_precision(protocol)
     try:
-        runs = run_experiment(protocol, args.repeats, store, progress=_Printer(),
+        runs = run_experiment(protocol, args.repeats, store, progress=ProgressPrinter(),
                               executor=executor_from_args(args) or "local")
     except DatasetUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)

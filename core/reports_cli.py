@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Iterator
 
-from .cli import _Printer, add_cache_argument, add_protocol_arguments, command, protocol_from_args
+from .cli import ProgressPrinter, add_cache_argument, add_protocol_arguments, command, protocol_from_args
 from .reports import REPORTS, SIZES
 
 
@@ -150,7 +150,7 @@ def run_points(args: argparse.Namespace, base, sweep, repeats: int):
 
     store = RunStore(args.cache)
     try:
-        return run_sweep(base, sweep, repeats, store, progress=_SweepPrinter())
+        return run_sweep(base, sweep, repeats, store, progress=SweepPrinter())
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished repeats are stored in {store.root}; run the same command again to "
               "continue.", file=sys.stderr)
@@ -170,7 +170,7 @@ def print_sweep(points, param: str, base, out=sys.stdout) -> None:
         print(f"(every point: {base.describe()}; {param} as in the first column)", file=out)
 
 
-class _SweepPrinter(_Printer):
+class SweepPrinter(ProgressPrinter):
     """Progress lines, plus the sweep's point, frozen-backbone caching and GAN training."""
 
     def __call__(self, event: dict) -> None:
@@ -303,7 +303,7 @@ def run_single(args: argparse.Namespace, protocol, repeats: int):
 
     store = RunStore(args.cache)
     try:
-        return run_experiment(protocol, repeats, store, progress=_SweepPrinter())
+        return run_experiment(protocol, repeats, store, progress=SweepPrinter())
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished repeats are stored in {store.root}.", file=sys.stderr)
         return None

@@ -55,20 +55,20 @@ def test_ctrl_c_keeps_finished_repeats(tmp_path, capfd, monkeypatch):
     run, so the outcome cannot depend on how fast a loaded machine gets a signal across processes."""
     from core import cli
 
-    printer = cli._Printer.__call__
+    printer = cli.ProgressPrinter.__call__
 
     def ctrl_c_when_repeat_two_starts(self, event):
         printer(self, event)
         if event.get("stage") == "repeat" and event["repeat"] == 1:
             os.kill(os.getpid(), signal.SIGINT)  # Python raises KeyboardInterrupt right here, as on Ctrl-C
 
-    monkeypatch.setattr(cli._Printer, "__call__", ctrl_c_when_repeat_two_starts)
+    monkeypatch.setattr(cli.ProgressPrinter, "__call__", ctrl_c_when_repeat_two_starts)
     args = ["run", "--repeats", "2", "--epochs", "1", "--limit", "200", "--test-limit", "100", "--cache",
             str(tmp_path / "c")]
     assert cli.main(args) == 130
     err = capfd.readouterr().err
     assert "interrupted: 1 finished repeat(s) are stored" in err
-    monkeypatch.setattr(cli._Printer, "__call__", printer)
+    monkeypatch.setattr(cli.ProgressPrinter, "__call__", printer)
     # running again only trains what is missing
     assert cli.main(args) == 0
     out, err = capfd.readouterr()
