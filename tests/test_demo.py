@@ -75,6 +75,8 @@ def test_demo_pages_and_classify_in_a_fresh_environment(demo_server, tmp_path):
             assert "Traceback" not in page.content(), title
             peak = max(peak, _tree_rss(server))
         # Classify works at once with the shipped model: no training, no network.
+        page.locator("[data-testid='stSidebarNav'] a", has_text="Classify").click()
+        expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=60_000)
         uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
         uploader.wait_for(state="attached", timeout=60_000)
         uploader.set_input_files(str(photo))
