@@ -63,8 +63,9 @@ def standings_table():
             if complete and len(complete) < len(exp.runs):
                 row["verdict (ours)"] += (f" (Table 3 covers the {len(complete)} of {len(exp.runs)} repeats whose "
                                           "records hold the BatchNorm evaluations.)")
+            size_note = paper.data_size_note(dataset, exp.runs[0]["dataset"].get("sizes", {}))
             notes.append(f"**Ours, {title}** (vs paper column '{column}'): "
-                         + preview.provenance_line(exp.runs, exp.source))
+                         + preview.provenance_line(exp.runs, exp.source) + (f". {size_note}" if size_note else ""))
             links.append((title, experiment_id(exp, exps)))
         else:
             row["ours"] = "not run yet"

@@ -112,6 +112,9 @@ def test_verdicts_come_first_adam_then_sgd_and_table_3_follows(results_cache):
     assert adam < sgd < table3 < next(i for i, t in enumerate(text) if "Table 1" in t)
     assert stats.verdict(runs, "adam") in text[adam] and stats.verdict(runs, "sgd") in text[sgd]
     assert any("Paper (Dogs & Cats, 20 repeats" in str(c.value) for c in at.caption)
+    sizes = runs[0]["dataset"]["sizes"]  # 200 images: Table 1 says the paper had about 8,000 + 2,000
+    assert any(f"Data: ours {sizes['train'] + sizes['val']:,} training + validation and {sizes['test']:,} test "
+               "images; the paper about 8,000 and 2,000" in str(c.value) for c in at.caption)
     shown = at.dataframe[0].value  # the Adam head's Table 3: key columns only, all four baselines
     assert list(shown.columns[:3]) == ["stage one", "stage one test", "Adam head test"]
     assert {"difference", "p-value", "significant"} <= set(shown.columns)
