@@ -91,10 +91,11 @@ def submit_job(queue, protocol, repeats: int, *, start_worker: bool = True, labe
 def _submit(args: argparse.Namespace) -> int:
     from .jobs import QueueFull
 
+    protocol = protocol_from_args(args)  # every option is checked before the cache folder is made
     executor = executor_from_args(args)
     q = _queue(args)
     try:
-        job_id = submit_job(q, protocol_from_args(args), args.repeats, start_worker=not args.no_worker,
+        job_id = submit_job(q, protocol, args.repeats, start_worker=not args.no_worker,
                             executor=executor.to_dict() if executor else None)
     except QueueFull as exc:
         print(f"error: {exc}", file=sys.stderr)
