@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cli import (add_cache_argument, add_executor_arguments, add_protocol_arguments, command, executor_from_args,
                   protocol_from_args)
+
+if TYPE_CHECKING:
+    from .config import Protocol
+    from .jobs import JobQueue
 
 
 def _queue(args: argparse.Namespace):
@@ -67,7 +71,7 @@ def _submit_arguments(parser: argparse.ArgumentParser) -> None:
     add_executor_arguments(parser, default="the worker's")
 
 
-def submit_job(queue, protocol, repeats: int, *, start_worker: bool = True, label: str = "",
+def submit_job(queue: JobQueue, protocol: Protocol, repeats: int, *, start_worker: bool = True, label: str = "",
                **options: Any) -> str:
     """Queue one experiment, print its id (stdout) and its state (stderr), and start a local worker if none runs.
 
