@@ -195,12 +195,12 @@ def table1_section(runs, column, s1w, s2w, source, prov: str) -> None:
                 out[f"{split}, paper"] = pct(theirs.loc[label, f"{split} mean"])
         rows.append(out)
     st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–")
+    size_note = paper.data_size_note(runs[0]["protocol"]["dataset"], runs[0]["dataset"].get("sizes", {}))
     st.caption(f"Ours: {len(runs)} repeat(s), mean ± standard deviation; training accuracy: "
                f"{stats.TRAIN_SOURCES[source]}. "
                + (f"Paper: {paper.REPEATS} repeats, {paper.COLUMNS[column][1]}, RTX 2080 Ti." if column else
                   "The paper has no column for this dataset.")
-               + (f" {note}" if column and (note := paper.data_size_note(
-                   runs[0]["protocol"]["dataset"], runs[0]["dataset"].get("sizes", {}))) else ""))
+               + (f" {size_note}" if column and size_note else ""))
     if theirs is not None:
         with st.expander("Differences from the paper, and each method's gain over stage one"):
             base_ours, base_theirs = ours.iloc[0]["test mean"], theirs.iloc[0]["test mean"]
