@@ -89,6 +89,16 @@ def chromium_page(width: int = 1280, height: int = 900):
             browser.close()
 
 
+def upload_photo(page, photo: Path) -> None:
+    """On Classify: upload ``photo`` and wait until its predictions are on the page."""
+    from playwright.sync_api import expect
+
+    uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
+    uploader.wait_for(state="attached", timeout=60_000)
+    uploader.set_input_files(str(photo))
+    expect(page.get_by_text("Predictions for")).to_be_visible(timeout=90_000)
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     """The real app served by `streamlit run`, over a cache holding a finished experiment."""
@@ -111,10 +121,7 @@ def test_classify_an_uploaded_photo_in_chromium(app_url, tmp_path):
             .to_be_visible(timeout=60_000)
         page.locator("[data-testid='stSidebarNav'] a", has_text="Classify").click()
         expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=30_000)
-        uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
-        uploader.wait_for(state="attached", timeout=60_000)
-        uploader.set_input_files(str(photo))
-        expect(page.get_by_text("Predictions for")).to_be_visible(timeout=60_000)
+        upload_photo(page, photo)
         metrics = page.locator("[data-testid='stMetric']")
         expect(metrics).to_have_count(3, timeout=30_000)
         for label in ("Stage one (CNN)", "Stage two, Adam head", "Stage two, SGD head"):
@@ -161,10 +168,7 @@ def test_classify_a_dog_photo_with_the_shipped_dogs_and_cats_model(tmp_path):
         with chromium_page() as page:
             page.goto(f"{url}/classify")
             expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=60_000)
-            uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
-            uploader.wait_for(state="attached", timeout=60_000)
-            uploader.set_input_files(str(photo))
-            expect(page.get_by_text("Predictions for")).to_be_visible(timeout=90_000)
+            upload_photo(page, photo)
             model = page.get_by_role("combobox", name="Model")
             if "Dogs & Cats" not in model.input_value():  # the preselection follows the photo; make sure
                 model.click()

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from core import reference
-from tests.test_browser import CHROMIUM, HAS_CHROMIUM, HAS_PLAYWRIGHT, chromium_page, running_app
+from tests.test_browser import CHROMIUM, HAS_CHROMIUM, HAS_PLAYWRIGHT, chromium_page, running_app, upload_photo
 from tests.test_classify import jpeg_with_exif_rotation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,10 +77,7 @@ def test_demo_pages_and_classify_in_a_fresh_environment(demo_server, tmp_path):
         # Classify works at once with the shipped model: no training, no network.
         page.locator("[data-testid='stSidebarNav'] a", has_text="Classify").click()
         expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=60_000)
-        uploader = page.locator("[data-testid='stFileUploader'] input[type='file']")
-        uploader.wait_for(state="attached", timeout=60_000)
-        uploader.set_input_files(str(photo))
-        expect(page.get_by_text("Predictions for")).to_be_visible(timeout=90_000)
+        upload_photo(page, photo)
         expect(page.locator("[data-testid='stMetric']")).to_have_count(3, timeout=30_000)
         peak = max(peak, _tree_rss(server))
         # The shipped results are on the Results page, labelled as the reference run.
