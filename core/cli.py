@@ -159,6 +159,8 @@ def print_table3(runs: list[dict], out=None) -> None:
     from . import stats
 
     out = out or sys.stdout
+    for line in stats.at_chance(runs):
+        print(f"\nWarning: {line}", file=out)
     table = stats.table3(runs)
     if table.empty:
         return

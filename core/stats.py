@@ -289,6 +289,38 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
     return text
 
 
+CHANCE_MARGIN = 0.02
+"""A stage scores "at chance" when its mean test accuracy is at most this far above 1 / number of classes."""
+
+
+def at_chance(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per stage whose mean test accuracy is no better than guessing, with its optimizer steps.
+
+    Tiny demo runs (a few epochs on a few hundred images) give a head a few dozen steps, which can leave it
+    below chance; comparing such a head with stage one says nothing about the paper's claim, so the app says
+    so next to the numbers rather than letting a "reversed" verdict stand alone.
+    """
+    if not runs or not runs[0].get("dataset", {}).get("class_names"):
+        return []
+    classes = len(runs[0]["dataset"]["class_names"])
+    chance = 1.0 / classes
+    train_images = runs[0]["dataset"].get("sizes", {}).get("train")
+    batch = runs[0]["protocol"].get("batch_size", 32)
+    lines = []
+    for method, label in METHODS.items():
+        mean = float(np.mean([metric(r, method, "test") for r in runs]))
+        if mean > chance + CHANCE_MARGIN:
+            continue
+        line = (f"{label} ends at {100 * mean:.1f}% test accuracy, no better than chance ({100 * chance:.0f}% "
+                f"for {classes} classes)")
+        if train_images:
+            epochs = float(np.mean([r[method]["epochs_run"] for r in runs]))
+            steps = epochs * -(-int(train_images) // int(batch))
+            line += f" after about {steps:.0f} optimizer steps ({epochs:.0f} epochs of {train_images} images)"
+        lines.append(line + ": too little training to judge the second stage; use more epochs or images.")
+    return lines
+
+
 def _share(row: dict[str, Any]) -> str:
     share = float(row["share of gain"])
     return "an undefined share" if not np.isfinite(share) else f"{100 * share:.0f}%"

@@ -86,6 +86,8 @@ def verdict_section(runs, column: str | None) -> None:
                 "re-estimated, so Table 3 and its verdict need newer runs of this protocol.")
         st.caption(paper_line(column))
         return
+    for line in stats.at_chance(runs):
+        st.warning(line)
     for head in ("adam", "sgd"):
         text = stats.verdict(complete, head)
         st.markdown(f"**Ours, {HEAD_NAMES[head]}:** {text}")

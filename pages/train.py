@@ -127,6 +127,8 @@ def finished_summary(runs: list) -> None:
     p_line = " · ".join(f"{h} head p = {p_text(p)}" for h, p in zip(("Adam", "SGD"), tests["p (t-test)"]))
     st.caption(f"Means over {len(runs)} repeat(s); paired two-tailed t-test of test accuracy against stage one: "
                f"{p_line}.")
+    for line in stats.at_chance(runs):
+        st.warning(line)
     complete = [r for r in runs if "last_bn" in r["stage1"]]
     if complete:
         st.markdown(f"**Verdict:** {stats.verdict(complete, 'adam')}")

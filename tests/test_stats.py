@@ -5,7 +5,7 @@ import pytest
 
 from core import paper
 from core.config import Protocol
-from core.stats import option_effects, outlier_mask, paired_test, table1, table2, table3, verdict
+from core.stats import at_chance, option_effects, outlier_mask, paired_test, table1, table2, table3, verdict
 
 
 def fake_run(repeat, s1_test, adam_test, sgd_test=None, s1_best_test=None):
@@ -160,3 +160,16 @@ def test_table3_uses_only_records_that_hold_the_batchnorm_evaluations():
     assert len(table3(TABLE3_RUNS + old)) == len(table3(TABLE3_RUNS))
     assert set(table3(TABLE3_RUNS + old)["n"]) == {4}
     assert verdict(old).startswith("No repeat holds")
+
+
+def test_a_head_no_better_than_guessing_is_named_with_its_optimizer_steps():
+    runs = [fake_run(i, 0.70, 0.40, sgd_test=0.51) for i in range(2)]  # two classes: chance is 50%
+    for run in runs:
+        run["dataset"].update(class_names=["cat", "dog"], sizes={"train": 100, "val": 20, "test": 40})
+        run["adam"]["epochs_run"] = run["sgd"]["epochs_run"] = 2
+    lines = at_chance(runs)
+    # 100 images at batch 32 = 4 steps per epoch, 2 epochs = 8 steps; 51% is within 2 pp of chance
+    assert len(lines) == 2 and lines[0].startswith("CNN + second stage (Adam) ends at 40.0% test accuracy")
+    assert "chance (50% for 2 classes) after about 8 optimizer steps (2 epochs of 100 images)" in lines[0]
+    assert lines[1].startswith("CNN + second stage (SGD) ends at 51.0%")
+    assert at_chance([fake_run(0, 0.70, 0.80)]) == []  # no class names in the record: nothing to judge by

@@ -76,6 +76,10 @@ def test_a_finished_job_shows_its_accuracies_p_values_and_links_to_its_experimen
     at.selectbox(key="train_watch").set_value(job_id).run()
     assert [m.label for m in at.metric] == ["Stage one (CNN), test", "Adam head, test", "SGD head, test"]
     assert "p = " in captions(at)
+    # this real two-epoch run on 160 photos never got past guessing, and the page says so beside the numbers
+    warnings = [w.value for w in at.warning]
+    assert any(w.startswith("CNN + second stage (Adam) ends at 50.5% test accuracy, no better than chance")
+               and "about 10 optimizer steps" in w for w in warnings), warnings
     links = [p.proto for p in at.get("page_link") if p.proto.page == "results"]
     assert links and links[0].query_string == f"experiment={protocol.key()}"
 
