@@ -118,6 +118,64 @@ def summarize(dataset: str, data_path: str | None = None) -> DatasetSummary:
         return DatasetSummary(dataset, False, f"Could not read the data: {exc}")
 
 
+@dataclass
+class Duplicates:
+    """Byte-identical image files in a folder dataset.
+
+    Why it matters: a random split puts copies of one image on both sides, and on those test images the
+    accuracy measures memory, not generalisation (the paper's own Face Mask set has such copies). Files that
+    differ only in encoding are not found: this is an exact check, not a perceptual one.
+    """
+
+    groups: list[list[str]]
+    """Each group: two or more files with the same bytes (paths relative to the dataset folder)."""
+    across_classes: int
+    """Groups whose copies sit in different class folders: one image, two labels."""
+    test_with_copy: float
+    """Test images with a copy among the training and validation images: counted for a pre-split folder,
+    the expected number under the protocol's random test split for a flat one (see :attr:`exact`)."""
+    exact: bool
+
+    @property
+    def copies(self) -> int:
+        """Files beyond the first of each group."""
+        return sum(len(g) - 1 for g in self.groups)
+
+
+def find_duplicates(data_path: str, test_split: float = 0.2) -> Duplicates:
+    """Group a folder dataset's files by content (sizes first, then SHA-256 of equal-sized files only).
+
+    For a flat folder the test split is drawn per repeat, so the count of test images with a copy in training
+    is its expectation: a group of ``g`` copies contributes ``g * q * (1 - q ** (g - 1))`` with ``q`` the test
+    fraction (each copy lands in test with probability ``q``; it counts when some other copy does not).
+    """
+    import hashlib
+
+    scan = scan_image_folder(data_path)
+    labelled = [(path, label, "train") for path, label in scan.train] + \
+               [(path, label, "test") for path, label in scan.test]
+    by_size: dict[int, list[tuple[Path, int, str]]] = {}
+    for item in labelled:
+        by_size.setdefault(item[0].stat().st_size, []).append(item)
+    groups: list[list[tuple[Path, int, str]]] = []
+    for same_size in by_size.values():
+        if len(same_size) < 2:
+            continue
+        by_hash: dict[str, list[tuple[Path, int, str]]] = {}
+        for item in same_size:
+            by_hash.setdefault(hashlib.sha256(item[0].read_bytes()).hexdigest(), []).append(item)
+        groups += [g for g in by_hash.values() if len(g) > 1]
+    if scan.layout == "pre-split":
+        test_with_copy = float(sum(sum(s == "test" for _, _, s in g) for g in groups
+                                   if any(s == "train" for _, _, s in g)))
+    else:
+        q = test_split
+        test_with_copy = float(sum(len(g) * q * (1 - q ** (len(g) - 1)) for g in groups))
+    return Duplicates(groups=sorted(sorted(str(p.relative_to(scan.root)) for p, _, _ in g) for g in groups),
+                      across_classes=sum(len({label for _, label, _ in g}) > 1 for g in groups),
+                      test_with_copy=test_with_copy, exact=scan.layout == "pre-split")
+
+
 # --------------------------------------------------------------------------------------------- samples
 
 def array_samples(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int,

@@ -26,6 +26,32 @@ def samples(dataset: str, path: str | None, per_class: int, seed: int, stamp: fl
     return preview.folder_samples(path, per_class, size=128, seed=seed)
 
 
+@st.cache_data(show_spinner="Looking for duplicate files…", max_entries=16)
+def duplicates(path: str, test_split: float, stamp: float):
+    from core import preview
+
+    return preview.find_duplicates(path, test_split)
+
+
+def duplicates_note(path: str, protocol) -> None:
+    """Byte-identical files, and how many test images a random split leaves with a copy in training."""
+    found = duplicates(path, protocol.test_split, _stamp(path))
+    if not found.groups:
+        st.caption("Duplicates: no two image files have the same bytes.")
+        return
+    n = found.test_with_copy
+    about = f"{n:.1f}" if n < 10 else f"{n:.0f}"
+    where = (f"{n:.0f} test image(s) are copies of a training image" if found.exact else
+             f"under the paper's random {protocol.test_split:.0%} test split, about {about} test images per "
+             "repeat are copies of a training or validation image")
+    text = (f"**Duplicates:** {found.copies} file(s) are byte-identical copies of others ({len(found.groups)} "
+            f"distinct images, e.g. {' = '.join(found.groups[0][:3])}); {where}. On those, test accuracy "
+            "measures memory, not generalisation.")
+    if found.across_classes:
+        text += f" {found.across_classes} of the groups sit in different class folders: one image, two labels."
+    st.warning(text, icon=":material/content_copy:")
+
+
 def _stamp(path: str | None) -> float:
     """Changes when a pointed-at folder changes, so cached scans do not go stale."""
     import os
@@ -90,6 +116,8 @@ def show(dataset: str) -> None:
     if summ.ignored:
         st.caption(f"{len(summ.ignored)} non-image file(s) are ignored, e.g. {summ.ignored[0]}.")
     st.plotly_chart(distribution_chart(summ, protocol), key=f"dist_{dataset}")
+    if path:
+        duplicates_note(path, protocol)
 
     st.markdown("**Sample images per class** (the paper's Figures 5, 7, 10, 13)")
     seed = st.session_state.get(f"sample_seed::{dataset}", 0)

@@ -184,11 +184,16 @@ def test_datasets_page_points_at_an_image_folder(empty, tmp_path):
 
     images, labels = synthetic_images(6, 3)
     root = write_class_folders(tmp_path / "masks", images, labels, ["incorrect", "with_mask", "without_mask"])
+    copied = sorted((root / "with_mask").iterdir())[0]
+    (root / "with_mask" / "copy.png").write_bytes(copied.read_bytes())  # like the paper's own Face Mask set
     at = open_page("pages/datasets.py")
     at.text_input(key="data_path::face-mask").set_value(str(root)).run()
     assert_clean(at, "datasets with a folder")
     assert any(str(root) in t for t in texts(at, "success"))
     assert any(m.label == "test" for m in at.metric)
+    warning = next(t for t in texts(at, "warning") if t.startswith("**Duplicates:**"))
+    assert "1 file(s) are byte-identical copies of others (1 distinct images" in warning
+    assert "random 20% test split, about 0.3 test images per repeat" in warning  # 2 * 0.2 * 0.8
 
 
 def test_augmentation_regenerates_with_the_next_seed(empty):

@@ -172,13 +172,14 @@ def test_the_repository_bundles_if_present_are_complete_and_small():
             assert info["ood_path"] is not None, bundle.name
 
 
-def test_the_shipped_dogs_cats_cnn_agrees_with_float32():
+@pytest.mark.parametrize("name", ["dogs-cats", "face-mask-v1", "face-mask-v2"])
+def test_the_shipped_photo_cnns_agree_with_float32(name):
     """Measured by `python -m core bundle` on the repeat's whole test split, before shipping (the float32 model
     is not shipped, so this reads that measurement)."""
-    bundle = reference.REFERENCE_DIR / "dogs-cats"
+    bundle = reference.REFERENCE_DIR / name
     info = reference.model_info(bundle) if bundle.is_dir() else None
     if not info or "stage1_storage" not in info:
-        pytest.skip("no compact Dogs & Cats bundle in reference/ yet (its reference run is still training)")
+        pytest.skip(f"no compact {name} bundle in reference/ yet (its reference run is still training)")
     storage = info["stage1_storage"]
     assert storage["test_images"] >= 1000 and storage["agreement_with_float32"] >= 0.995
     assert info["paths"]["stage1"].suffix == ".npz" and storage["shipped_mb"] < 30
