@@ -274,6 +274,9 @@ def _add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
                                                        "recorded path (needed for the statistics shipped with "
                                                        "the models)")
     parser.add_argument("--dest", metavar="DIR", help="default: $TWO_STAGE_REFERENCE, else reference/ in the project")
+    parser.add_argument("--records-only", action="store_true",
+                        help="ship the records but no models (a second protocol of a dataset whose models "
+                             "another bundle ships, e.g. face-mask-v2 beside face-mask-v1)")
 
 
 @command("bundle", "copy a finished experiment into reference/ as the app's shipped results",
@@ -288,6 +291,7 @@ def _bundle(args: argparse.Namespace) -> int:
     dest_root = Path(args.dest) if args.dest else reference.REFERENCE_DIR
     try:
         dest = reference.build_bundle(store, key, dest_root, args.repeat, name=args.name, data_path=args.data,
+                                      records_only=args.records_only,
                                       report=lambda line: print(line, file=sys.stderr))
     except (DatasetUnavailable, OSError) as exc:
         print(f"error: {exc} Nothing was changed in {dest_root}.", file=sys.stderr)

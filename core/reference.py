@@ -148,7 +148,7 @@ def choose_experiment(store: RunStore, name: str | None = None) -> str:
 
 
 def build_bundle(store: RunStore, key: str, dest_root: Path = REFERENCE_DIR, model_repeat: int | None = None,
-                 *, name: str | None = None, data_path: str | None = None,
+                 *, name: str | None = None, data_path: str | None = None, records_only: bool = False,
                  report: Report = lambda line: None) -> Path:
     """Ship an experiment's records and one repeat's models as ``dest_root/<name>/``; returns that folder.
 
@@ -156,6 +156,8 @@ def build_bundle(store: RunStore, key: str, dest_root: Path = REFERENCE_DIR, mod
     typical of the run rather than its luckiest repeat. Shipping models needs the experiment's data
     (``data_path`` overrides the recorded path): the training images give the out-of-distribution
     statistics, the test images the shipped models' accuracy and the compact model's agreement with float32.
+    ``records_only`` ships the records without models: for a second protocol of a dataset whose model set
+    another bundle already ships (Face Mask v2 beside v1), so ``reference/`` stays within its size budget.
     Raises ValueError (or :class:`core.datasets.DatasetUnavailable`) before anything in ``dest_root/<name>``
     has changed.
     """
@@ -164,7 +166,9 @@ def build_bundle(store: RunStore, key: str, dest_root: Path = REFERENCE_DIR, mod
         raise ValueError(f"no finished repeats for experiment {key} in {store.root}")
     protocol = Protocol.from_dict(runs[0]["protocol"])
     name = check_name(name or bundle_name(protocol))
-    model_repeat = _model_repeat(store, key, runs, model_repeat)
+    if records_only and model_repeat is not None:
+        raise ValueError("--repeat chooses the models to ship; --records-only ships none")
+    model_repeat = None if records_only else _model_repeat(store, key, runs, model_repeat)
     dest_root = Path(dest_root)
     dest_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.building-", dir=dest_root))
