@@ -80,14 +80,14 @@ def verdict_section(runs, column: str | None) -> None:
     from core import stats
 
     st.subheader("Does the second stage help, and why?")
+    for line in stats.at_chance(runs):
+        st.warning(line)
     complete = [r for r in runs if "last_bn" in r["stage1"]]
     if not complete:
         st.info("These records were made before stage one was also scored with BatchNorm statistics "
                 "re-estimated, so Table 3 and its verdict need newer runs of this protocol.")
         st.caption(paper_line(column))
         return
-    for line in stats.at_chance(runs):
-        st.warning(line)
     for head in ("adam", "sgd"):
         text = stats.verdict(complete, head)
         st.markdown(f"**Ours, {HEAD_NAMES[head]}:** {text}")
