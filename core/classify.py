@@ -184,28 +184,34 @@ def _predict(models: Models, image: np.ndarray, inverted: bool) -> Prediction:
     return Prediction(image, probs, list(models.class_names), inverted, features=features, ood=verdict)
 
 
-def fit_ratios(candidates: Sequence[Models], data: bytes, *,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> list[float | None]:
-    """For each model set, how far out of its distribution the photo is (score / threshold: below 1 looks
-    like its test images); None for a model without statistics. The photo is decoded once per input shape."""
+def fit_verdicts(candidates: Sequence[Models], data: bytes, *,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Verdict | None]:
+    """Each model set's out-of-distribution verdict on the photo (None for a model without statistics). The
+    photo is decoded once per input shape."""
     decoded: dict[tuple[int, ...], tuple[np.ndarray, bool]] = {}
-    out: list[float | None] = []
+    out: list[Verdict | None] = []
     for models in candidates:
         if models.ood is None:
             out.append(None)
             continue
         if models.input_shape not in decoded:
             decoded[models.input_shape] = prepare(models, bytes(data), max_pixels=max_pixels)
-        pred = _predict(models, *decoded[models.input_shape])
-        out.append(pred.ood.ratio if pred.ood else None)
+        out.append(_predict(models, *decoded[models.input_shape]).ood)
     return out
 
 
-def best_fit(ratios: Sequence[float | None]) -> int | None:
-    """Index of the model whose training images the photo resembles most (lowest ratio), None if no model
-    has statistics."""
-    scored = [(r, i) for i, r in enumerate(ratios) if r is not None]
-    return min(scored)[1] if scored else None
+def best_fit(verdicts: Sequence[Verdict | None]) -> int | None:
+    """Index of the model whose own test images the photo is most typical of, None if no model has statistics.
+
+    Models are compared by the photo's rank among each model's test images (the share that scored lower),
+    not by the score's ratio to the threshold: a model trained on a varied set (Face Mask) has a long tail of
+    test scores and so a high threshold, and by ratio every photo looks at home there. With the shipped
+    bundles, lowest ratio picked the photo's own model for 26 % of 150 pet photos; lowest rank for 79 % of pet
+    photos, 80 % of faces and 96 % of Fashion-MNIST items (README, "Classify"). A photo beyond every model's
+    test images ranks 1.0 everywhere; the ratio then decides.
+    """
+    scored = [(v.score_rank, v.ratio, i) for i, v in enumerate(verdicts) if v is not None]
+    return min(scored)[2] if scored else None
 
 
 def heat_map(models: Models, pred: Prediction) -> np.ndarray:

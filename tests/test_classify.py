@@ -297,7 +297,7 @@ def test_the_best_fitting_model_is_the_one_whose_images_the_photo_resembles(gray
     """Two model sets with statistics of very different images (dark 28x28 items; bright colour quadrants):
     each photo is closest to its own kind, and a model without statistics is never chosen."""
     from core import ood
-    from core.classify import best_fit, fit_ratios
+    from core.classify import best_fit, fit_verdicts
     from tests.conftest import synthetic_images
 
     rng = np.random.default_rng(0)
@@ -312,10 +312,10 @@ def test_the_best_fitting_model_is_the_one_whose_images_the_photo_resembles(gray
                   load_models(color_paths, ood_path=color_stats.save(tmp_path / "color.npz"))]
     quad = png_bytes(synthetic_images(1, 4, size=32, seed=9)[0][2])
     item = png_bytes(dark[5][..., 0])
-    assert best_fit(fit_ratios(candidates, quad)) == 1
-    assert best_fit(fit_ratios(candidates, item)) == 0
-    assert fit_ratios(candidates, item)[1] > 1  # a grey item is out of the colour model's range
-    assert fit_ratios([gray_models] + candidates, item)[0] is None
+    assert best_fit(fit_verdicts(candidates, quad)) == 1
+    assert best_fit(fit_verdicts(candidates, item)) == 0
+    assert fit_verdicts(candidates, item)[1].flagged  # a grey item is out of the colour model's range
+    assert fit_verdicts([gray_models] + candidates, item)[0] is None
     assert best_fit([None, None]) is None
 
 
@@ -392,25 +392,25 @@ print(json.dumps({{"backend": keras.backend.backend(),
 
 # ------------------------------------------------------------------------------ the shipped photo models
 
-def test_each_real_photo_fits_the_shipped_model_of_its_kind():
-    """Classify preselects the shipped model whose training images the photo resembles most: the pet photos
-    go to Dogs & Cats, the faces to Face Mask, and the Face Mask model tells a mask from none. (The face photos
-    come from the Face Mask set, so they may have been among the shipped repeat's training images; the pet
-    answers are not asserted: the shipped Dogs & Cats CNN is right on about 69 % of test photos, and its stage
-    one calls dog_2.jpg a cat.)"""
+def test_pet_photos_get_the_shipped_pet_model_and_faces_a_right_face_mask_answer():
+    """Classify preselects the shipped model whose own test images the photo is most typical of: every pet
+    photo gets the Dogs & Cats model (by the lowest ratio to the threshold, which this replaced, all four got
+    the Face Mask model). Both face photos are among the ~20 % of faces that rank as more typical for the pet
+    model (README, "Classify"), so for them the test asks only that the Face Mask model, picked by hand, passes
+    them and tells a mask from none. (They come from the Face Mask set, so they may have been among the shipped
+    repeat's training images; pet answers are not asserted: the shipped pet CNN is right on ~69 % of photos.)"""
     from core import catalog
-    from core.classify import best_fit, fit_ratios
+    from core.classify import best_fit, fit_verdicts
 
     shipped = {m.dataset: m for m in catalog.models() if m.source == catalog.REFERENCE}
     if not {"dogs-cats", "face-mask"} <= set(shipped):
         pytest.skip("reference/ does not ship both the Dogs & Cats and the Face Mask models yet")
-    order = ["dogs-cats", "face-mask"]
-    candidates = [load_models(shipped[d].paths, shipped[d].class_names, shipped[d].ood_path) for d in order]
-    expected = {"cat": ("dogs-cats", "cats"), "dog": ("dogs-cats", "dogs"),
-                "face_with_mask": ("face-mask", "with_mask"), "face_without_mask": ("face-mask", "without_mask")}
+    pets, faces = [load_models(shipped[d].paths, shipped[d].class_names, shipped[d].ood_path)
+                   for d in ("dogs-cats", "face-mask")]
     for name, data in photo_bytes().items():
-        dataset, label = expected[name.rsplit("_", 1)[0] if name[-1].isdigit() else name]
-        chosen = best_fit(fit_ratios(candidates, data))
-        assert order[chosen] == dataset, (name, fit_ratios(candidates, data))
-        if dataset == "face-mask":
-            assert classify(candidates[chosen], data).top("stage1")[0] == label, name
+        verdicts = fit_verdicts([pets, faces], data)
+        if name.startswith(("cat", "dog")):
+            assert best_fit(verdicts) == 0, (name, [(v.score_rank, v.ratio) for v in verdicts])
+        else:
+            answer = classify(faces, data)
+            assert not answer.ood.flagged and answer.top("stage1")[0] == name.removeprefix("face_"), name
