@@ -134,6 +134,12 @@ def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int) ->
         st.caption(f"Out-of-distribution check passed: the photo is within the range of the model's test images "
                    f"(further from the classes than {verdict.score_rank:.0%} of them; the threshold is the 99th "
                    f"percentile).")
+        also = _also_within(choices, fits, picked)
+        if also:
+            st.info(f"The photo is also within the range of the shipped {also}. Between the photo models this "
+                    "check tells little apart (a face passes the pet model's check, a pet the face model's), so "
+                    "the preselection is a guess: compare the answers by picking another model under Model.",
+                    icon=":material/compare_arrows:")
 
 
 def _suggestion(choices, fits: dict[int, Verdict], picked: int, flagged: bool) -> str:
@@ -145,6 +151,14 @@ def _suggestion(choices, fits: dict[int, Verdict], picked: int, flagged: bool) -
     if flagged and fits:
         return " None of the shipped models has seen photos like this one."
     return ""
+
+
+def _also_within(choices, fits: dict[int, Verdict], picked: int) -> str:
+    """The other shipped models (of other datasets) whose check the photo passes too, in words."""
+    others = [f"**{choices[i].title}** model (further from its classes than {v.score_rank:.0%} of its test "
+              "images)" for i, v in sorted(fits.items(), key=lambda item: item[1].score_rank)
+              if not v.flagged and i != picked and choices[i].dataset != choices[picked].dataset]
+    return " and the ".join(others)
 
 
 def show_prediction(pred, name: str) -> None:

@@ -56,7 +56,8 @@ def standings_table():
         if exp:
             s1 = sum(r["stage1"][exp.protocol.stage1_eval]["test_accuracy"] for r in exp.runs) / len(exp.runs)
             s2 = sum(r["adam"][exp.protocol.stage2_eval]["test_accuracy"] for r in exp.runs) / len(exp.runs)
-            row["ours"] = f"{pct(s1)} → {pct(s2)}, {signed_pct(s2 - s1)}, {len(exp.runs)} repeats"
+            repeats = f"{len(exp.runs)} repeat" + ("" if len(exp.runs) == 1 else "s")
+            row["ours"] = f"{pct(s1)} → {pct(s2)}, {signed_pct(s2 - s1)}, {repeats}"
             complete = [r for r in exp.runs if "last_bn" in r["stage1"]]
             row["verdict (ours)"] = (stats.verdict(complete, "adam") if complete else
                                      "Records predate the BatchNorm evaluations: no Table 3 yet.")
