@@ -102,9 +102,10 @@ def _significance(p: float, alpha: float = 0.05) -> str:
     return "–" if not math.isfinite(p) else ("yes" if p < alpha else "no")
 
 
-def share_text(share: float, gain: float) -> str:
-    """A fix's share of the head's gain; only meaningful when the head gained (else a dash)."""
-    if not (math.isfinite(share) and math.isfinite(gain)) or gain <= 0:
+def share_text(share: float, gain: float, p: float, alpha: float = 0.05) -> str:
+    """A fix's share of the head's gain; a dash unless the head gained significantly (the verdict's rule: a
+    share of a gain that may be noise can be any size, 200 % of +0.1 pp says nothing)."""
+    if not (math.isfinite(share) and math.isfinite(gain) and math.isfinite(p)) or gain <= 0 or p >= alpha:
         return "–"
     return f"{100 * share:.0f}%".replace("-0%", "0%")
 
@@ -120,12 +121,14 @@ def table3_section(runs, column: str | None) -> None:
     st.caption("Each head's test accuracy against four readings of stage one, paired over the same repeats: as "
                "the protocol reports it; its best val_accuracy checkpoint; the same weights with every "
                "BatchNorm layer's statistics re-estimated on the training split; both. *Share of gain*: how much "
-               "of the head's gain over the reported stage one that fix recovers alone (a dash without a gain). "
+               "of the head's gain over the reported stage one that fix recovers alone (a dash unless that gain is "
+               "significant: a share of noise can be any size). "
                + (f"This CNN has {layers} BatchNorm layer(s)." if layers else
                   "This CNN has no BatchNorm layer, so the BatchNorm rows equal the others."))
     for head in ("adam", "sgd"):
         part = table[table["head"] == head]
-        gain = float(part[part["baseline"] == "reported"]["mean difference"].iloc[0])
+        main = part[part["baseline"] == "reported"].iloc[0]
+        gain, gain_p = float(main["mean difference"]), float(main["p (t-test)"])
         shown = pd.DataFrame({
             "stage one": [BASELINE_NAMES[b] for b in part["baseline"]],
             "stage one test": part["mean first"].map(pct).to_list(),
@@ -135,8 +138,9 @@ def table3_section(runs, column: str | None) -> None:
                        for lo, hi in zip(part["ci low"], part["ci high"])],
             "p-value": part["p (t-test)"].map(p_text).to_list(),
             "significant": [_significance(p) for p in part["p (t-test)"]],
-            "share of gain": [share_text(s, gain) for s in part["share of gain"]]})
-        st.markdown(f"**{HEAD_NAMES[head]}** ({int(part['n'].iloc[0])} repeats)")
+            "share of gain": [share_text(s, gain, gain_p) for s in part["share of gain"]]})
+        n = int(part["n"].iloc[0])
+        st.markdown(f"**{HEAD_NAMES[head]}** ({n} repeat{'' if n == 1 else 's'})")
         st.dataframe(shown, hide_index=True, placeholder="–")
         if column and head in paper.TABLE1[column]:
             theirs = paper.TABLE1[column]
