@@ -142,9 +142,14 @@ def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int) ->
                     icon=":material/compare_arrows:")
 
 
-def _suggestion(choices, fits: dict[int, Verdict], picked: int, flagged: bool) -> str:
+def _others_within(choices, fits: dict[int, Verdict], picked: int) -> list[int]:
+    """The other shipped models, of other datasets, whose check the photo passes, most typical first."""
     ranked = sorted(fits.items(), key=lambda item: (item[1].score_rank, item[1].ratio))
-    better = [i for i, v in ranked if not v.flagged and i != picked and choices[i].dataset != choices[picked].dataset]
+    return [i for i, v in ranked if not v.flagged and i != picked and choices[i].dataset != choices[picked].dataset]
+
+
+def _suggestion(choices, fits: dict[int, Verdict], picked: int, flagged: bool) -> str:
+    better = _others_within(choices, fits, picked)
     if better:
         return (f" Photos like this one are within the range of the shipped **{choices[better[0]].title}** model: "
                 "pick it under Model.")
@@ -154,11 +159,10 @@ def _suggestion(choices, fits: dict[int, Verdict], picked: int, flagged: bool) -
 
 
 def _also_within(choices, fits: dict[int, Verdict], picked: int) -> str:
-    """The other shipped models (of other datasets) whose check the photo passes too, in words."""
-    others = [f"**{choices[i].title}** model (further from its classes than {v.score_rank:.0%} of its test "
-              "images)" for i, v in sorted(fits.items(), key=lambda item: item[1].score_rank)
-              if not v.flagged and i != picked and choices[i].dataset != choices[picked].dataset]
-    return " and the ".join(others)
+    """:func:`_others_within` in words."""
+    return " and the ".join(f"**{choices[i].title}** model (further from its classes than "
+                            f"{fits[i].score_rank:.0%} of its test images)"
+                            for i in _others_within(choices, fits, picked))
 
 
 def show_prediction(pred, name: str) -> None:
@@ -261,8 +265,8 @@ def body() -> None:
     st.write("Upload a photo (or take one): it is decoded by the same function that reads the datasets, resized to "
              "the model's input, and classified by the stage-one CNN and by both stage-two heads on that CNN's "
              "features. The model preselected is the shipped one whose own test images the photo looks most "
-             "typical of: a guess, right for 79-96 % of the photos we tried it on (README, \"Classify\"), so "
-             "check the Model box.")
+             "typical of. That is a guess (the README's \"Classify\" says how often it was right), so check "
+             "the Model box.")
     lim = limits()
     choices = model_choices()
     if not choices:
