@@ -210,8 +210,14 @@ def best_fit(verdicts: Sequence[Verdict | None]) -> int | None:
     photos, 80 % of faces and 96 % of Fashion-MNIST items (README, "Classify"). A photo beyond every model's
     test images ranks 1.0 everywhere; the ratio then decides.
     """
-    scored = [(v.score_rank, v.ratio, i) for i, v in enumerate(verdicts) if v is not None]
-    return min(scored)[2] if scored else None
+    order = fit_order(verdicts)
+    return order[0] if order else None
+
+
+def fit_order(verdicts: Sequence[Verdict | None]) -> list[int]:
+    """Indices of the models with statistics, the one the photo is most typical of first (:func:`best_fit`)."""
+    scored = sorted((v.score_rank, v.ratio, i) for i, v in enumerate(verdicts) if v is not None)
+    return [i for _, _, i in scored]
 
 
 def heat_map(models: Models, pred: Prediction) -> np.ndarray:

@@ -210,7 +210,8 @@ def table3(runs: list[dict[str, Any]], alpha: float = 0.05) -> pd.DataFrame:
 
     ``share of gain`` is how much of the head's gain over the reported stage one the baseline's fix recovers
     on its own: ``(mean baseline - mean reported) / (mean head - mean reported)``. It can exceed 100% (the
-    fixed stage one beats the head) or be negative (the fix hurts).
+    fixed stage one beats the head) or be negative (the fix hurts). It is NaN unless that gain is positive and
+    significant: a share of a gain that may be noise can be any size (200 % of +0.1 pp says nothing).
     """
     runs = with_bn_evaluations(runs)
     if not runs:
@@ -220,12 +221,13 @@ def table3(runs: list[dict[str, Any]], alpha: float = 0.05) -> pd.DataFrame:
         second = np.array([metric(r, head, "test") for r in runs])
         reported = np.array([metric(r, "stage1", "test", baseline_weights(r, "reported")) for r in runs])
         gain = float(np.mean(second - reported))
+        stated = gain > 0 and paired_test(reported, second, alpha)["p (t-test)"] < alpha
         for baseline, label in BASELINES.items():
             first = np.array([metric(r, "stage1", "test", baseline_weights(r, baseline)) for r in runs])
             row = {"head": head, "baseline": baseline, "comparison": f"{METHODS[head]} vs {label}"}
             row.update(paired_test(first, second, alpha))
             row["significant"] = bool(row["p (t-test)"] < alpha)
-            row["share of gain"] = (float(np.mean(first - reported)) / gain) if gain else float("nan")
+            row["share of gain"] = float(np.mean(first - reported)) / gain if stated else float("nan")
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -103,13 +103,10 @@ def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, Verdict
 def pick_default(choices, fits: dict[int, Verdict], new_photo: bool) -> None:
     """On a new photo, preselect the model whose own test images it is most typical of
     (:func:`core.classify.best_fit`); the visitor's own choice stands until the next photo."""
-    from core.classify import best_fit
-
     if st.session_state.get(MODEL_KEY, 0) >= len(choices):
         st.session_state[MODEL_KEY] = 0
     if new_photo and fits:
-        indices = list(fits)
-        st.session_state[MODEL_KEY] = indices[best_fit([fits[i] for i in indices])]
+        st.session_state[MODEL_KEY] = _fits_in_order(fits)[0]
 
 
 def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int) -> None:
@@ -142,10 +139,18 @@ def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int) ->
                     icon=":material/compare_arrows:")
 
 
+def _fits_in_order(fits: dict[int, Verdict]) -> list[int]:
+    """Indices in ``choices``, the model the photo is most typical of first (:func:`core.classify.fit_order`)."""
+    from core.classify import fit_order
+
+    indices = list(fits)
+    return [indices[j] for j in fit_order([fits[i] for i in indices])]
+
+
 def _others_within(choices, fits: dict[int, Verdict], picked: int) -> list[int]:
     """The other shipped models, of other datasets, whose check the photo passes, most typical first."""
-    ranked = sorted(fits.items(), key=lambda item: (item[1].score_rank, item[1].ratio))
-    return [i for i, v in ranked if not v.flagged and i != picked and choices[i].dataset != choices[picked].dataset]
+    return [i for i in _fits_in_order(fits)
+            if not fits[i].flagged and i != picked and choices[i].dataset != choices[picked].dataset]
 
 
 def _suggestion(choices, fits: dict[int, Verdict], picked: int, flagged: bool) -> str:

@@ -102,10 +102,10 @@ def _significance(p: float, alpha: float = 0.05) -> str:
     return "–" if not math.isfinite(p) else ("yes" if p < alpha else "no")
 
 
-def share_text(share: float, gain: float, p: float, alpha: float = 0.05) -> str:
-    """A fix's share of the head's gain; a dash unless the head gained significantly (the verdict's rule: a
-    share of a gain that may be noise can be any size, 200 % of +0.1 pp says nothing)."""
-    if not (math.isfinite(share) and math.isfinite(gain) and math.isfinite(p)) or gain <= 0 or p >= alpha:
+def share_text(share: float) -> str:
+    """A fix's share of the head's gain (NaN, shown as a dash, unless that gain is significant:
+    :func:`core.stats.table3`)."""
+    if not math.isfinite(share):
         return "–"
     return f"{100 * share:.0f}%".replace("-0%", "0%")
 
@@ -127,8 +127,6 @@ def table3_section(runs, column: str | None) -> None:
                   "This CNN has no BatchNorm layer, so the BatchNorm rows equal the others."))
     for head in ("adam", "sgd"):
         part = table[table["head"] == head]
-        main = part[part["baseline"] == "reported"].iloc[0]
-        gain, gain_p = float(main["mean difference"]), float(main["p (t-test)"])
         shown = pd.DataFrame({
             "stage one": [BASELINE_NAMES[b] for b in part["baseline"]],
             "stage one test": part["mean first"].map(pct).to_list(),
@@ -138,7 +136,7 @@ def table3_section(runs, column: str | None) -> None:
                        for lo, hi in zip(part["ci low"], part["ci high"])],
             "p-value": part["p (t-test)"].map(p_text).to_list(),
             "significant": [_significance(p) for p in part["p (t-test)"]],
-            "share of gain": [share_text(s, gain, gain_p) for s in part["share of gain"]]})
+            "share of gain": [share_text(s) for s in part["share of gain"]]})
         n = int(part["n"].iloc[0])
         st.markdown(f"**{HEAD_NAMES[head]}** ({n} repeat{'' if n == 1 else 's'})")
         st.dataframe(shown, hide_index=True, placeholder="–")
