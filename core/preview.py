@@ -390,8 +390,9 @@ def provenance_line(runs: list[dict[str, Any]], source: str | None = None) -> st
     p = provenance(runs)
     if not p["repeats"]:
         return "no repeats"
-    text = (f"{p['repeats']} repeat(s) · protocol: {p['protocol']} · backend {p['backend']} on {p['device']} · "
-            f"{p['date']}")
+    n = p["repeats"]
+    text = (f"{n} repeat{'' if n == 1 else 's'} · protocol: {p['protocol']} · backend {p['backend']} on "
+            f"{p['device']} · {p['date']}")
     return f"{text} · {source}" if source else text
 
 

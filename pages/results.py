@@ -11,7 +11,7 @@ import math
 import streamlit as st
 
 from ui.common import (EXPERIMENT_PARAM, curves_figure, experiment_id, experiment_label, experiments,
-                       find_experiment, guard, p_text, pct, repeat_name, signed_pct)
+                       find_experiment, guard, p_text, pct, repeat_name, repeats_text, signed_pct)
 
 METHOD_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
 HEAD_NAMES = {"adam": "Adam head", "sgd": "SGD head"}
@@ -138,7 +138,7 @@ def table3_section(runs, column: str | None) -> None:
             "significant": [_significance(p) for p in part["p (t-test)"]],
             "share of gain": [share_text(s) for s in part["share of gain"]]})
         n = int(part["n"].iloc[0])
-        st.markdown(f"**{HEAD_NAMES[head]}** ({n} repeat{'' if n == 1 else 's'})")
+        st.markdown(f"**{HEAD_NAMES[head]}** ({repeats_text(n)})")
         st.dataframe(shown, hide_index=True, placeholder="–")
         if column and head in paper.TABLE1[column]:
             theirs = paper.TABLE1[column]
@@ -268,7 +268,8 @@ def figure16_section(runs, s1w, s2w, prov: str) -> None:
     ups = {h: int(((frame[f"{h}_test_accuracy"] - frame["stage1_test_accuracy"]) > 0).sum()) for h in HEAD_NAMES}
     st.caption(f"One line per repeat, coloured by its own comparison: green where that head beat stage one in "
                f"that repeat (Adam head {ups['adam']} of {len(frame)}, SGD head {ups['sgd']} of {len(frame)}), "
-               f"red where it did worse, grey for a tie; black: the means. {prov}")
+               f"red where it did worse, grey for a tie"
+               f"{'; black: the means' if len(frame) > 1 else ''}. {prov}")
 
 
 # ----------------------------------------------------------------------------------- the rest

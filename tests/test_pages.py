@@ -57,7 +57,7 @@ def test_a_fresh_clone_shows_the_shipped_run_and_classifies_with_it(tmp_path, mo
     dataset = at.selectbox[0].value  # the dataset the page opens on, and its shipped experiments' sizes
     counts = [len(runs) for runs in map(reference.load_runs, reference.bundles())
               if runs[0]["protocol"]["dataset"] == dataset]
-    assert any(f"Ours: {n} repeat(s)" in shown for n in counts) and "reference (shipped with the app)" in shown
+    assert any(f"Ours: {n} repeats" in shown for n in counts) and "reference (shipped with the app)" in shown
     at.switch_page("pages/classify.py").run()
     assert_clean(at, "classify")
     assert at.file_uploader, "Classify should accept an upload with the shipped model, before any training"
@@ -104,7 +104,7 @@ def test_every_page_with_a_finished_experiment(finished):
             md = " ".join(texts(at, "markdown"))
             assert "Table 1" in md and "Table 2" in md
             provenance = " ".join(texts(at, "info"))
-            assert "2 repeat(s)" in provenance and "fashion-mnist" in provenance and "tensorflow" in provenance
+            assert "2 repeats" in provenance and "fashion-mnist" in provenance and "tensorflow" in provenance
             assert len(at.download_button) == 4
         if page.endswith("classify.py"):
             assert at.selectbox[0].label == "Model" and len(at.selectbox[0].options) == 2
@@ -175,7 +175,7 @@ def test_train_page_shows_a_cached_job_as_done_and_cancels_a_queued_one(finished
 def test_overview_lists_our_numbers_with_provenance(finished):
     at = open_page("pages/overview.py")
     captions = " ".join(texts(at, "caption"))
-    assert "Ours, Fashion-MNIST" in captions and "2 repeat(s)" in captions
+    assert "Ours, Fashion-MNIST" in captions and "2 repeats" in captions
     assert any(b.label == "Start the quick run" for b in at.button)
 
 

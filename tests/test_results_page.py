@@ -180,6 +180,18 @@ def test_figure_16_colours_each_segment_by_its_own_head():
                         ("adam", "repeat 2"): GAIN_COLORS["down"], ("sgd", "repeat 2"): GAIN_COLORS["same"]}
 
 
+def test_figure_16_draws_no_mean_over_a_single_repeat():
+    import pandas as pd
+
+    one = pd.DataFrame({"repeat": [0], "stage1_test_accuracy": [0.80], "adam_test_accuracy": [0.85],
+                        "sgd_test_accuracy": [0.75]})
+    two = pd.concat([one, one.assign(repeat=1)])
+    means = lambda fig: [t for t in fig.data if t.meta and t.meta.get("mean")]  # noqa: E731
+    assert means(figure16(one)) == [] and len(means(figure16(two))) == 2
+    assert [t.line.color for t in figure16(one).data if t.meta and "gain" in t.meta] == \
+        [GAIN_COLORS["up"], GAIN_COLORS["down"]]
+
+
 def test_a_link_followed_from_another_page_wins_over_the_last_choice(results_cache):
     key = results_cache[0]["key"]
     at = open_results(key)

@@ -42,6 +42,8 @@ def figure16(frame: pd.DataFrame):
                             line=dict(color=gain_color(gain), width=1.5), meta={"head": head, "gain": gain},
                             hovertemplate=f"{label}<br>%{{x}}: %{{y:.2%}}<br>gain {100 * gain:+.2f} pp"
                                           "<extra></extra>", row=1, col=col)
+        if len(frame) < 2:
+            continue  # the mean of one repeat is that repeat: its thick black line would hide it
         means = [frame["stage1_test_accuracy"].mean(), frame[f"{head}_test_accuracy"].mean()]
         fig.add_scatter(x=xs, y=means, mode="lines+markers", name="mean", showlegend=col == 1,
                         line=dict(color="black", width=4), meta={"head": head, "mean": True},

@@ -364,8 +364,7 @@ def protocol_summary(protocol: Any) -> str:
 def experiment_label(exp: Any) -> str:
     """A short selectbox label: repeats, where it comes from, what differs from the paper, when."""
     when = max(r["finished_at"] for r in exp.runs)[:10]
-    n = len(exp.runs)
-    return (f"{n} repeat{'s' if n != 1 else ''} · {SHORT_SOURCE.get(exp.source, exp.source)} · "
+    return (f"{repeats_text(len(exp.runs))} · {SHORT_SOURCE.get(exp.source, exp.source)} · "
             f"{protocol_summary(exp.protocol)} · {when}")
 
 
@@ -399,6 +398,11 @@ def p_text(p: Any) -> str:
     if math.isnan(v):
         return "–"
     return f"{v:.2e}" if v < 1e-4 else f"{v:.4f}"
+
+
+def repeats_text(n: int) -> str:
+    """"1 repeat", "5 repeats": how many repeats stand behind a number, said the same way on every page."""
+    return f"{n} repeat{'' if n == 1 else 's'}"
 
 
 def repeat_name(repeat: Any) -> str:
