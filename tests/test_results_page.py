@@ -188,6 +188,8 @@ def test_figure_16_draws_no_mean_over_a_single_repeat():
     two = pd.concat([one, one.assign(repeat=1)])
     means = lambda fig: [t for t in fig.data if t.meta and t.meta.get("mean")]  # noqa: E731
     assert means(figure16(one)) == [] and len(means(figure16(two))) == 2
+    assert figure16(one).layout.yaxis.tickformat == ".1%"  # a 10 pp span; a 0.6 pp one needs two decimals:
+    assert figure16(one.assign(adam_test_accuracy=0.801, sgd_test_accuracy=0.795)).layout.yaxis.tickformat == ".2%"
     assert [t.line.color for t in figure16(one).data if t.meta and "gain" in t.meta] == \
         [GAIN_COLORS["up"], GAIN_COLORS["down"]]
 

@@ -52,7 +52,10 @@ def figure16(frame: pd.DataFrame):
                         ("head worse", GAIN_COLORS["down"]), ("tie", GAIN_COLORS["same"])):
         fig.add_scatter(x=[None], y=[None], mode="lines", name=name, line=dict(color=color, width=2),
                         meta={"legend": True}, row=1, col=1)  # legend keys only: no data
-    fig.update_yaxes(tickformat=".1%", row=1, col=1, title_text="test accuracy")
+    values = frame[[f"{k}_test_accuracy" for k in ("stage1", "adam", "sgd")]].to_numpy()
+    span = float(values.max() - values.min()) if values.size else 1.0
+    # ticks 0.1 pp apart need two decimals, or neighbouring labels read the same ("98.0 %", "98.0 %")
+    fig.update_yaxes(tickformat=".2%" if span < 0.02 else ".1%", row=1, col=1, title_text="test accuracy")
     fig.update_layout(height=420, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.12))
     return fig
