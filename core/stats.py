@@ -263,7 +263,8 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
     n, gain, p = int(main["n"]), float(main["mean difference"]), float(main["p (t-test)"])
     head_name = {"adam": "Adam", "sgd": "SGD"}[head]
     if not np.isfinite(p):
-        return (f"With {n} repeat{'' if n == 1 else 's'} the {head_name} head's gain ({100 * gain:+.2f} pp) cannot be tested; "
+        repeats = f"{n} repeat{'' if n == 1 else 's'}"
+        return (f"With {repeats} the {head_name} head's gain ({100 * gain:+.2f} pp) cannot be tested; "
                 "at least 2 repeats with differing results are needed.")
     if p < alpha:
         state = "is reproduced" if gain > 0 else "is reversed (the second stage is worse)"

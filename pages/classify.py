@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from ui.common import guard, limits, model_choices
+from ui.common import count_text, guard, limits, model_choices
 
 TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 INVERT = {"auto (by the border)": None, "invert": True, "do not invert": False}
@@ -258,8 +258,8 @@ def answer(data: bytes, name: str, choices, pick: int, models, invert, fits: dic
     show_prediction(pred, name)
     heat_s = show_input_and_heat_map(pred, models)
     st.caption(f"Answer in {1000 * answer_s:.0f} ms, heat map in {1000 * heat_s:.0f} ms; measuring the photo "
-               f"against {len(fits)} shipped model(s) to preselect one took {1000 * fit_s:.0f} ms when it was "
-               "uploaded (this server).")
+               f"against {count_text(len(fits), 'shipped model')} to preselect one took {1000 * fit_s:.0f} ms when "
+               "it was uploaded (this server).")
 
 
 def body() -> None:

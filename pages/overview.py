@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui.common import (data_path, experiment_id, experiments, guard, job_progress, job_queue, limits, p_text,
-                       pct, repeats_text, results_link, run_estimate, signed_pct, submit)
+                       pct, count_text, results_link, run_estimate, signed_pct, submit)
 
 QUICK = {"dataset": "fashion-mnist", "limit": 3000, "test_limit": 1000, "epochs": 12}
 QUICK_REPEATS = 2
@@ -56,7 +56,7 @@ def standings_table():
         if exp:
             s1 = sum(r["stage1"][exp.protocol.stage1_eval]["test_accuracy"] for r in exp.runs) / len(exp.runs)
             s2 = sum(r["adam"][exp.protocol.stage2_eval]["test_accuracy"] for r in exp.runs) / len(exp.runs)
-            repeats = repeats_text(len(exp.runs))
+            repeats = count_text(len(exp.runs), "repeat")
             row["ours"] = f"{pct(s1)} → {pct(s2)}, {signed_pct(s2 - s1)}, {repeats}"
             complete = [r for r in exp.runs if "last_bn" in r["stage1"]]
             row["verdict (ours)"] = (stats.verdict(complete, "adam") if complete else

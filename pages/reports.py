@@ -7,7 +7,8 @@ import math
 
 import streamlit as st
 
-from ui.common import data_path, data_path_key, experiments, guard, limits, pct, signed_pct, submit
+from ui.common import (count_text, data_path, data_path_key, experiments, guard, limits, pct, signed_pct,
+                       submit)
 
 REPORT_PARAM = "report"
 SWEPT = ("learning_rate", "epochs", "batch_size", "augment_preset", "architecture")
@@ -116,7 +117,7 @@ def run_section(report) -> None:
         except ValueError as exc:
             plan.append((step, None, str(exc)))
         what = f"sweep of {step.sweep.param} over {', '.join(map(str, step.sweep.values))}" if step.sweep else "one run"
-        st.markdown(f"- **{step.title}**: {what}, {step.repeats} repeat(s) each")
+        st.markdown(f"- **{step.title}**: {what}, {count_text(step.repeats, 'repeat')} each")
         st.code(step.command(dataset, path), language="bash")
     problems = [f"{step.title}: {why}" for step, _, why in plan if why]
     if lim.demo:
@@ -214,7 +215,7 @@ def experiment_section(report, mine) -> None:
     from ui.reports_widgets import METHOD_NAMES, confusion_figure
 
     st.markdown("#### One experiment in detail")
-    labels = [f"{e.protocol.model_id} · {len(e.runs)} repeat(s) · {e.protocol.describe()}" for e in mine]
+    labels = [f"{e.protocol.model_id} · {count_text(len(e.runs), 'repeat')} · {e.protocol.describe()}" for e in mine]
     index = st.selectbox("Experiment", range(len(mine)), format_func=lambda i: labels[i][:160],
                          key=f"exp_{report.id}")
     exp = mine[index]
@@ -237,8 +238,8 @@ def experiment_section(report, mine) -> None:
         c = st.columns([3, 2])
         frame = metrics.per_class(matrix, names)
         c[0].dataframe(frame.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "F1": "{:.3f}"}))
-        c[0].caption(f"Test set, {n} repeat(s) summed; macro average = plain mean over classes (report 002's "
-                     "equations).")
+        c[0].caption(f"Test set, {count_text(n, 'repeat')} summed; macro average = plain mean over classes "
+                     "(report 002's equations).")
         c[1].plotly_chart(confusion_figure(matrix, names, "confusion matrix"), key=f"cm_{report.id}_{index}")
     made = exp.runs[0].get("training_data") or {}
     if made.get("synthetic", {}).get("preview_png"):

@@ -11,7 +11,7 @@ import math
 import streamlit as st
 
 from ui.common import (EXPERIMENT_PARAM, curves_figure, experiment_id, experiment_label, experiments,
-                       find_experiment, guard, p_text, pct, repeat_name, repeats_text, signed_pct)
+                       find_experiment, guard, p_text, pct, repeat_name, count_text, signed_pct)
 
 METHOD_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
 HEAD_NAMES = {"adam": "Adam head", "sgd": "SGD head"}
@@ -123,7 +123,7 @@ def table3_section(runs, column: str | None) -> None:
                "BatchNorm layer's statistics re-estimated on the training split; both. *Share of gain*: how much "
                "of the head's gain over the reported stage one that fix recovers alone (a dash unless that gain is "
                "significant: a share of noise can be any size). "
-               + (f"This CNN has {layers} BatchNorm layer(s)." if layers else
+               + (f"This CNN has {count_text(layers, 'BatchNorm layer')}." if layers else
                   "This CNN has no BatchNorm layer, so the BatchNorm rows equal the others."))
     for head in ("adam", "sgd"):
         part = table[table["head"] == head]
@@ -138,7 +138,7 @@ def table3_section(runs, column: str | None) -> None:
             "significant": [_significance(p) for p in part["p (t-test)"]],
             "share of gain": [share_text(s) for s in part["share of gain"]]})
         n = int(part["n"].iloc[0])
-        st.markdown(f"**{HEAD_NAMES[head]}** ({repeats_text(n)})")
+        st.markdown(f"**{HEAD_NAMES[head]}** ({count_text(n, 'repeat')})")
         st.dataframe(shown, hide_index=True, placeholder="–")
         if column and head in paper.TABLE1[column]:
             theirs = paper.TABLE1[column]
@@ -200,7 +200,7 @@ def table1_section(runs, column, s1w, s2w, source, prov: str) -> None:
         rows.append(out)
     st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–")
     size_note = paper.data_size_note(runs[0]["protocol"]["dataset"], runs[0]["dataset"].get("sizes", {}))
-    st.caption(f"Ours: {len(runs)} repeat(s), mean ± standard deviation; training accuracy: "
+    st.caption(f"Ours: {count_text(len(runs), 'repeat')}, mean ± standard deviation; training accuracy: "
                f"{stats.TRAIN_SOURCES[source]}. "
                + (f"Paper: {paper.REPEATS} repeats, {paper.COLUMNS[column][1]}, RTX 2080 Ti." if column else
                   "The paper has no column for this dataset.")

@@ -7,7 +7,7 @@ import time
 
 import streamlit as st
 
-from ui.common import (curves_figure, data_path, data_path_key, guard, job_progress, job_queue, limits,
+from ui.common import (count_text, curves_figure, data_path, data_path_key, guard, job_progress, job_queue, limits,
                        live_title, p_text, pct, protocol_summary, repeat_name, results_link, run_estimate, signed_pct,
                        store, submit)
 
@@ -123,10 +123,10 @@ def finished_summary(runs: list) -> None:
     for col, label, mean, p, n in zip(m[1:], ("Adam head, test", "SGD head, test"), means[1:],
                                       tests["p (t-test)"], tests["n"]):
         col.metric(label, pct(mean), delta=signed_pct(mean - means[0]),
-                   help=f"Paired t-test against stage one: p = {p_text(p)} over {int(n)} repeat(s).")
+                   help=f"Paired t-test against stage one: p = {p_text(p)} over {count_text(int(n), 'repeat')}.")
     p_line = " · ".join(f"{h} head p = {p_text(p)}" for h, p in zip(("Adam", "SGD"), tests["p (t-test)"]))
-    st.caption(f"Means over {len(runs)} repeat(s); paired two-tailed t-test of test accuracy against stage one: "
-               f"{p_line}.")
+    st.caption(f"Means over {count_text(len(runs), 'repeat')}; paired two-tailed t-test of test accuracy against "
+               f"stage one: {p_line}.")
     for line in stats.at_chance(runs):
         st.warning(line)
     complete = [r for r in runs if "last_bn" in r["stage1"]]
@@ -193,7 +193,7 @@ def live_queue() -> None:
         if job["state"] == "running":
             st.plotly_chart(curves_figure(prog.get("history") or [], live_title(job)), key="live_curves")
         elif job["state"] == "done":
-            st.success(f"Done: {job['repeats']} repeat(s) of {job.get('describe')}"
+            st.success(f"Done: {count_text(job['repeats'], 'repeat')} of {job.get('describe')}"
                        + (" (all from the cache, nothing retrained)" if job.get("from_cache") else ""))
             runs = store().runs(job["key"])
             if runs:
@@ -224,7 +224,7 @@ def body() -> None:
             protocol, repeats = result
             job_id, problem = submit(protocol, repeats)
             if job_id:
-                st.success(f"Queued job {job_id}: {repeats} repeat(s) of {protocol.describe()}")
+                st.success(f"Queued job {job_id}: {count_text(repeats, 'repeat')} of {protocol.describe()}")
             if problem:
                 st.warning(problem)
     st.subheader("Queue and live learning curves")

@@ -166,7 +166,7 @@ def test_train_page_shows_a_cached_job_as_done_and_cancels_a_queued_one(finished
         assert queue.job(queued)["state"] == "cancelled"
         at.selectbox(key="train_watch").set_value(cached).run()
         assert_clean(at, "train watching a done job")
-        assert any("Done: 2 repeat(s)" in t for t in texts(at, "success"))
+        assert any("Done: 2 repeats" in t for t in texts(at, "success"))
     finally:
         queue.cancel(queued)
         queue.close()

@@ -57,7 +57,7 @@ def test_the_estimate_is_shown_before_submitting_and_subset_fields_follow_their_
     at.text_input(key="data_path::dogs-cats").set_value(str(folder)).run()
     assert at.number_input(key="train_limit").disabled and at.number_input(key="train_test_limit").disabled
     text = captions(at)
-    assert "Estimated time: at most about" in text and "2 stored repeat(s) of the dogs-cats CNN" in text
+    assert "Estimated time: at most about" in text and "2 stored repeats of the dogs-cats CNN" in text
     at.checkbox(key="train_use_limit").check().run()
     assert not at.number_input(key="train_limit").disabled and at.number_input(key="train_test_limit").disabled
     before = captions(at)

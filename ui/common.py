@@ -364,7 +364,7 @@ def protocol_summary(protocol: Any) -> str:
 def experiment_label(exp: Any) -> str:
     """A short selectbox label: repeats, where it comes from, what differs from the paper, when."""
     when = max(r["finished_at"] for r in exp.runs)[:10]
-    return (f"{repeats_text(len(exp.runs))} · {SHORT_SOURCE.get(exp.source, exp.source)} · "
+    return (f"{count_text(len(exp.runs), 'repeat')} · {SHORT_SOURCE.get(exp.source, exp.source)} · "
             f"{protocol_summary(exp.protocol)} · {when}")
 
 
@@ -400,9 +400,9 @@ def p_text(p: Any) -> str:
     return f"{v:.2e}" if v < 1e-4 else f"{v:.4f}"
 
 
-def repeats_text(n: int) -> str:
-    """"1 repeat", "5 repeats": how many repeats stand behind a number, said the same way on every page."""
-    return f"{n} repeat{'' if n == 1 else 's'}"
+def count_text(n: int, noun: str) -> str:
+    """"1 repeat", "5 repeats": a count with its noun in the right number, the same way on every page."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def repeat_name(repeat: Any) -> str:
@@ -437,7 +437,7 @@ def run_estimate(protocol: Any, repeats: int) -> str:
     r = found.rates
     return (f"Estimated time: at most about {duration(found.seconds)} ({duration(found.per_repeat)} per repeat "
             f"for {split['train']:,} training images and up to {protocol.epochs} epochs per stage; EarlyStopping "
-            f"often ends sooner), from the measured speed of {r.repeats} stored repeat(s) of the "
+            f"often ends sooner), from the measured speed of {count_text(r.repeats, 'stored repeat')} of the "
             f"{protocol.model_id} CNN on {r.basis}; loading the data and starting a worker come on top.")
 
 
@@ -464,7 +464,7 @@ def job_progress(job: dict[str, Any]) -> tuple[float, str]:
         within = {"stage1": epoch, "batchnorm": epochs, "features": epochs, "stage2_adam": epochs + epoch,
                   "stage2_sgd": 2 * epochs + epoch}.get(stage, 0)
     count = total if state == "done" else min(total, done * 3 * epochs + within)
-    text = f"{state}: {done} of {repeats} repeat(s) stored · {count} of {total} epochs"
+    text = f"{state}: {done} of {count_text(repeats, 'repeat')} stored · {count} of {total} epochs"
     if state == "running":
         text += f" · now {repeat_name(prog.get('repeat') or 0)}"
         if stage:

@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from ui.charts import cell_from_selection, confusion_figure
-from ui.common import pct, repeat_name, signed_pct
+from ui.common import count_text, pct, repeat_name, signed_pct
 
 METHOD_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
 HEAD_NAMES = {"adam": "Adam head", "sgd": "SGD head"}
@@ -69,7 +69,7 @@ def image_grid(frame, dataset: str, source: str | None, caption: Any) -> None:
         for col, (img, group) in zip(cols, found[start:start + GRID_COLUMNS]):
             col.image(_upscaled(img), caption=caption(group), width="stretch")
     more = f"the first {len(shown)} of {len(groups)} images" if len(groups) > len(shown) else \
-        f"all {len(groups)} image(s)"
+        f"all {count_text(len(groups), 'image')}"
     note = f"Showing {more}, most confident mistakes first; every occurrence is in the table."
     if missing:
         note += f" {missing} could not be read from {source}."
