@@ -6,8 +6,11 @@ Run by hand (it needs the photo datasets, which the repository does not ship), f
 
 For each set of real images (Fashion-MNIST test items from the installed dataset, Dogs & Cats ``test_set``
 photos, Face Mask photos from the whole set) it prints, per shipped model with statistics, the share of images
-flagged, and how often :func:`core.classify.best_fit` preselects the image's own model, next to the rule it
-replaced (lowest score-to-threshold ratio). The images are sent as encoded files, as an upload would be.
+flagged, and how often Classify preselects the image's own model: by the shipped model chooser
+(:mod:`core.router`) when there is one for these models, by rank (:func:`core.classify.best_fit`), and by the rule
+rank replaced (lowest score-to-threshold ratio). The images are sent as encoded files, as an upload would be.
+The chooser was fitted on images drawn with another seed, so some images here may be ones it was fitted on:
+``python -m core router`` prints its accuracy on images it did not see.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ def image_sets(dogs_cats: str | None, face_mask: str | None, n: int, seed: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core import catalog
-    from core.classify import best_fit, fit_verdicts, load_models
+    from core import catalog, router
+    from core.classify import best_fit, fit_predictions, load_models
 
     parser = argparse.ArgumentParser(prog="python -m bench.classify_fit", description=__doc__.splitlines()[0])
     parser.add_argument("--dogs-cats", metavar="PATH")
@@ -55,14 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     shipped = [c for c in catalog.models() if c.source == catalog.REFERENCE and c.ood_path]
     models = [load_models(c.paths, c.class_names, c.ood_path) for c in shipped]
     names = [c.dataset for c in shipped]
-    print("shipped models with statistics:", ", ".join(c.title for c in shipped))
+    found = router.for_choices(shipped)
+    print("shipped models with statistics:", ", ".join(c.title for c in shipped),
+          "· model chooser:", "yes" if found else "none for these models")
     for truth, images in image_sets(args.dogs_cats, args.face_mask, args.n, args.seed).items():
-        verdicts = [fit_verdicts(models, data) for data in images]
+        preds = [fit_predictions(models, data) for data in images]
+        verdicts = [[p.ood for p in pred] for pred in preds]
         by_rank = np.mean([names[best_fit(v)] == truth for v in verdicts])
         by_ratio = np.mean([names[int(np.argmin([x.ratio for x in v]))] == truth for v in verdicts])
+        chooser = ""
+        if found:
+            fitted, order = found
+            picks = [order[int(fitted.probabilities(router.design_row([p[i].features for i in order])).argmax())]
+                     for p in preds]
+            chooser = f"by the chooser {np.mean([names[i] == truth for i in picks]):.1%}; "
         flagged = {name: np.mean([v[i].flagged for v in verdicts]) for i, name in enumerate(names)}
-        print(f"{truth} ({len(images)} images): preselects its own model {by_rank:.1%} (by rank; by ratio "
-              f"{by_ratio:.1%}); flagged by " + ", ".join(f"{k} {v:.1%}" for k, v in flagged.items()))
+        print(f"{truth} ({len(images)} images): preselects its own model {chooser}by rank {by_rank:.1%}; by ratio "
+              f"{by_ratio:.1%}; flagged by " + ", ".join(f"{k} {v:.1%}" for k, v in flagged.items()))
     return 0
 
 

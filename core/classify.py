@@ -186,17 +186,23 @@ def _predict(models: Models, image: np.ndarray, inverted: bool) -> Prediction:
 
 def fit_verdicts(candidates: Sequence[Models], data: bytes, *,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Verdict | None]:
-    """Each model set's out-of-distribution verdict on the photo (None for a model without statistics). The
-    photo is decoded once per input shape."""
+    """Each model set's out-of-distribution verdict on the photo (None for a model without statistics)."""
+    return [p.ood if p is not None else None for p in fit_predictions(candidates, data, max_pixels=max_pixels)]
+
+
+def fit_predictions(candidates: Sequence[Models], data: bytes, *,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Prediction | None]:
+    """Each model set's prediction on the photo, with its features and out-of-distribution verdict (None for a
+    model without statistics): what the preselection reads. The photo is decoded once per input shape."""
     decoded: dict[tuple[int, ...], tuple[np.ndarray, bool]] = {}
-    out: list[Verdict | None] = []
+    out: list[Prediction | None] = []
     for models in candidates:
         if models.ood is None:
             out.append(None)
             continue
         if models.input_shape not in decoded:
             decoded[models.input_shape] = prepare(models, bytes(data), max_pixels=max_pixels)
-        out.append(_predict(models, *decoded[models.input_shape]).ood)
+        out.append(_predict(models, *decoded[models.input_shape]))
     return out
 
 

@@ -302,6 +302,46 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_router_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="DATASET=PATH", action="append", default=[],
+                        help="where a shipped photo dataset's images are, e.g. dogs-cats=~/data/dogs-cats "
+                             "(repeat for each; Fashion-MNIST is found where the app finds it)")
+    parser.add_argument("-n", "--images", type=int, default=1000,
+                        help="images per dataset, 30 %% of them held out to measure the router (default 1000)")
+
+
+@command("router", "fit Classify's model chooser on the shipped models' features (run after `bundle` changes a "
+                   "shipped model)", _add_router_arguments)
+def _router(args: argparse.Namespace) -> int:
+    import time
+
+    from . import catalog, env, router
+    from .classify import load_models
+    from .datasets import DatasetUnavailable
+
+    paths = dict(item.split("=", 1) for item in args.data if "=" in item)
+    if len(paths) != len(args.data) or args.images < 10:
+        raise ValueError("give --data as DATASET=PATH and at least 10 images per dataset")
+    shipped = [c for c in catalog.models() if c.shipped and c.ood_path]
+    try:
+        images = [router.sample_images(c.dataset, paths.get(c.dataset), args.images) for c in shipped]
+        models = [load_models(c.paths, c.class_names, c.ood_path) for c in shipped]
+        fitted = router.build_for(models, [c.dataset for c in shipped],
+                                  [router.fingerprint(c.dataset, c.key, c.repeat) for c in shipped], images,
+                                  report=lambda line: print(line, file=sys.stderr),
+                                  provenance=f"{time.strftime('%Y-%m-%d')} · {args.images} images per dataset, "
+                                             f"seed 0 · {env.backend()} on {env.device()} · "
+                                             + ", ".join(f"{k} {v}" for k, v in env.versions().items()))
+    except (DatasetUnavailable, router.RouterError, OSError) as exc:
+        print(f"error: {exc} Nothing was changed.", file=sys.stderr)
+        return 2
+    out = fitted.save(router.path())
+    print(f"wrote {out}: how often the model chooser preselects the model of a held-out image's dataset")
+    for name, acc, rank in zip(fitted.datasets, fitted.accuracy, fitted.rank_accuracy):
+        print(f"  {name}: {acc:.1%} (the rank rule it replaces: {rank:.1%})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     _load_plugins()
     parser = argparse.ArgumentParser(

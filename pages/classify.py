@@ -21,6 +21,9 @@ log = logging.getLogger("two_stage.app")
 if TYPE_CHECKING:
     from core.ood import Verdict
 
+Route = dict[int, tuple[float, float]]
+"""Index in the model choices -> (the model chooser's probability, its held-out accuracy on that dataset)."""
+
 
 @st.cache_resource(show_spinner="Loading the models…", max_entries=8)
 def load(paths: tuple[tuple[str, str], ...], class_names: tuple[str, ...], ood_path: str | None,
@@ -80,11 +83,26 @@ def shipped_with_statistics(choices) -> dict[str, object]:
     return loaded
 
 
-def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, Verdict], float, bool]:
-    """Index in ``choices`` -> each shipped model's out-of-distribution verdict on the photo, the seconds that
-    took, and whether the photo is new. Measured once per photo: changing the model or the inversion does not
-    measure again."""
-    from core.classify import fit_verdicts
+def shipped_router(choices):
+    """The model chooser (:mod:`core.router`) and the index in ``choices`` of each model it routes to, or None
+    (none shipped, fitted for other models, or unreadable: then the rank rule preselects)."""
+    from core import router
+
+    try:
+        return router.for_choices(choices)
+    except router.RouterError as exc:
+        st.caption(f"Preselecting without the model chooser: {exc}")
+        return None
+
+
+def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, Verdict], Route | None, float, bool]:
+    """For the shipped models with statistics: index in ``choices`` -> the model's out-of-distribution verdict
+    on the photo; index -> the model chooser's probability that the photo is of that model's dataset, and how
+    often it was right on held-out images of it (None without a chooser); the seconds that took, and whether
+    the photo is new. Measured once per photo: changing
+    the model or the inversion does not measure again."""
+    from core.classify import fit_predictions
+    from core.router import design_row
 
     digest = hashlib.sha256(data).hexdigest()
     memo = st.session_state.get(FITS_KEY)
@@ -92,21 +110,44 @@ def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, Verdict
     if new:
         loaded = shipped_with_statistics(choices)
         started = time.perf_counter()
-        verdicts = fit_verdicts(list(loaded.values()), data, max_pixels=max_pixels)
-        memo = {"digest": digest, "fits": {label: v for label, v in zip(loaded, verdicts) if v is not None},
-                "seconds": time.perf_counter() - started}
+        preds = dict(zip(loaded, fit_predictions(list(loaded.values()), data, max_pixels=max_pixels)))
+        route = None
+        found = shipped_router(choices)
+        if found and all(choices[i].label in preds for i in found[1]):
+            router, order = found
+            probs = router.probabilities(design_row([preds[choices[i].label].features for i in order]))
+            route = {choices[i].label: (float(p), float(a)) for i, p, a in zip(order, probs, router.accuracy)}
+        memo = {"digest": digest, "fits": {label: p.ood for label, p in preds.items() if p is not None},
+                "route": route, "seconds": time.perf_counter() - started}
         st.session_state[FITS_KEY] = memo
     fits = {i: memo["fits"][c.label] for i, c in enumerate(choices) if c.label in memo["fits"]}
-    return fits, memo["seconds"], new
+    route = ({i: memo["route"][c.label] for i, c in enumerate(choices) if c.label in memo["route"]}
+             if memo["route"] else None)
+    return fits, route, memo["seconds"], new
 
 
-def pick_default(choices, fits: dict[int, Verdict], new_photo: bool) -> None:
-    """On a new photo, preselect the model whose own test images it is most typical of
-    (:func:`core.classify.best_fit`); the visitor's own choice stands until the next photo."""
+def pick_default(choices, fits: dict[int, Verdict], route: Route | None, new_photo: bool) -> None:
+    """On a new photo, preselect the model the chooser assigns it to (:mod:`core.router`), else the one whose
+    own test images it is most typical of (:func:`core.classify.best_fit`); the visitor's own choice stands
+    until the next photo."""
     if st.session_state.get(MODEL_KEY, 0) >= len(choices):
         st.session_state[MODEL_KEY] = 0
-    if new_photo and fits:
+    if new_photo and route:
+        st.session_state[MODEL_KEY] = max(route, key=lambda i: route[i][0])
+    elif new_photo and fits:
         st.session_state[MODEL_KEY] = _fits_in_order(fits)[0]
+
+
+def route_caption(choices, route: Route | None) -> None:
+    """What the model chooser said, and how often it is right, under the Model box."""
+    if not route:
+        return
+    ranked = sorted(route.items(), key=lambda kv: -kv[1][0])
+    said = ", ".join(f"{choices[i].title} {p:.0%}" for i, (p, _) in ranked)
+    right = ", ".join(f"{a:.0%} of {choices[i].title}" for i, (_, a) in ranked)
+    st.caption(f"Preselected by the model chooser ({said}), a softmax regression on the shipped models' features "
+               f"of the photo. On held-out images it picked the right model for {right} (README, \"Classify\"). "
+               "Pick another model under Model to compare its answer.")
 
 
 def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int) -> None:
@@ -134,8 +175,8 @@ def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int) ->
         also = _also_within(choices, fits, picked)
         if also:
             st.info(f"The photo is also within the range of the shipped {also}. Between the photo models this "
-                    "check tells little apart (a face passes the pet model's check, a pet the face model's), so "
-                    "the preselection is a guess: compare the answers by picking another model under Model.",
+                    "check tells little apart (a face passes the pet model's check, a pet the face model's): "
+                    "compare the answers by picking another model under Model.",
                     icon=":material/compare_arrows:")
 
 
@@ -269,9 +310,10 @@ def body() -> None:
     st.title("Classify")
     st.write("Upload a photo (or take one): it is decoded by the same function that reads the datasets, resized to "
              "the model's input, and classified by the stage-one CNN and by both stage-two heads on that CNN's "
-             "features. The model preselected is the shipped one whose own test images the photo looks most "
-             "typical of. That is a guess (the README's \"Classify\" says how often it was right), so check "
-             "the Model box.")
+             "features. The model preselected is the shipped one a small chooser, fitted on the shipped models' "
+             "features of each dataset's images, assigns the photo to (or, without one, the model whose own test "
+             "images the photo is most typical of). The README's \"Classify\" says how often each was right; "
+             "check the Model box.")
     lim = limits()
     choices = model_choices()
     if not choices:
@@ -284,15 +326,16 @@ def body() -> None:
         st.error(f"The file is larger than {lim.max_upload_mb} MB.")
         return
     fits: dict[int, Verdict] = {}
-    fit_s, new_photo = 0.0, False
+    route, fit_s, new_photo = None, 0.0, False
     if data is not None:
         try:
-            fits, fit_s, new_photo = photo_fits(choices, data, lim.max_pixels)
+            fits, route, fit_s, new_photo = photo_fits(choices, data, lim.max_pixels)
         except ImageError as exc:
             st.error(f"Could not use this file: {exc}")
             return
-    pick_default(choices, fits, new_photo)
+    pick_default(choices, fits, route, new_photo)
     pick = st.selectbox("Model", list(range(len(choices))), format_func=lambda i: choices[i].label, key=MODEL_KEY)
+    route_caption(choices, route)
     choice = choices[pick]
     models = load_choice(choice)
     st.caption(f"{choice.title or choice.dataset}: knows {what_it_knows(choice.dataset, choice.class_names)} · "
