@@ -21,8 +21,9 @@ log = logging.getLogger("two_stage.app")
 if TYPE_CHECKING:
     from core.ood import Verdict
 
+# index in the model choices -> (the model chooser's probability, its held-out accuracy on that dataset); a
+# comment, not a docstring: Streamlit's magic would print a bare string on the page
 Route = dict[int, tuple[float, float]]
-"""Index in the model choices -> (the model chooser's probability, its held-out accuracy on that dataset)."""
 
 
 @st.cache_resource(show_spinner="Loading the models…", max_entries=8)
@@ -310,10 +311,9 @@ def body() -> None:
     st.title("Classify")
     st.write("Upload a photo (or take one): it is decoded by the same function that reads the datasets, resized to "
              "the model's input, and classified by the stage-one CNN and by both stage-two heads on that CNN's "
-             "features. The model preselected is the shipped one a small chooser, fitted on the shipped models' "
-             "features of each dataset's images, assigns the photo to (or, without one, the model whose own test "
-             "images the photo is most typical of). The README's \"Classify\" says how often each was right; "
-             "check the Model box.")
+             "features. The model preselected is the shipped one that a small model chooser, fitted on the "
+             "shipped models' features of images from each dataset, assigns the photo to. It is usually right, "
+             "not always (the README's \"Classify\" says how often), so check the Model box.")
     lim = limits()
     choices = model_choices()
     if not choices:
