@@ -138,3 +138,26 @@ def test_the_shipped_model_chooser_preselects_the_photos_own_model(photo, title,
     other = ({"Dogs & Cats", "Face Mask Detection v1"} - {title}).pop()
     notes = [str(i.value) for i in at.info]
     assert any(n.startswith(f"The photo is also within the range of the shipped **{other}** model") for n in notes)
+
+
+def test_a_damaged_model_chooser_is_one_line_and_the_rank_rule_preselects(tmp_path, monkeypatch):
+    from core import catalog, router
+
+    if router.for_choices(catalog.models()) is None:
+        pytest.skip("reference/ ships no model chooser for its current models")
+    ref = tmp_path / "reference"
+    ref.mkdir()
+    for bundle in reference.bundles():
+        (ref / bundle.name).symlink_to(bundle, target_is_directory=True)
+    (ref / router.FILE).write_bytes((reference.REFERENCE_DIR / router.FILE).read_bytes()[:300])
+    monkeypatch.setattr(reference, "REFERENCE_DIR", ref)
+    monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/classify.py").run()
+    upload(at, "dog_1.jpg", photo_bytes()["dog_1"])
+    captions = [str(c.value) for c in at.caption]
+    assert any(c.startswith("Preselecting without the model chooser: the model chooser router.npz cannot be read")
+               for c in captions), captions
+    assert not any(c.startswith("Preselected by the model chooser") for c in captions)
+    assert at.markdown and any("Predictions for" in str(m.value) for m in at.markdown)
