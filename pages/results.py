@@ -16,6 +16,10 @@ from ui.common import (EXPERIMENT_PARAM, curves_figure, experiment_id, experimen
 METHOD_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
 HEAD_NAMES = {"adam": "Adam head", "sgd": "SGD head"}
 WEIGHT_CHOICES = {"protocol's": None, "last epoch": "last", "best checkpoint": "best"}
+STAGE1_BN_CHOICES = {"last epoch, BatchNorm re-estimated": "last_bn",
+                     "best checkpoint, BatchNorm re-estimated": "best_bn"}
+WEIGHT_WORDS = {"last": "last-epoch", "best": "best-checkpoint", "last_bn": "last-epoch BatchNorm-re-estimated",
+                "best_bn": "best-checkpoint BatchNorm-re-estimated"}
 TRAIN_LABELS = {"inference": "inference mode", "fit": "as reported during fit"}
 BASELINE_NAMES = {"reported": "as reported", "best": "best checkpoint", "bn": "BatchNorm re-estimated",
                   "best_bn": "best + BatchNorm"}
@@ -158,8 +162,10 @@ def table3_section(runs, column: str | None) -> None:
 
 # ---------------------------------------------------------------------------------- Tables 1 and 2
 
-def reading_controls(dataset: str, column_default: str | None):
-    """Which paper column to compare with, which weights to read, which training accuracy."""
+def reading_controls(dataset: str, column_default: str | None, bn_readings: bool):
+    """Which paper column to compare with, which weights to read, which training accuracy. With
+    ``bn_readings`` (every record holds them), stage one can also be read with its BatchNorm statistics
+    re-estimated, so Tables 1-2 and Figure 16 show the heads against the stage one Table 3 asks about."""
     from core import paper, stats
 
     columns = paper.columns_for(dataset)
@@ -169,9 +175,13 @@ def reading_controls(dataset: str, column_default: str | None):
         column = c[0].selectbox("Paper's column", columns, format_func=lambda k: COLUMN_NAMES.get(k, k),
                                 index=columns.index(column_default) if column_default in columns else 0,
                                 help="Which of the paper's Table 1/2 columns to put beside ours.")
-    s1w = WEIGHT_CHOICES[c[1].selectbox("Stage-one weights", list(WEIGHT_CHOICES),
+    stage1_choices = {**WEIGHT_CHOICES, **(STAGE1_BN_CHOICES if bn_readings else {})}
+    s1w = stage1_choices[c[1].selectbox("Stage-one weights", list(stage1_choices), key="stage1_weights",
                                         help="protocol's = the weights the protocol reports (the paper: last "
-                                             "epoch); or the last epoch / best val_accuracy checkpoint.")]
+                                             "epoch); or the last epoch / best val_accuracy checkpoint"
+                                             + ("; or either with every BatchNorm layer's moving statistics "
+                                                "re-estimated on the training split (Table 3's readings)."
+                                                if bn_readings else "."))]
     s2w = WEIGHT_CHOICES[c[2].selectbox("Stage-two weights", list(WEIGHT_CHOICES),
                                         help="The same choice for both heads.")]
     source = c[3].radio("Training accuracy", list(stats.TRAIN_SOURCES), format_func=TRAIN_LABELS.get,
@@ -368,10 +378,11 @@ def body() -> None:
     verdict_section(runs, default_column)
 
     st.subheader("The paper's tables beside ours")
-    column, s1w, s2w, source = reading_controls(exp.protocol.dataset, default_column)
+    bn_readings = all("last_bn" in r["stage1"] and "best_bn" in r["stage1"] for r in runs)
+    column, s1w, s2w, source = reading_controls(exp.protocol.dataset, default_column, bn_readings)
     if s1w or s2w:
-        prov += (f" · evaluated with stage-one {s1w or exp.protocol.stage1_eval} / stage-two "
-                 f"{s2w or exp.protocol.stage2_eval} weights")
+        prov += (f" · evaluated with stage-one {WEIGHT_WORDS[s1w or exp.protocol.stage1_eval]} / stage-two "
+                 f"{WEIGHT_WORDS[s2w or exp.protocol.stage2_eval]} weights")
     table1_section(runs, column, s1w, s2w, source, prov)
     table2_section(runs, column, s1w, s2w, prov)
     figure16_section(runs, s1w, s2w, prov)

@@ -202,3 +202,18 @@ def test_a_link_followed_from_another_page_wins_over_the_last_choice(results_cac
     at.query_params["experiment"] = key
     at.run()
     assert at.selectbox(key="results_exp").value == key
+
+
+def test_stage_one_can_be_read_with_its_batchnorm_statistics_re_estimated(results_cache):
+    """Table 1's stage-one row then shows the mean of the records' ``last_bn`` test accuracy, and Table 2 tests
+    the heads against it (Table 3's 'BatchNorm re-estimated' row, read as the paper's tables)."""
+    runs = results_cache
+    at = open_results(runs[0]["key"])
+    box = at.selectbox(key="stage1_weights")
+    assert "last epoch, BatchNorm re-estimated" in box.options
+    box.set_value("last epoch, BatchNorm re-estimated").run()
+    assert not at.exception
+    expected = np.mean([r["stage1"]["last_bn"]["test_accuracy"] for r in runs])
+    table1 = next(d.value for d in at.dataframe if "test, ours" in d.value.columns)
+    assert table1["test, ours"].iloc[0].startswith(f"{100 * expected:.2f}%")
+    assert any("stage-one last-epoch BatchNorm-re-estimated / stage-two" in str(c.value) for c in at.caption)
