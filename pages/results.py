@@ -169,7 +169,7 @@ def reading_controls(dataset: str, column_default: str | None, bn_readings: bool
     from core import paper, stats
 
     columns = paper.columns_for(dataset)
-    c = st.columns([3, 2, 2, 3])
+    c = st.columns([3, 3, 2, 3])
     column = None
     if columns:
         column = c[0].selectbox("Paper's column", columns, format_func=lambda k: COLUMN_NAMES.get(k, k),
