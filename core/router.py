@@ -3,12 +3,13 @@
 Why a learned chooser: each model's out-of-distribution check (:mod:`core.ood`) measures how typical a photo is
 of *that* model's images, and between the two photo models it tells little apart: the Dogs & Cats model
 passes 96 % of face photos, the Face Mask model 97 % of pet photos. Preselecting the model whose own test images
-the photo ranks best among (:func:`core.classify.best_fit`) picked the photo's own model for only about 80 % of
+the photo ranks best among (:func:`core.classify.best_fit`) picked the photo's own model for only 71-86 % of
 pets and of faces (README, "Classify"). The features the models compute for the photo anyway (the same depths
 the check reads: every convolution averaged over the image, and the last hidden layer) do tell the datasets
 apart when they are read *together*: a softmax regression over all shipped models' features, fitted on images of
 each dataset, is the router. It is the paper's own second stage in miniature (a softmax-only model trained on
-features of trained networks), with an L2 penalty because it has ~1,200 inputs and a few hundred images each.
+features of trained networks), with an L2 penalty: with the three shipped models it has 1,344 inputs and 700
+images per dataset to fit them on.
 
 The router reads the features of exactly the model sets it was fitted with, so it records their fingerprints
 (dataset, experiment key, repeat) and Classify uses it only while the shipped bundles are still those; after
