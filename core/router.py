@@ -20,6 +20,7 @@ Stored as ``.npz`` read with ``allow_pickle=False``.
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +76,6 @@ class Router:
             raise RouterError(f"the router expects {self.mean.size} features, got {row.size}: rebuild it "
                               "with `python -m core router`.")
         return _softmax(((row - self.mean) / self.scale) @ self.weights + self.bias)
-
-    def valid_for(self, fingerprints: Sequence[str]) -> bool:
-        """Whether the shipped model sets, in this order, are exactly the ones it was fitted with."""
-        return tuple(fingerprints) == self.models
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -154,14 +151,13 @@ def build(datasets: Sequence[str], fingerprints: Sequence[str], fitted: Sequence
     x = np.concatenate(fitted)
     y = np.concatenate([np.full(len(rows), i) for i, rows in enumerate(fitted)])
     mean, scale, weights, bias = fit(x, y, len(datasets), l2)
-    router = Router(tuple(datasets), tuple(fingerprints), mean, scale, weights, bias,
-                    np.zeros(len(datasets)), np.zeros(len(datasets)), np.zeros((len(datasets), 2)), l2)
-    accuracy = [float(np.mean([router.probabilities(r).argmax() == i for r in rows]))
-                for i, rows in enumerate(held_out)]
-    rank = [float(np.mean(np.asarray(picks) == i)) for i, picks in enumerate(rank_picks)]
-    images = [[len(a), len(b)] for a, b in zip(fitted, held_out)]
-    return Router(tuple(datasets), tuple(fingerprints), mean, scale, weights, bias, np.array(accuracy),
-                  np.array(rank), np.array(images, dtype=np.float64), l2, provenance)
+    k = len(datasets)
+    router = Router(tuple(datasets), tuple(fingerprints), mean, scale, weights, bias, np.zeros(k), np.zeros(k),
+                    np.array([[len(a), len(b)] for a, b in zip(fitted, held_out)], dtype=np.float64), l2, provenance)
+    accuracy = [np.mean([router.probabilities(r).argmax() == i for r in rows]) for i, rows in enumerate(held_out)]
+    rank = [np.mean(np.asarray(picks) == i) for i, picks in enumerate(rank_picks)]
+    return dataclasses.replace(router, accuracy=np.array(accuracy, dtype=np.float64),
+                               rank_accuracy=np.array(rank, dtype=np.float64))
 
 
 def sample_images(dataset: str, data_path: str | None, count: int, seed: int = 0) -> list[bytes]:
@@ -188,23 +184,20 @@ def sample_images(dataset: str, data_path: str | None, count: int, seed: int = 0
     return [files[i].read_bytes() for i in picks]
 
 
-def photo_rows(models: Sequence[Any], images: Sequence[bytes],
-               progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def photo_rows(models: Sequence[Any], images: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Each readable image's design row through ``models`` (loaded :class:`core.classify.Models`, all with
     statistics) and the model the rank rule (:func:`core.classify.best_fit`) picks for it."""
     from .classify import best_fit, fit_predictions
     from .imageio import ImageError
 
     rows, picks = [], []
-    for done, data in enumerate(images, start=1):
+    for data in images:
         try:
             preds = fit_predictions(models, data)
         except ImageError:
             continue  # an unreadable file in a dataset folder says nothing about routing
         rows.append(design_row([p.features for p in preds]))
         picks.append(best_fit([p.ood for p in preds]))
-        if progress:
-            progress(done, len(images))
     return np.array(rows), np.array(picks)
 
 
@@ -224,7 +217,7 @@ def build_for(models: Sequence[Any], datasets: Sequence[str], fingerprints: Sequ
     return build(datasets, fingerprints, fitted, held, rank, provenance=provenance)
 
 
-def path(root: Path | None = None) -> Path:
+def shipped_file(root: Path | None = None) -> Path:
     """Where the shipped router lives: beside the bundles in ``reference/``."""
     from . import reference
 
@@ -235,7 +228,7 @@ def for_choices(choices: Sequence[Any], root: Path | None = None) -> tuple[Route
     """The shipped router and, per dataset it routes to, the index of that model set in ``choices`` (model
     choices as :func:`core.catalog.models` lists them); None when there is none, or it was fitted with other
     model sets than the ones shipped now (then the rank rule preselects)."""
-    file = path(root)
+    file = shipped_file(root)
     if not file.is_file():
         return None
     router = Router.load(file)

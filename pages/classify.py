@@ -100,8 +100,7 @@ def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, Verdict
     """For the shipped models with statistics: index in ``choices`` -> the model's out-of-distribution verdict
     on the photo; index -> the model chooser's probability that the photo is of that model's dataset, and how
     often it was right on held-out images of it (None without a chooser); the seconds that took, and whether
-    the photo is new. Measured once per photo: changing
-    the model or the inversion does not measure again."""
+    the photo is new. Measured once per photo: changing the model or the inversion does not measure again."""
     from core.classify import fit_predictions
     from core.router import design_row
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.common import (data_path, experiment_id, experiments, guard, job_progress, job_queue, limits, p_text,
-                       pct, count_text, results_link, run_estimate, signed_pct, submit)
+from ui.common import (count_text, data_path, experiment_id, experiments, guard, job_progress, job_queue, limits,
+                       p_text, pct, results_link, run_estimate, signed_pct, submit)
 
 QUICK = {"dataset": "fashion-mnist", "limit": 3000, "test_limit": 1000, "epochs": 12}
 QUICK_REPEATS = 2

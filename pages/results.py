@@ -10,8 +10,8 @@ import math
 
 import streamlit as st
 
-from ui.common import (EXPERIMENT_PARAM, curves_figure, experiment_id, experiment_label, experiments,
-                       find_experiment, guard, p_text, pct, repeat_name, count_text, signed_pct)
+from ui.common import (EXPERIMENT_PARAM, count_text, curves_figure, experiment_id, experiment_label, experiments,
+                       find_experiment, guard, p_text, pct, repeat_name, signed_pct)
 
 METHOD_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
 HEAD_NAMES = {"adam": "Adam head", "sgd": "SGD head"}
