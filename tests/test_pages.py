@@ -223,15 +223,3 @@ def test_no_page_prints_a_stray_string():
                 bare = isinstance(stmt, ast.Expr) and isinstance(stmt.value, (ast.Constant, ast.JoinedStr))
                 assert not bare or (i == 0 and documented), f"{path.name}:{stmt.lineno} would print on the page"
 
-
-def test_no_page_has_a_bare_string_that_streamlit_magic_would_print():
-    """A string statement after a page's docstring (e.g. an attribute docstring) is printed on the page by
-    Streamlit's magic; pages document such things in comments."""
-    import ast
-
-    root = Path(__file__).resolve().parent.parent
-    for page in [root / "app.py", *sorted((root / "pages").glob("*.py"))]:
-        body = ast.parse(page.read_text()).body
-        stray = [node.lineno for node in body[1:]
-                 if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)]
-        assert not stray, f"{page.name}: bare string at line(s) {stray}"
