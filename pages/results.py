@@ -191,6 +191,13 @@ def reading_controls(dataset: str, column_default: str | None, bn_readings: bool
     return column, s1w, s2w, source
 
 
+def method_names(s1w: str | None) -> dict[str, str]:
+    """The methods' names, saying so when stage one is read with its BatchNorm statistics re-estimated."""
+    if s1w in ("last_bn", "best_bn"):
+        return {**METHOD_NAMES, "stage1": "stage one (CNN), BatchNorm re-estimated"}
+    return METHOD_NAMES
+
+
 def table1_section(runs, column, s1w, s2w, source, prov: str) -> None:
     import pandas as pd
 
@@ -200,8 +207,9 @@ def table1_section(runs, column, s1w, s2w, source, prov: str) -> None:
     ours = stats.table1(runs, s1w, s2w, train_source=source)
     theirs = paper.table1(column) if column else None
     rows = []
+    names = method_names(s1w)
     for (label, row), method in zip(ours.iterrows(), METHOD_NAMES):
-        out = {"method": METHOD_NAMES[method]}
+        out = {"method": names[method]}
         for split in ("test", "train", "val"):
             mean, std = pct(row[f"{split} mean"]), row[f"{split} std"]
             out[f"{split}, ours"] = mean if not math.isfinite(std) else f"{mean} ± {pct(std)}"
@@ -219,7 +227,7 @@ def table1_section(runs, column, s1w, s2w, source, prov: str) -> None:
         with st.expander("Differences from the paper, and each method's gain over stage one"):
             base_ours, base_theirs = ours.iloc[0]["test mean"], theirs.iloc[0]["test mean"]
             diff = pd.DataFrame({
-                "method": list(METHOD_NAMES.values()),
+                "method": list(names.values()),
                 **{f"{split}, ours − paper": [signed_pct(ours.iloc[i][f"{split} mean"]
                                                          - theirs.iloc[i][f"{split} mean"]) for i in range(3)]
                    for split in ("test", "train", "val")},
@@ -274,7 +282,8 @@ def figure16_section(runs, s1w, s2w, prov: str) -> None:
 
     st.markdown("#### Per-repeat test accuracy (the paper's Figure 16)")
     frame = stats.runs_frame(runs, s1w, s2w)
-    st.plotly_chart(figure16(frame), key="fig16")
+    bn = s1w in ("last_bn", "best_bn")
+    st.plotly_chart(figure16(frame, "stage one, BN re-estimated" if bn else "stage one"), key="fig16")
     ups = {h: int(((frame[f"{h}_test_accuracy"] - frame["stage1_test_accuracy"]) > 0).sum()) for h in HEAD_NAMES}
     st.caption(f"One line per repeat, coloured by its own comparison: green where that head beat stage one in "
                f"that repeat (Adam head {ups['adam']} of {len(frame)}, SGD head {ups['sgd']} of {len(frame)}), "

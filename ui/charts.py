@@ -22,18 +22,19 @@ def gain_color(gain: float) -> str:
     return GAIN_COLORS["up" if gain > 0 else ("down" if gain < 0 else "same")]
 
 
-def figure16(frame: pd.DataFrame):
+def figure16(frame: pd.DataFrame, stage1_name: str = "stage one"):
     """The paper's Figure 16: per repeat, stage one's test accuracy joined to each head's.
 
     One panel per head, so every segment is one comparison and is coloured by that comparison's own gain
-    (the SGD segment by the SGD head's gain, not the Adam head's). ``frame`` is :func:`core.stats.runs_frame`.
+    (the SGD segment by the SGD head's gain, not the Adam head's). ``frame`` is :func:`core.stats.runs_frame`;
+    ``stage1_name`` labels stage one's axis point (which reading of it the frame holds).
     """
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=[HEAD_TITLES["adam"], HEAD_TITLES["sgd"]])
     for col, head in enumerate(("adam", "sgd"), start=1):
-        xs = ["stage one", HEAD_NAMES[head]]
+        xs = [stage1_name, HEAD_NAMES[head]]
         for _, row in frame.iterrows():
             ys = [row["stage1_test_accuracy"], row[f"{head}_test_accuracy"]]
             gain = ys[1] - ys[0]
