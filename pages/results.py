@@ -194,7 +194,7 @@ def reading_controls(dataset: str, column_default: str | None, bn_readings: bool
 def method_names(s1w: str | None) -> dict[str, str]:
     """The methods' names, saying so when stage one is read with its BatchNorm statistics re-estimated."""
     if s1w in ("last_bn", "best_bn"):
-        return {**METHOD_NAMES, "stage1": "stage one (CNN), BatchNorm re-estimated"}
+        return {**METHOD_NAMES, "stage1": "stage one, BN re-estimated"}
     return METHOD_NAMES
 
 
@@ -216,7 +216,8 @@ def table1_section(runs, column, s1w, s2w, source, prov: str) -> None:
             if theirs is not None:
                 out[f"{split}, paper"] = pct(theirs.loc[label, f"{split} mean"])
         rows.append(out)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–",
+                 column_config={"method": st.column_config.TextColumn(width="medium")})
     size_note = paper.data_size_note(runs[0]["protocol"]["dataset"], runs[0]["dataset"].get("sizes", {}))
     st.caption(f"Ours: {count_text(len(runs), 'repeat')}, mean ± standard deviation; training accuracy: "
                f"{stats.TRAIN_SOURCES[source]}. "
@@ -283,7 +284,7 @@ def figure16_section(runs, s1w, s2w, prov: str) -> None:
     st.markdown("#### Per-repeat test accuracy (the paper's Figure 16)")
     frame = stats.runs_frame(runs, s1w, s2w)
     bn = s1w in ("last_bn", "best_bn")
-    st.plotly_chart(figure16(frame, "stage one, BN re-estimated" if bn else "stage one"), key="fig16")
+    st.plotly_chart(figure16(frame, "stage one,<br>BN re-estimated" if bn else "stage one"), key="fig16")
     ups = {h: int(((frame[f"{h}_test_accuracy"] - frame["stage1_test_accuracy"]) > 0).sum()) for h in HEAD_NAMES}
     st.caption(f"One line per repeat, coloured by its own comparison: green where that head beat stage one in "
                f"that repeat (Adam head {ups['adam']} of {len(frame)}, SGD head {ups['sgd']} of {len(frame)}), "

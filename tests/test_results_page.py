@@ -216,5 +216,5 @@ def test_stage_one_can_be_read_with_its_batchnorm_statistics_re_estimated(result
     expected = np.mean([r["stage1"]["last_bn"]["test_accuracy"] for r in runs])
     table1 = next(d.value for d in at.dataframe if "test, ours" in d.value.columns)
     assert table1["test, ours"].iloc[0].startswith(f"{100 * expected:.2f}%")
-    assert table1["method"].iloc[0] == "stage one (CNN), BatchNorm re-estimated"
+    assert table1["method"].iloc[0] == "stage one, BN re-estimated"
     assert any("stage-one last-epoch BatchNorm-re-estimated / stage-two" in str(c.value) for c in at.caption)

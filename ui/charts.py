@@ -58,7 +58,7 @@ def figure16(frame: pd.DataFrame, stage1_name: str = "stage one"):
     # ticks 0.1 pp apart need two decimals, or neighbouring labels read the same ("98.0 %", "98.0 %")
     fig.update_yaxes(tickformat=".2%" if span < 0.02 else ".1%", row=1, col=1, title_text="test accuracy")
     fig.update_layout(height=420, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.12))
+                      legend=dict(orientation="h", y=-0.2 if "<br>" in stage1_name else -0.12))  # below the label
     return fig
 
 
