@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         chooser = ""
         if found:
             fitted, order = found
-            picks = [order[int(fitted.probabilities(router.design_row([p[i].features for i in order])).argmax())]
-                     for p in preds]
+            picks = [order[int(fitted.route([p[i] for i in order]).argmax())] for p in preds]
             chooser = f"by the chooser {np.mean([names[i] == truth for i in picks]):.1%}; "
         flagged = {name: np.mean([v[i].flagged for v in verdicts]) for i, name in enumerate(names)}
         print(f"{truth} ({len(images)} images): preselects its own model {chooser}by rank {by_rank:.1%}; by ratio "

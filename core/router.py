@@ -77,6 +77,11 @@ class Router:
                               "with `python -m core router`.")
         return _softmax(((row - self.mean) / self.scale) @ self.weights + self.bias)
 
+    def route(self, predictions: Sequence[Any]) -> np.ndarray:
+        """Probability per dataset for a photo, from its :class:`core.classify.Prediction` by each model set
+        the router reads, in the router's order (``for_choices`` gives that order)."""
+        return self.probabilities(design_row([p.features for p in predictions]))
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")

@@ -102,7 +102,6 @@ def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, Verdict
     often it was right on held-out images of it (None without a chooser); the seconds that took, and whether
     the photo is new. Measured once per photo: changing the model or the inversion does not measure again."""
     from core.classify import fit_predictions
-    from core.router import design_row
 
     digest = hashlib.sha256(data).hexdigest()
     memo = st.session_state.get(FITS_KEY)
@@ -115,7 +114,7 @@ def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, Verdict
         found = shipped_router(choices)
         if found and all(choices[i].label in preds for i in found[1]):
             router, order = found
-            probs = router.probabilities(design_row([preds[choices[i].label].features for i in order]))
+            probs = router.route([preds[choices[i].label] for i in order])
             route = {choices[i].label: (float(p), float(a)) for i, p, a in zip(order, probs, router.accuracy)}
         memo = {"digest": digest, "fits": {label: p.ood for label, p in preds.items() if p is not None},
                 "route": route, "seconds": time.perf_counter() - started}

@@ -193,7 +193,7 @@ def reading_controls(dataset: str, column_default: str | None, bn_readings: bool
 
 def method_names(s1w: str | None) -> dict[str, str]:
     """The methods' names, saying so when stage one is read with its BatchNorm statistics re-estimated."""
-    if s1w in ("last_bn", "best_bn"):
+    if s1w in STAGE1_BN_CHOICES.values():
         return {**METHOD_NAMES, "stage1": "stage one, BN re-estimated"}
     return METHOD_NAMES
 
@@ -283,7 +283,7 @@ def figure16_section(runs, s1w, s2w, prov: str) -> None:
 
     st.markdown("#### Per-repeat test accuracy (the paper's Figure 16)")
     frame = stats.runs_frame(runs, s1w, s2w)
-    bn = s1w in ("last_bn", "best_bn")
+    bn = s1w in STAGE1_BN_CHOICES.values()
     st.plotly_chart(figure16(frame, "stage one,<br>BN re-estimated" if bn else "stage one"), key="fig16")
     ups = {h: int(((frame[f"{h}_test_accuracy"] - frame["stage1_test_accuracy"]) > 0).sum()) for h in HEAD_NAMES}
     st.caption(f"One line per repeat, coloured by its own comparison: green where that head beat stage one in "

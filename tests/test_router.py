@@ -132,3 +132,12 @@ def test_loading_never_unpickles(fitted, tmp_path, monkeypatch):
     fitted.save(tmp_path / router.FILE)
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
     router.Router.load(tmp_path / router.FILE)
+
+
+def test_a_photo_is_routed_from_its_predictions_features(fitted):
+    """What Classify passes: each model's prediction, whose ``features`` are per-depth arrays."""
+    from types import SimpleNamespace
+
+    row = blobs(4, 1)[2][0]
+    preds = [SimpleNamespace(features=[row[:4], row[4:6]]), SimpleNamespace(features=[row[6:9], row[9:]])]
+    np.testing.assert_allclose(fitted.route(preds), fitted.probabilities(row))
