@@ -22,8 +22,10 @@ workers racing for one job cannot both get it.
 refreshes every few seconds. A job whose heartbeat is older than ``stale_after`` seconds (or whose worker
 process is known dead on this host) is requeued by whoever notices first - ``jobs()``, ``ensure_worker()`` or a
 worker's loop (:meth:`JobQueue.recover`). Its next worker calls ``run_repeat`` on the same workdir, which
-resumes from the last completed epoch. A job whose workers died ``max_attempts`` times is marked failed (it is
-probably killing them, e.g. out of memory) so it cannot block the queue forever. Every worker write is fenced:
+resumes from the last completed epoch. A job whose workers died ``max_attempts`` times in a row without durable
+progress (a checkpointed stage-one epoch or a stored repeat) is marked failed (it is probably killing them, e.g.
+out of memory) so it cannot block the queue forever; a worker that dies after making progress (a machine that is
+switched off every few hours during a two-day run) does not count towards that. Every worker write is fenced:
 it only lands while the job is still running *for that worker*, so a worker that was presumed dead and wakes up
 later notices (its heartbeat reports ``"lost"``) and stops without touching anything.
 
@@ -63,7 +65,9 @@ ACTIVE = ("queued", "running")
 HISTORY_KEYS = ("epoch", "accuracy", "val_accuracy", "loss", "val_loss")
 KEEP_WORKER_LOGS = 20
 MAX_ATTEMPTS = int(os.environ.get("TWO_STAGE_MAX_ATTEMPTS", "3"))
-"""A job whose worker died this many times is marked failed instead of requeued again."""
+"""A job whose workers died this many times in a row without progress is marked failed instead of requeued."""
+DURABLE_STAGES = ("stage1", "stored")
+"""Events of these stages mark progress a resumed attempt keeps (stage-one epochs are checkpointed)."""
 
 
 class QueueFull(ValueError):
@@ -136,7 +140,8 @@ class JobQueue:
                 "id": job_id, "key": key, "protocol": protocol.to_dict(), "describe": describe,
                 "repeats": repeats, "state": "done" if done else "queued", "created": now, "updated": now,
                 "started": None, "finished": now if done else None, "error": None, "worker": None,
-                "worker_pid": None, "worker_host": None, "heartbeat": None, "attempts": 0, "cleanup": False,
+                "worker_pid": None, "worker_host": None, "heartbeat": None, "attempts": 0, "deaths": 0,
+                "progressed": False, "cleanup": False,
                 "from_cache": done, "executor": executor,
                 **({"kind": "sweep", "sweep": {**sweep, "repeats": per_point}} if sweep else {}),
                 "progress": {"repeat": 0, "repeats": repeats, "repeats_done": stored, "stage": "stored"
@@ -221,7 +226,7 @@ class JobQueue:
                 if job["key"] in busy:
                     continue
                 job.update(state="running", worker=worker_id, worker_pid=pid, worker_host=host or hostname(),
-                           heartbeat=now, updated=now, attempts=job["attempts"] + 1,
+                           heartbeat=now, updated=now, attempts=job["attempts"] + 1, progressed=False,
                            started=job["started"] or now)
                 self.db.set(_job_key(job["id"]), job)
                 return job
@@ -257,6 +262,8 @@ class JobQueue:
             if job["state"] != "running" or job["worker"] != worker_id:
                 return False
             job["heartbeat"] = time.time()
+            if event.get("stage") in DURABLE_STAGES and ("epoch" in event or event["stage"] == "stored"):
+                job["progressed"] = True
             apply_event(job["progress"], event, job["attempts"])
         return self._update(job_id, apply) is not None
 
@@ -313,11 +320,12 @@ class JobQueue:
                     if job["state"] != "running":
                         continue
                     seen = job["heartbeat"] or job["updated"]
-                    if job["attempts"] >= self.max_attempts:
+                    job["deaths"] = 0 if job.get("progressed") else job.get("deaths", 0) + 1
+                    if job["deaths"] >= self.max_attempts:
                         job.update(state="failed", finished=now, error=(
-                            f"The worker running this job stopped {job['attempts']} times (killed, out of "
-                            "memory, or the machine restarted), so it was not retried again. Finished repeats "
-                            "are kept; submit it again to continue."))
+                            f"The worker running this job stopped {job['deaths']} times in a row without "
+                            "finishing an epoch (killed, out of memory, or the machine restarted), so it was not "
+                            "retried again. Finished repeats are kept; submit it again to continue."))
                     else:
                         job.update(state="queued", worker=None, worker_pid=None)
                         job["progress"]["stage"] = (f"requeued: worker {job['worker_host']} silent for "

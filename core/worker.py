@@ -20,8 +20,9 @@ What happens when a worker is killed (``kill -9``, OOM killer, power cut)
 2. The next ``JobQueue.recover()`` - run by any worker's loop every poll, by ``jobs()`` (every app rerun and
    ``python -m core jobs``) and by ``ensure_worker()`` - sees the job's owner is dead: on the same host its pid
    is gone (immediate), otherwise its heartbeat is older than ``stale_after`` (30 s by default). In one
-   transaction it sets the job back to ``queued`` (``attempts`` stays counted; after ``max_attempts`` deaths it
-   is marked ``failed`` instead) and forgets the dead worker's record.
+   transaction it sets the job back to ``queued`` (``attempts`` stays counted; after ``max_attempts`` deaths in a
+   row that finished no stage-one epoch and stored no repeat it is marked ``failed`` instead) and forgets the
+   dead worker's record.
 3. If no worker is alive, the app's ``ensure_worker()`` starts one; a worker started by hand just polls.
 4. A worker claims the job (atomic), re-checks which repeats are stored, loads the data once, and calls
    ``run_repeat`` on the same ``store.workdir(key, repeat)``. ``BackupAndRestore`` restores weights, optimizer

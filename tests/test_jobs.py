@@ -264,7 +264,26 @@ def test_a_job_whose_workers_keep_dying_fails_instead_of_looping(cache_dir, phot
         assert q.claim(f"w{attempt}", pid=None, host="elsewhere")["id"] == job_id
         q.recover(now=time.time() + 5)
     job = q.job(job_id)
-    assert job["state"] == "failed" and "stopped 2 times" in job["error"]
+    assert job["state"] == "failed" and "stopped 2 times in a row" in job["error"]
+
+
+def test_workers_that_die_after_finishing_epochs_never_fail_the_job(cache_dir, photo_folder):
+    """A long run on a machine switched off every few hours keeps going; only deaths without progress count."""
+    q = JobQueue(cache_dir, stale_after=1, max_attempts=2)
+    job_id = q.submit(folder_protocol(photo_folder), 1)
+    for attempt in range(1, 6):
+        assert q.claim(f"w{attempt}", pid=None, host="elsewhere")["id"] == job_id
+        q.report(job_id, f"w{attempt}", {"stage": "stage1", "resumed_at_epoch": attempt - 1, "repeat": 0})
+        q.report(job_id, f"w{attempt}", {"stage": "stage1", "epoch": attempt, "epochs": 9, "repeat": 0,
+                                         "logs": {}})
+        q.recover(now=time.time() + 5)
+        assert q.job(job_id)["state"] == "queued"
+    for attempt in (6, 7):  # then two deaths that finish nothing: it is probably killing its workers
+        q.claim(f"w{attempt}", pid=None, host="elsewhere")
+        q.report(job_id, f"w{attempt}", {"stage": "stage1", "resumed_at_epoch": 5, "repeat": 0})
+        q.recover(now=time.time() + 5)
+    job = q.job(job_id)
+    assert job["state"] == "failed" and job["attempts"] == 7 and "stopped 2 times in a row" in job["error"]
 
 
 def test_a_stale_job_is_requeued_by_whoever_looks(cache_dir, photo_folder):
