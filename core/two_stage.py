@@ -248,8 +248,6 @@ def _fit(model: keras.Model, inputs: dict, labels: dict, protocol: Protocol, wor
     model.fit(inputs["train"], labels["train"], validation_data=(inputs["val"], labels["val"]),
               epochs=protocol.epochs, batch_size=protocol.batch_size, shuffle=True, verbose=0,
               callbacks=callbacks)
-    if should_stop is not None and should_stop():
-        raise Cancelled(stage)
     return summarise_fit(model, inputs, labels, protocol, workdir, stage, _read_log(log_path))
 
 
@@ -299,12 +297,15 @@ def paper_callbacks(protocol: Protocol, workdir: Path, stage: str, report: Progr
                                                           patience=protocol.lr_patience,
                                                           min_lr=protocol.min_lr))
     # Order matters: the log is written before the backup at each epoch end, so a crash between the two
-    # only makes the resumed fit redo (and re-log) one epoch; never loses one.
-    log = _EpochLog(workdir / f"{stage}_epochs.jsonl", monitors, stage, protocol.epochs, report, should_stop)
+    # only makes the resumed fit redo (and re-log) one epoch; never loses one. The stop check comes last, so
+    # an epoch that ends is backed up before a stop request is honoured.
+    log = _EpochLog(workdir / f"{stage}_epochs.jsonl", monitors, stage, protocol.epochs, report)
     callbacks = [_DiskSpace(workdir)] + monitors + [log]  # first: it checks before anything is written
     if backup:
         callbacks.append(keras.callbacks.BackupAndRestore(str(workdir / f"backup_{stage}"),
                                                           double_checkpoint=True))
+    if should_stop is not None:
+        callbacks.append(_StopWhenAsked(should_stop, stage))
     return callbacks
 
 
@@ -344,20 +345,17 @@ class _EpochLog(keras.callbacks.Callback):
     ReduceLROnPlateau counters from the log, so a crash does not reset the patience clock.
     """
 
-    def __init__(self, path: Path, monitors: list, stage: str, epochs: int, report: Progress,
-                 should_stop: Callable[[], bool] | None):
+    def __init__(self, path: Path, monitors: list, stage: str, epochs: int, report: Progress):
         super().__init__()
         self.path, self.monitors, self.stage, self.epochs = path, monitors, stage, epochs
-        self.report, self.should_stop = report, should_stop
+        self.report = report
         self.started = 0.0
-        self.polled = 0
 
     def on_train_begin(self, logs=None):
         self.first_epoch = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
-        self.polled = 0
         if self.first_epoch:
             self.first_epoch = False
             self._resume_counters(epoch)
@@ -377,17 +375,6 @@ class _EpochLog(keras.callbacks.Callback):
                 cb.wait = since_best
         self.report({"stage": self.stage, "resumed_at_epoch": done})
 
-    def on_train_batch_begin(self, batch, logs=None):
-        # Polled at the *start* of a batch, which carries no logs: a batch-end hook would make Keras turn the
-        # step's logs into Python floats, a host-device sync every step on JAX (and it would keep Keras from
-        # dispatching the other callbacks' batch ends asynchronously). With steps_per_execution > 1 Keras
-        # calls this only every spe-th batch: poll by distance, not modulo.
-        if self.should_stop is None or batch - self.polled < 50:
-            return
-        self.polled = batch
-        if self.should_stop():
-            self.model.stop_training = True
-
     def on_epoch_end(self, epoch, logs=None):
         row = {k: float(v) for k, v in (logs or {}).items()}
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -398,8 +385,39 @@ class _EpochLog(keras.callbacks.Callback):
             fh.flush()
             os.fsync(fh.fileno())
         self.report({"stage": self.stage, "epoch": epoch + 1, "epochs": self.epochs, "logs": row})
-        if self.should_stop is not None and self.should_stop():
-            self.model.stop_training = True
+
+
+class _StopWhenAsked(keras.callbacks.Callback):
+    """Raises :class:`Cancelled` out of ``fit`` when ``should_stop`` turns true (a cancel, a worker's SIGTERM).
+
+    It raises rather than setting ``stop_training``: Keras would then finish the epoch in flight as if it
+    were whole (the monitors, the log and the backup would all take a partial epoch for a full one) and end
+    the fit normally, and ``BackupAndRestore.on_train_end`` would delete the backup the next worker resumes
+    from. An exception leaves the last completed epoch's backup as a crash would.
+    """
+
+    def __init__(self, should_stop: Callable[[], bool], stage: str):
+        super().__init__()
+        self.should_stop, self.stage = should_stop, stage
+        self.polled = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.polled = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Polled at the *start* of a batch, which carries no logs: a batch-end hook would make Keras turn the
+        # step's logs into Python floats, a host-device sync every step on JAX (and it would keep Keras from
+        # dispatching the other callbacks' batch ends asynchronously). With steps_per_execution > 1 Keras
+        # calls this only every spe-th batch: poll by distance, not modulo.
+        if batch - self.polled < 50:
+            return
+        self.polled = batch
+        if self.should_stop():
+            raise Cancelled(self.stage)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.should_stop():  # after this epoch's backup: the next worker resumes after it
+            raise Cancelled(self.stage)
 
 
 def _read_log(path: Path, upto: int | None = None) -> dict[str, list[float]]:

@@ -161,7 +161,11 @@ def test_sigterm_hands_the_running_job_back_to_the_queue(cache_dir, photo_folder
             worker.kill()
     job = q.job(job_id)
     assert job["state"] == "queued" and job["worker"] is None and job["attempts"] == 0
-    assert RunStore(cache_dir).workdir(p.key(), 0).exists()  # kept: the next worker resumes from it
+    workdir = RunStore(cache_dir).workdir(p.key(), 0)
+    # kept with the last whole epoch's backup, and no half epoch logged: the next worker resumes after it
+    backed_up = json.loads((workdir / "backup_stage1" / "training_metadata.json").read_text())["epoch"]
+    logged = (workdir / "stage1_epochs.jsonl").read_text().splitlines()
+    assert backed_up >= 1 and len(logged) == backed_up
     assert q.workers() == []
     q.cancel(job_id)
     assert not RunStore(cache_dir).workdir(p.key(), 0).exists()

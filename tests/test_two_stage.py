@@ -140,6 +140,6 @@ def test_our_callbacks_do_not_make_keras_wait_for_every_batch(tmp_path):
     default = keras.callbacks.Callback.on_train_batch_end
     ours = [c for c in paper_callbacks(TINY.with_(reduce_lr=True), tmp_path, "stage1", should_stop=lambda: False)
             if type(c).__module__.startswith("core.")]
-    assert len(ours) == 2  # the disk-space guard and the epoch log
+    assert len(ours) == 3  # the disk-space guard, the epoch log and the stop check
     for callback in ours:
         assert type(callback).on_train_batch_end is default, type(callback).__name__
