@@ -12,9 +12,7 @@ import streamlit as st
 
 from ui.common import (EXPERIMENT_PARAM, count_text, curves_figure, experiment_id, experiment_label, experiments,
                        find_experiment, guard, p_text, pct, repeat_name, signed_pct)
-
-METHOD_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
-HEAD_NAMES = {"adam": "Adam head", "sgd": "SGD head"}
+from ui.evidence import HEAD_NAMES, METHOD_NAMES
 WEIGHT_CHOICES = {"protocol's": None, "last epoch": "last", "best checkpoint": "best"}
 STAGE1_BN_CHOICES = {"last epoch, BatchNorm re-estimated": "last_bn",
                      "best checkpoint, BatchNorm re-estimated": "best_bn"}
@@ -254,9 +252,10 @@ def table2_section(runs, column, s1w, s2w, prov: str) -> None:
     named = ", ".join(repeat_name(r) for r in frame["repeat"][outliers])
     used = ["all repeats" if u == "all repeats" else f"without outlier {named}" for u in ours["repeats used"]]
     head = ["Adam head" if "Adam" in c else "SGD head" for c in ours["comparison"]]
+    stage1 = "stage one, BN re-estimated" if s1w in STAGE1_BN_CHOICES.values() else "stage one"
     shown = pd.DataFrame({
         "head": head, "repeats": [f"{n} ({u})" for n, u in zip(ours["n"], used)],
-        "stage one test": ours["mean first"].map(pct), "head test": ours["mean second"].map(pct),
+        f"{stage1} test": ours["mean first"].map(pct), "head test": ours["mean second"].map(pct),
         "difference": ours["mean difference"].map(signed_pct),
         "p-value": ours["p (t-test)"].map(p_text),
         "significant": [_significance(p, a) for p, a in zip(ours["p (t-test)"], ours["alpha"])]})

@@ -217,4 +217,6 @@ def test_stage_one_can_be_read_with_its_batchnorm_statistics_re_estimated(result
     table1 = next(d.value for d in at.dataframe if "test, ours" in d.value.columns)
     assert table1["test, ours"].iloc[0].startswith(f"{100 * expected:.2f}%")
     assert table1["method"].iloc[0] == "stage one, BN re-estimated"
+    table2 = next(d.value for d in at.dataframe if "head test" in d.value.columns)
+    assert table2["stage one, BN re-estimated test"].iloc[0] == table1["test, ours"].iloc[0].split(" ±")[0]
     assert any("stage-one last-epoch BatchNorm-re-estimated / stage-two" in str(c.value) for c in at.caption)
