@@ -26,7 +26,7 @@ import numpy as np
 
 from .datasets import CIFAR_CLASSES, FASHION_CLASSES
 from .imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image
-from .ood import OodStats, Verdict
+from .ood import OodError, OodStats, Verdict
 
 HEADS = ("adam", "sgd")
 METHOD_LABELS = {"stage1": "Stage one (CNN)", "adam": "Stage two, Adam head", "sgd": "Stage two, SGD head"}
@@ -45,6 +45,8 @@ class Models:
     """One model: stage1, adam and sgd probabilities, then the features ``ood`` scores (if any)."""
     ood: OodStats | None = None
     """Out-of-distribution statistics; None for a model set bundled without them (the user's own runs)."""
+    ood_problem: str | None = None
+    """Why a statistics file that exists could not be used (then ``ood`` is None and the model still answers)."""
     lock: Any = field(default_factory=threading.RLock, repr=False)
     explainer: Any = None
     """:class:`core.explain.GradCam`, built on first use."""
@@ -108,10 +110,16 @@ def load_models(paths: dict[str, Path], class_names: list[str] | None = None,
     extractor = feature_extractor(stage1)
     features = stage1.get_layer(FEATURE_LAYER).output
     outputs = [stage1.output] + [_copy_head(heads[name], f"head_{name}")(features) for name in HEADS]
-    stats = OodStats.load(ood_path) if ood_path else None
+    stats, problem = None, None
+    if ood_path:
+        try:
+            stats = OodStats.load(ood_path)
+        except OodError as exc:
+            problem = str(exc)
     probes = probe_outputs(stage1, stats.layers) if stats else []
     fused = keras.Model(stage1.input, outputs + probes, name="classify_fused")
-    return Models(stage1, extractor, heads, names, input_shape, fused, stats)  # type: ignore[arg-type]
+    return Models(stage1, extractor, heads, names, input_shape, fused, stats,  # type: ignore[arg-type]
+                  ood_problem=problem)
 
 
 def _copy_head(head: Any, name: str) -> Any:

@@ -34,6 +34,7 @@ with ``allow_pickle=False`` (:meth:`OodStats.save`/:meth:`OodStats.load`).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,11 @@ PERCENTILE = 99.0
 """Percentile of the test images' scores used as the threshold (and as each depth's normaliser)."""
 MIN_SHRINKAGE = 1e-3
 FILE = "ood.npz"
+
+
+class OodError(ValueError):
+    """A statistics file that cannot be read: the model still classifies, without the check."""
+
 
 WHAT_IT_KNOWS = {
     "fashion-mnist": "10 kinds of clothing (T-shirts, trousers, pullovers, dresses, coats, sandals, shirts, "
@@ -169,12 +175,17 @@ class OodStats:
 
     @classmethod
     def load(cls, path: str | Path) -> OodStats:
-        with np.load(path, allow_pickle=False) as s:
-            layers = [str(name) for name in s["layers"]]
-            gaussians = [Gaussian(s[f"means_{i}"], s[f"precision_{i}"], float(s[f"shrinkage_{i}"]),
-                                  float(s[f"scale_{i}"])) for i in range(len(layers))]
-            return cls(layers, gaussians, float(s["threshold"]), s["test_scores"], s["test_msp"],
-                       int(s["train_images"]), float(s["percentile"]))
+        """Read :meth:`save`'s file; a damaged or foreign one raises :class:`OodError` with one line."""
+        try:
+            with np.load(path, allow_pickle=False) as s:
+                layers = [str(name) for name in s["layers"]]
+                gaussians = [Gaussian(s[f"means_{i}"], s[f"precision_{i}"], float(s[f"shrinkage_{i}"]),
+                                      float(s[f"scale_{i}"])) for i in range(len(layers))]
+                return cls(layers, gaussians, float(s["threshold"]), s["test_scores"], s["test_msp"],
+                           int(s["train_images"]), float(s["percentile"]))
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+            raise OodError(f"its statistics file {Path(path).name} cannot be read ({exc}); "
+                           "`python -m core bundle` writes it again") from None
 
 
 def shrunk_covariance(centred: np.ndarray) -> tuple[np.ndarray, float]:

@@ -149,14 +149,15 @@ def route_caption(choices, route: Route | None) -> None:
                "Pick another model under Model to compare its answer.")
 
 
-def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int) -> None:
+def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int, problem: str | None) -> None:
     from core.ood import what_it_knows
 
     verdict = pred.ood
     if verdict is None:
-        st.caption("No out-of-distribution check for this model: its statistics of the training images are "
-                   "computed when a model set is bundled (`python -m core bundle`); the shipped models have "
-                   "them." + _suggestion(choices, fits, picked, flagged=False))
+        why = (f"{problem}." if problem else "its statistics of the training images are computed when a model "
+               "set is bundled (`python -m core bundle`); the shipped models have them.")
+        st.caption(f"No out-of-distribution check for this model: {why}"
+                   + _suggestion(choices, fits, picked, flagged=False))
         return
     if verdict.flagged:
         st.warning(
@@ -294,7 +295,7 @@ def answer(data: bytes, name: str, choices, pick: int, models, invert, fits: dic
     except ImageError as exc:
         st.error(f"Could not use this file: {exc}")
         return
-    ood_warning(pred, choices[pick], choices, fits, pick)
+    ood_warning(pred, choices[pick], choices, fits, pick, models.ood_problem)
     show_prediction(pred, name)
     heat_s = show_input_and_heat_map(pred, models)
     st.caption(f"Answer in {1000 * answer_s:.0f} ms, heat map in {1000 * heat_s:.0f} ms; measuring the photo "

@@ -112,6 +112,24 @@ def test_the_preselected_model_is_the_one_the_photo_fits(page):
     assert chosen(page).startswith("Your own folder")
 
 
+def test_a_damaged_statistics_file_leaves_the_model_answering_without_the_check(shipped, tmp_path, monkeypatch):
+    ref = tmp_path / "reference"
+    shutil.copytree(shipped, ref)
+    stats = ref / "fashion-mnist" / "ood.npz"
+    stats.write_bytes(stats.read_bytes()[:300])
+    monkeypatch.setattr(reference, "REFERENCE_DIR", ref)
+    monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/classify.py").run()
+    upload(at, "item.png", png_bytes(np.full((28, 28), 40, np.uint8)))
+    at.selectbox(key="classify_model").set_value(fashion_index(at)).run()
+    assert chosen(at).startswith("Fashion-MNIST") and not at.exception and not at.error
+    assert any("Predictions for" in str(m.value) for m in at.markdown)
+    assert any(str(c.value).startswith("No out-of-distribution check for this model: its statistics file ood.npz "
+                                       "cannot be read") for c in at.caption), [c.value for c in at.caption]
+
+
 def test_the_model_set_can_be_downloaded(page):
     labels = [b.label for b in page.get("download_button")]
     assert labels == ["Keras model (.keras)", "LiteRT model (.tflite)"]

@@ -45,6 +45,19 @@ def test_test_images_pass_and_shifted_ones_are_flagged(tmp_path):
     assert verdict.layer == "features"
 
 
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+def test_a_damaged_statistics_file_is_one_clear_error(tmp_path, damage):
+    train, y = gaussian_classes(300, 4, seed=0)
+    path = ood.fit(["features"], [train], y, 3, [train], np.full((len(train), 3), 1 / 3)).save(tmp_path / "ood.npz")
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    else:
+        np.savez(path, something=np.zeros(3))
+    with pytest.raises(ood.OodError, match=r"^its statistics file ood.npz cannot be read .*core bundle") as info:
+        ood.OodStats.load(path)
+    assert "\n" not in str(info.value)
+
+
 def test_an_input_unusual_at_any_depth_is_flagged():
     """Two depths: the input is typical at the last one and far off at the first (what a photo does to a
     Fashion-MNIST network); the ensemble flags it, the last depth alone would not."""
