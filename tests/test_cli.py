@@ -29,6 +29,20 @@ def test_help_documents_the_commands_and_options():
         assert option in run_help
 
 
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_a_reader_that_goes_away_is_no_traceback(unbuffered):
+    """``python -m core reports | head -1``: the pipe closes before the output is written."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run([sys.executable, "-m", "core", "reports"], cwd=ROOT, stdout=write,
+                                stderr=subprocess.PIPE, text=True, timeout=120,
+                                env={**ENV, "PYTHONUNBUFFERED": unbuffered})
+    finally:
+        os.close(write)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "Broken" not in result.stderr
+
+
 def test_missing_folder_is_a_clear_error(tmp_path):
     result = core("run", "--dataset", "face-mask", "--data", str(tmp_path / "nowhere"), "--cache", str(tmp_path))
     assert result.returncode == 2
