@@ -28,6 +28,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.models import ARCHITECTURES, FEATURE_LAYER  # noqa: E402
+from core.words import count_text  # noqa: E402
 
 
 def preprocess(x: np.ndarray) -> np.ndarray:
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                             architecture=protocol.model_id, num_classes=data.num_classes,
                             seed=protocol.seed + r, epochs=args.epochs)
         print(json.dumps(result), flush=True)
-    print(f"total {time.perf_counter() - started:.1f} s for {args.repeats} repeat(s)")
+    print(f"total {time.perf_counter() - started:.1f} s for {count_text(args.repeats, 'repeat')}")
     return 0
 
 

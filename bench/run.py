@@ -648,6 +648,8 @@ def case6(args) -> None:
     """The paper's full 20-repeat experiment on one GPU: the lock-step engine (all repeats as one JAX program,
     stage one and both heads, records stored) against the plain Keras script on the same GPU, measured on
     ``gpu_ref_repeats`` repeats and scaled (the note says so). Without a GPU: "not measured", never an estimate."""
+    from core.words import count_text
+
     print("case 6: full 20-repeat experiments on a GPU (lock-step engine)", flush=True)
     info = machine()
     where = f"{info['date']}, {info['cpu']} x{info['cores']}"
@@ -681,7 +683,7 @@ def case6(args) -> None:
     accuracy = np.mean([run["stage1"]["last"]["test_accuracy"] for run in runs])
     row(6, f"{fmnist}, {gpu}", ours, "s", ref, ours / ref, "<= 300 s and ratio <= 0.1",
         ours <= 300 and ours / ref <= 0.1,
-        f"reference: the plain Keras script on the same GPU, measured on {n_ref} repeat(s) and scaled "
+        f"reference: the plain Keras script on the same GPU, measured on {count_text(n_ref, 'repeat')} and scaled "
         f"x{args.gpu_repeats / n_ref:g}; ours includes compilation and storing the records; stage-one test "
         f"accuracy mean {accuracy:.4f}")
     if not args.face_mask:

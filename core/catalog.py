@@ -14,6 +14,7 @@ from . import reference
 from .arch_spec import ARCH_INFO
 from .config import Protocol
 from .store import RunStore
+from .words import count_text
 
 REFERENCE = "reference (shipped with the app)"
 CACHE = "your runs"
@@ -30,7 +31,7 @@ class Experiment:
     def label(self) -> str:
         when = max(r["finished_at"] for r in self.runs)[:10]
         device = self.runs[0]["env"]["device"]
-        return (f"{self.protocol.dataset} · {len(self.runs)} repeat(s) · {self.source} · "
+        return (f"{self.protocol.dataset} · {count_text(len(self.runs), 'repeat')} · {self.source} · "
                 f"{self.protocol.describe()} · {device} · {when}")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from .arch_spec import ARCH_INFO
 from .config import AUGMENT_PRESETS, DATASETS, ENGINES, MAX_REPEATS, OPTIMIZERS, PRECISIONS, Protocol
+from .words import count_text
 
 COMMANDS: dict[str, Any] = {}
 """Sub-command name -> (help, add-arguments function, handler); other modules register theirs here."""
@@ -236,8 +237,8 @@ def _run(args: argparse.Namespace) -> int:
     store = RunStore(args.cache)
     if store.read_only:
         runs = [r for r in (store.get(protocol.key(), i) for i in range(args.repeats)) if r is not None]
-        print(f"note: the cache {store.root} is read-only: {len(runs)} of {args.repeats} repeat(s) are stored "
-              "there and shown; nothing new can be trained into it (use --cache DIR for a writable one).",
+        print(f"note: the cache {store.root} is read-only: {len(runs)} of {count_text(args.repeats, 'repeat')} "
+              "are stored there and shown; nothing new can be trained into it (use --cache DIR for a writable one).",
               file=sys.stderr)
         print_tables(runs)
         if args.out and runs:
@@ -253,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         done = sum(store.has(protocol, i) for i in range(args.repeats))
-        print(f"\ninterrupted: {done} finished repeat(s) are stored in {store.root}; "
+        print(f"\ninterrupted: {count_text(done, 'finished repeat')} stored in {store.root}; "
               "run the same command again to continue.", file=sys.stderr)
         return 130
     print_tables(runs)

@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .words import repeats_named
+
 if TYPE_CHECKING:
     from .config import Protocol
     from .datasets import Dataset, RawData
@@ -236,7 +238,7 @@ def _result(ray, ref, block: list[int], executor: Executor) -> list[dict[str, An
         raise exc.cause from None
     except ray.exceptions.RayError as exc:
         raise ClusterError(
-            f"repeat(s) {', '.join(str(r + 1) for r in block)}: the Ray task failed "
+            f"{repeats_named(block)}: the Ray task failed "
             f"({type(exc).__name__}: {_first_line(exc)}; --ray-retries {executor.retries}); finished repeats "
             "are stored, run again to continue") from None
 

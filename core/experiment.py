@@ -17,6 +17,7 @@ from .datasets import Dataset, RawData, load_raw, split_raw
 from .leases import Leases
 from .store import RunStore
 from .two_stage import Cancelled, Progress, run_repeat
+from .words import repeats_named
 
 if TYPE_CHECKING:
     from .cluster import Executor
@@ -31,7 +32,8 @@ class Stopped(Exception):
 
     def __init__(self, *interrupted: int | None):
         self.interrupted = [r for r in interrupted if r is not None]
-        super().__init__(f"stopped during repeat(s) {self.interrupted}")
+        super().__init__(f"stopped during {repeats_named(self.interrupted)}" if self.interrupted
+                         else "stopped between repeats")
 
 
 def missing_repeats(store: RunStore, protocol: Protocol, repeats: int) -> list[int]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cli import (add_cache_argument, add_executor_arguments, add_protocol_arguments, command, executor_from_args,
                   protocol_from_args)
+from .words import count_text
 
 if TYPE_CHECKING:
     from .config import Protocol
@@ -82,7 +83,7 @@ def submit_job(queue: JobQueue, protocol: Protocol, repeats: int, *, start_worke
     job_id = queue.submit(protocol, repeats, **options)
     job = queue.job(job_id)
     print(f"{job_id}  {label}".rstrip())
-    print(f"{job['state']}: {job['describe']}, {job['repeats']} repeat(s)", file=sys.stderr)
+    print(f"{job['state']}: {job['describe']}, {count_text(job['repeats'], 'repeat')}", file=sys.stderr)
     if job["state"] == "queued" and start_worker:
         if queue.workers():
             print("a worker is running; it will pick the job up", file=sys.stderr)

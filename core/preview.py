@@ -17,6 +17,7 @@ from .config import PHOTO_DATASETS, Augmentation, Protocol
 from .datasets import (CIFAR_CLASSES, FASHION_CLASSES, FASHION_SYSTEM_DIR, HOW_TO_GET, KERAS_DATASETS_DIR,
                        DatasetUnavailable, class_pick_count, load_raw, scan_image_folder)
 from .imageio import ImageError, decode_image
+from .words import count_text
 
 DATASET_TITLES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "dogs-cats": "Dogs & Cats",
                   "face-mask": "Face Mask Detection", "folder": "Your own folder"}
@@ -391,7 +392,7 @@ def provenance_line(runs: list[dict[str, Any]], source: str | None = None) -> st
     if not p["repeats"]:
         return "no repeats"
     n = p["repeats"]
-    text = (f"{n} repeat{'' if n == 1 else 's'} · protocol: {p['protocol']} · backend {p['backend']} on "
+    text = (f"{count_text(n, 'repeat')} · protocol: {p['protocol']} · backend {p['backend']} on "
             f"{p['device']} · {p['date']}")
     return f"{text} · {source}" if source else text
 

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from .cli import ProgressPrinter, add_cache_argument, add_protocol_arguments, command, protocol_from_args
 from .reports import REPORTS, SIZES
+from .words import count_text
 
 
 # ------------------------------------------------------------------------------------------ architectures
@@ -316,7 +317,7 @@ def print_ours(runs: list[dict], out=sys.stdout) -> None:
     from . import stats
 
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
-        print(f"\nOurs: {len(runs)} repeat(s); {runs[0]['describe']}", file=out)
+        print(f"\nOurs: {count_text(len(runs), 'repeat')}; {runs[0]['describe']}", file=out)
         print(stats.table1(runs).to_string(), file=out)
         tests = stats.table2(runs)
         if len(runs) > 1 and not tests.empty:
@@ -343,7 +344,7 @@ def print_metrics(runs: list[dict], out=sys.stdout) -> None:
         if matrix is None:
             continue
         with pd.option_context("display.width", 200, "display.precision", 3):
-            print(f"\nPer-class metrics, {title} (test set, {n} repeat(s) summed):", file=out)
+            print(f"\nPer-class metrics, {title} (test set, {count_text(n, 'repeat')} summed):", file=out)
             print(metrics.per_class(matrix, names).to_string(), file=out)
             print("confusion matrix (rows: true class, columns: predicted):", file=out)
             print(pd.DataFrame(matrix, index=names, columns=names).to_string(), file=out)

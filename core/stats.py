@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from .words import count_text, repeats_named
+
 METHODS = {
     "stage1": "CNN (Adam)",
     "adam": "CNN + second stage (Adam)",
@@ -155,8 +157,7 @@ def table2(runs: list[dict[str, Any]], stage1_weights: str | None = None, stage2
         second = frame[f"{head}_test_accuracy"].to_numpy()
         subsets = [("all repeats", np.ones(len(first), bool))]
         if outliers.any():
-            excluded = ", ".join(str(r + 1) for r in frame["repeat"][outliers])  # numbered from 1, as shown
-            subsets.append((f"excluding outlier repeat(s) {excluded}", ~outliers))
+            subsets.append((f"excluding outlier {repeats_named(frame['repeat'][outliers])}", ~outliers))
         for subset, mask in subsets:
             row = {"comparison": f"stage one vs {METHODS[head]}", "repeats used": subset}
             row.update(paired_test(first[mask], second[mask], alpha))
@@ -263,7 +264,7 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
     n, gain, p = int(main["n"]), float(main["mean difference"]), float(main["p (t-test)"])
     head_name = {"adam": "Adam", "sgd": "SGD"}[head]
     if not np.isfinite(p):
-        repeats = f"{n} repeat{'' if n == 1 else 's'}"
+        repeats = count_text(n, "repeat")
         return (f"With {repeats} the {head_name} head's gain ({100 * gain:+.2f} pp) cannot be tested; "
                 "at least 2 repeats with differing results are needed.")
     if p < alpha:

@@ -59,6 +59,7 @@ from .config import Protocol
 from .jobs import JobQueue
 from .leases import HEARTBEAT_S, hostname
 from .store import RunStore
+from .words import count_text, repeats_named
 
 ARTEFACT_BUDGET_MB = os.environ.get("TWO_STAGE_ARTEFACT_MB", "2048")
 """Size budget of ``cache/artefacts`` (trained ``.keras`` models) in MB; empty or ``none`` = unlimited. When a
@@ -167,7 +168,7 @@ class Worker:
         job_id = job["id"]
         with self._lock:
             self.job_id, self.verdict = job_id, "ok"
-        self.log(f"job {job_id} (attempt {job['attempts']}): {job['describe']}, {job['repeats']} repeat(s)")
+        self.log(f"job {job_id} (attempt {job['attempts']}): {job['describe']}, {count_text(job['repeats'], 'repeat')}")
 
         def progress(event: dict) -> None:
             if not self.queue.report(job_id, self.id, event):  # cancelled, or handed to another worker
@@ -217,7 +218,8 @@ class Worker:
             for repeat in interrupted:
                 self.queue.store.discard_unfinished(job["key"], repeat)
             self.queue.cancelled_cleanup_done(job["id"], self.id)
-            self.log(f"job {job['id']} cancelled; unfinished repeat(s) {interrupted} discarded")
+            self.log(f"job {job['id']} cancelled; unfinished {repeats_named(interrupted)} discarded"
+                     if interrupted else f"job {job['id']} cancelled")
             return "cancelled"
         if self.verdict == "lost":  # another worker owns it now: leave its workdir alone
             self.log(f"job {job['id']} was handed to another worker; stopped")

@@ -81,7 +81,7 @@ def test_ctrl_c_keeps_finished_repeats(tmp_path, capfd, monkeypatch):
             str(tmp_path / "c")]
     assert cli.main(args) == 130
     err = capfd.readouterr().err
-    assert "interrupted: 1 finished repeat(s) are stored" in err
+    assert "interrupted: 1 finished repeat stored" in err
     monkeypatch.setattr(cli.ProgressPrinter, "__call__", printer)
     # running again only trains what is missing
     assert cli.main(args) == 0

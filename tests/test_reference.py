@@ -55,7 +55,7 @@ def test_bundle_round_trip(finished, tmp_path, monkeypatch):
     monkeypatch.setattr(reference, "REFERENCE_DIR", tmp_path / "ref")
     listed = catalog.experiments(store)
     assert [e.source for e in listed] == [catalog.REFERENCE, catalog.CACHE]
-    assert "3 repeat(s)" in listed[0].label
+    assert "3 repeats" in listed[0].label
     models = catalog.models(store)
     assert models[0].source == catalog.REFERENCE and len(models) == 1 + 3
     assert models[0].ood_path and all(m.ood_path is None for m in models[1:])

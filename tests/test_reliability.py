@@ -91,10 +91,10 @@ def test_every_command_on_a_read_only_cache_says_so_in_one_line(finished_cache, 
     cache = ["--cache", str(finished_cache)]
 
     code, out, err = cli(capfd, "run", *TINY, "--repeats", "2", *cache, "--out", str(tmp_path / "runs.json"))
-    assert code == 0 and "Table 1 (ours): 2 repeats" in out and "read-only: 2 of 2 repeat(s)" in err
+    assert code == 0 and "Table 1 (ours): 2 repeats" in out and "read-only: 2 of 2 repeats" in err
     assert (tmp_path / "runs.json").is_file()
     code, out, err = cli(capfd, "run", *TINY, "--repeats", "3", *cache)
-    assert code == 2 and "read-only: 2 of 3 repeat(s)" in err
+    assert code == 2 and "read-only: 2 of 3 repeats" in err
     code, out, err = cli(capfd, "jobs", *cache)
     assert code == 0 and done in out and "read-only" in err
     code, out, err = cli(capfd, "watch", done, *cache)

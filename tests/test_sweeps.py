@@ -111,7 +111,7 @@ def test_sweep_submit_on_the_command_line_queues_one_job_and_says_so_like_submit
     out, err = capsys.readouterr()
     job = JobQueue(tmp_path).job(out.strip())
     assert (job["state"], job["kind"], job["repeats"]) == ("queued", "sweep", 4)
-    assert err.strip() == f"queued: {job['describe']}, 4 repeat(s)"  # the same line as `core submit` prints
+    assert err.strip() == f"queued: {job['describe']}, 4 repeats"  # the same line as `core submit` prints
     assert main([*args, "--submit"]) == 0 and capsys.readouterr().out.strip() == job["id"]  # not queued twice
 
 

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import streamlit as st
 
+from core.words import count_text, repeat_name  # noqa: F401 - the pages import them from here
+
 log = logging.getLogger("two_stage.app")
 
 
@@ -398,16 +400,6 @@ def p_text(p: Any) -> str:
     if math.isnan(v):
         return "–"
     return f"{v:.2e}" if v < 1e-4 else f"{v:.4f}"
-
-
-def count_text(n: int, noun: str) -> str:
-    """"1 repeat", "5 repeats": a count with its noun in the right number, the same way on every page."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def repeat_name(repeat: Any) -> str:
-    """Repeats are stored 0-based and shown 1-based, the same way on every page."""
-    return f"repeat {int(repeat) + 1}"
 
 
 # ------------------------------------------------------------------------------- run-time estimates

@@ -13,6 +13,7 @@ import numpy as np
 import streamlit as st
 
 from ui.charts import cell_from_selection, confusion_figure
+from core.words import repeats_named
 from ui.common import count_text, pct, repeat_name, signed_pct
 
 METHOD_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
@@ -77,9 +78,7 @@ def image_grid(frame, dataset: str, source: str | None, caption: Any) -> None:
 
 
 def _repeats_text(group) -> str:
-    reps = sorted({int(r) + 1 for r in group["repeat"]})
-    return ("repeat " if len(reps) == 1 else "repeats ") + ", ".join(str(r) for r in reps[:6]) + \
-        ("…" if len(reps) > 6 else "")
+    return repeats_named(group["repeat"], most=6)
 
 
 def _table(frame, columns: dict[str, str], percent: tuple[str, ...]) -> None:
@@ -135,7 +134,7 @@ def confusion_section(runs: list[dict[str, Any]]) -> None:
                                 "or look at one repeat.")
     chosen = usable if scope == "all" else [r for r in usable if int(r["repeat"]) == scope]
     matrix, count = metrics.experiment_confusion(chosen, method)
-    covered = f"{count} repeat(s)" + (f" of {len(runs)}" if len(runs) != count else "")
+    covered = count_text(count, "repeat") + (f" of {len(runs)}" if len(runs) != count else "")
     old = len(runs) - len(usable)
     st.caption(f"{METHOD_NAMES[method]}, test set, {covered}"
                + (f"; {old} older record(s) predate per-image predictions and are not included" if old else "")
@@ -212,7 +211,7 @@ def changes_section(runs: list[dict[str, Any]], bn_layers: int) -> None:
         m[3].metric("Fixed by best checkpoint too", f"{summary['fixed_by_best']} of {fixed}",
                     help="This model has no BatchNorm layer. Of the images the head fixes, how many stage one's "
                          "best checkpoint already gets right.")
-    st.caption(f"Over {summary['repeats']} repeat(s) with predictions ({summary['test_images']:,} test "
+    st.caption(f"Over {count_text(summary['repeats'], 'repeat')} with predictions ({summary['test_images']:,} test "
                f"predictions), the {HEAD_NAMES[head]} and stage one disagree on {len(frame)}: "
                f"{fixed} fixed, {broken} broken, {summary['both_wrong']} both wrong with different answers. "
                f"Net {summary['net']:+d} images = {signed_pct(summary['gain'])}, the head's mean gain. "

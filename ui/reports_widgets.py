@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from core.words import count_text
+
 METHOD_COLOURS = {"stage1": "#1f77b4", "adam": "#2ca02c", "sgd": "#ff7f0e"}
 METHOD_NAMES = {"stage1": "stage one (the report's model)", "adam": "+ second stage, Adam head",
                 "sgd": "+ second stage, SGD head"}
@@ -30,8 +32,8 @@ def sweep_figure(frame: Any, param: str, published: list[tuple[Any, float]], rep
                         y=list(100 * part["test mean"]), mode="lines+markers", name=METHOD_NAMES[method],
                         line=dict(color=METHOD_COLOURS[method]),
                         error_y=dict(type="data", array=std, visible=True),
-                        customdata=list(part["repeats"]),
-                        hovertemplate="%{x}: %{y:.2f}% (%{customdata} repeat(s))<extra></extra>")
+                        customdata=[count_text(int(n), "repeat") for n in part["repeats"]],
+                        hovertemplate="%{x}: %{y:.2f}% (%{customdata})<extra></extra>")
     if published:
         fig.add_scatter(x=[v if numeric else str(v) for v, _ in published], y=[100 * a for _, a in published],
                         mode="markers", name=f"report {report_id} (published)",
