@@ -392,25 +392,25 @@ print(json.dumps({{"backend": keras.backend.backend(),
 
 # ------------------------------------------------------------------------------ the shipped photo models
 
-def test_pet_photos_get_the_shipped_pet_model_and_faces_a_right_face_mask_answer():
-    """Classify preselects the shipped model whose own test images the photo is most typical of: every pet
-    photo gets the Dogs & Cats model (by the lowest ratio to the threshold, which this replaced, all four got
-    the Face Mask model). Both face photos are among the ~20 % of faces that rank as more typical for the pet
-    model (README, "Classify"), so for them the test asks only that the Face Mask model, picked by hand, passes
-    them and tells a mask from none. (They come from the Face Mask set, so they may have been among the shipped
-    repeat's training images; pet answers are not asserted: the shipped pet CNN is right on ~69 % of photos.)"""
-    from core import catalog
-    from core.classify import best_fit, fit_verdicts
+def test_the_shipped_chooser_sends_pets_to_the_pet_model_and_faces_to_a_right_face_mask_answer():
+    """Classify preselects with the shipped model chooser (core/router.py): every pet photo gets the Dogs & Cats
+    model, every face the Face Mask model, which passes the face and tells a mask from none. (The rank rule it
+    replaced sent some of these photos to the other photo model, which ones depending on the shipped repeat:
+    README, "Classify". The faces come from the Face Mask set, so they may have been among the shipped repeat's
+    training images; pet answers are not asserted: the shipped pet CNN is right on ~69 % of photos.)"""
+    from core import catalog, router
+    from core.classify import fit_predictions
 
-    shipped = {m.dataset: m for m in catalog.models() if m.source == catalog.REFERENCE}
-    if not {"dogs-cats", "face-mask"} <= set(shipped):
-        pytest.skip("reference/ does not ship both the Dogs & Cats and the Face Mask models yet")
-    pets, faces = [load_models(shipped[d].paths, shipped[d].class_names, shipped[d].ood_path)
-                   for d in ("dogs-cats", "face-mask")]
+    choices = catalog.models()
+    found = router.for_choices(choices)
+    if found is None:
+        pytest.skip("reference/ ships no model chooser for its current models")
+    chooser, order = found
+    candidates = [load_models(choices[i].paths, choices[i].class_names, choices[i].ood_path) for i in order]
     for name, data in photo_bytes().items():
-        verdicts = fit_verdicts([pets, faces], data)
-        if name.startswith(("cat", "dog")):
-            assert best_fit(verdicts) == 0, (name, [(v.score_rank, v.ratio) for v in verdicts])
-        else:
-            answer = classify(faces, data)
+        predictions = fit_predictions(candidates, data)
+        picked = chooser.datasets[int(np.argmax(chooser.route(predictions)))]
+        assert picked == ("dogs-cats" if name.startswith(("cat", "dog")) else "face-mask"), name
+        if picked == "face-mask":
+            answer = predictions[chooser.datasets.index("face-mask")]
             assert not answer.ood.flagged and answer.top("stage1")[0] == name.removeprefix("face_"), name
