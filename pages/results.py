@@ -13,6 +13,7 @@ import streamlit as st
 from ui.common import (EXPERIMENT_PARAM, count_text, curves_figure, experiment_id, experiment_label, experiments,
                        find_experiment, guard, p_text, pct, repeat_name, signed_pct)
 from ui.evidence import HEAD_NAMES, METHOD_NAMES
+
 WEIGHT_CHOICES = {"protocol's": None, "last epoch": "last", "best checkpoint": "best"}
 STAGE1_BN_CHOICES = {"last epoch, BatchNorm re-estimated": "last_bn",
                      "best checkpoint, BatchNorm re-estimated": "best_bn"}

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from ui.charts import cell_from_selection, confusion_figure
 from core.words import repeats_named
+from ui.charts import cell_from_selection, confusion_figure
 from ui.common import count_text, pct, repeat_name, signed_pct
 
 METHOD_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
@@ -75,10 +75,6 @@ def image_grid(frame, dataset: str, source: str | None, caption: Any) -> None:
     if missing:
         note += f" {missing} could not be read from {source}."
     st.caption(note)
-
-
-def _repeats_text(group) -> str:
-    return repeats_named(group["repeat"], most=6)
 
 
 def _table(frame, columns: dict[str, str], percent: tuple[str, ...]) -> None:
@@ -173,12 +169,12 @@ def confusion_section(runs: list[dict[str, Any]]) -> None:
     value = st.selectbox("Misclassified cell (true → predicted)", options, key=CELL_KEY, format_func=cell_label)
     i, j = (int(v) for v in value.split(","))
     frame = gallery.cell_images(chosen, method, i, j)
-    st.markdown(f"**{int(matrix[i, j])} test image(s) of *{names[i]}* that {METHOD_NAMES[method]} called "
+    st.markdown(f"**{count_text(int(matrix[i, j]), 'test image')} of *{names[i]}* that {METHOD_NAMES[method]} called "
                 f"*{names[j]}***")
     image_grid(frame, usable[0]["dataset"]["name"], gallery.image_source(usable[0]),
                lambda g: f"{names[j]} {pct(g['p predicted'].mean(), 0)} · {names[i]} "
-                         f"{pct(g['p true'].mean(), 0)} · {_repeats_text(g)}")
-    with st.expander(f"All {len(frame)} occurrence(s), with probabilities"):
+                         f"{pct(g['p true'].mean(), 0)} · {repeats_named(g['repeat'], most=6)}")
+    with st.expander(f"All {count_text(len(frame), 'occurrence')}, with probabilities"):
         _table(frame, {"repeat": "repeat", "id": "image", "true": "true", "predicted": "predicted",
                        "p predicted": "P(predicted)", "p true": "P(true)"}, ("p predicted", "p true"))
 
@@ -231,7 +227,8 @@ def changes_section(runs: list[dict[str, Any]], bn_layers: int) -> None:
     image_grid(part, usable[0]["dataset"]["name"], gallery.image_source(usable[0]),
                lambda g: (f"CNN {g['stage one'].iloc[0]} {pct(g['p stage one'].mean(), 0)} → "
                           f"{g['head'].iloc[0]} {pct(g['p head'].mean(), 0)}"
-                          + (f" · {fix_word} ✓" if g[fix_flag].all() else "") + f" · {_repeats_text(g)}"))
+                          + (f" · {fix_word} ✓" if g[fix_flag].all() else "")
+                          + f" · {repeats_named(g['repeat'], most=6)}"))
     if outcome == "fixed":
         st.caption(f"✓ {'BN' if bn_layers else 'best ckpt'}: stage one alone gets this image right with "
                    + ("its BatchNorm statistics re-estimated." if bn_layers else "its best checkpoint."))
