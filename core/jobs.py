@@ -66,8 +66,6 @@ HISTORY_KEYS = ("epoch", "accuracy", "val_accuracy", "loss", "val_loss")
 KEEP_WORKER_LOGS = 20
 MAX_ATTEMPTS = int(os.environ.get("TWO_STAGE_MAX_ATTEMPTS", "3"))
 """A job whose workers died this many times in a row without progress is marked failed instead of requeued."""
-DURABLE_STAGES = ("stage1", "stored")
-"""Events of these stages mark progress a resumed attempt keeps (stage-one epochs are checkpointed)."""
 
 
 class QueueFull(ValueError):
@@ -141,7 +139,7 @@ class JobQueue:
                 "repeats": repeats, "state": "done" if done else "queued", "created": now, "updated": now,
                 "started": None, "finished": now if done else None, "error": None, "worker": None,
                 "worker_pid": None, "worker_host": None, "heartbeat": None, "attempts": 0, "deaths": 0,
-                "progressed": False, "cleanup": False,
+                "cleanup": False,
                 "from_cache": done, "executor": executor,
                 **({"kind": "sweep", "sweep": {**sweep, "repeats": per_point}} if sweep else {}),
                 "progress": {"repeat": 0, "repeats": repeats, "repeats_done": stored, "stage": "stored"
@@ -226,8 +224,8 @@ class JobQueue:
                 if job["key"] in busy:
                     continue
                 job.update(state="running", worker=worker_id, worker_pid=pid, worker_host=host or hostname(),
-                           heartbeat=now, updated=now, attempts=job["attempts"] + 1, progressed=False,
-                           started=job["started"] or now)
+                           heartbeat=now, updated=now, attempts=job["attempts"] + 1,
+                           durable_at_claim=durable(job["progress"]), started=job["started"] or now)
                 self.db.set(_job_key(job["id"]), job)
                 return job
         return None
@@ -262,8 +260,6 @@ class JobQueue:
             if job["state"] != "running" or job["worker"] != worker_id:
                 return False
             job["heartbeat"] = time.time()
-            if event.get("stage") in DURABLE_STAGES and ("epoch" in event or event["stage"] == "stored"):
-                job["progressed"] = True
             apply_event(job["progress"], event, job["attempts"])
         return self._update(job_id, apply) is not None
 
@@ -320,7 +316,8 @@ class JobQueue:
                     if job["state"] != "running":
                         continue
                     seen = job["heartbeat"] or job["updated"]
-                    job["deaths"] = 0 if job.get("progressed") else job.get("deaths", 0) + 1
+                    progressed = durable(job["progress"]) > job.get("durable_at_claim", -1)
+                    job["deaths"] = 0 if progressed else job.get("deaths", 0) + 1
                     if job["deaths"] >= self.max_attempts:
                         job.update(state="failed", finished=now, error=(
                             f"The worker running this job stopped {job['deaths']} times in a row without "
@@ -492,6 +489,12 @@ def apply_event(progress: dict[str, Any], event: dict[str, Any], attempt: int = 
         if stage == "repeat":
             progress["epoch"] = 0
     progress["eta_seconds"] = eta_seconds(progress)
+
+
+def durable(progress: dict[str, Any]) -> int:
+    """Stored repeats plus finished stage-one epochs so far: the progress a resumed worker keeps (stage-one
+    epochs are checkpointed). A worker that died after adding to it was not killed by its job."""
+    return progress.get("repeats_done", 0) + progress.get("epoch_seconds", {}).get("stage1", [0.0, 0])[1]
 
 
 def _count_stored(progress: dict[str, Any], repeat: int) -> None:

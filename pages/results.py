@@ -17,6 +17,8 @@ from ui.evidence import HEAD_NAMES, METHOD_NAMES
 WEIGHT_CHOICES = {"protocol's": None, "last epoch": "last", "best checkpoint": "best"}
 STAGE1_BN_CHOICES = {"last epoch, BatchNorm re-estimated": "last_bn",
                      "best checkpoint, BatchNorm re-estimated": "best_bn"}
+BN_STAGE1 = "stage one, BN re-estimated"
+"""Stage one's name in Tables 1-2 and Figure 16 when it is read with BatchNorm re-estimated."""
 WEIGHT_WORDS = {"last": "last-epoch", "best": "best-checkpoint", "last_bn": "last-epoch BatchNorm-re-estimated",
                 "best_bn": "best-checkpoint BatchNorm-re-estimated"}
 TRAIN_LABELS = {"inference": "inference mode", "fit": "as reported during fit"}
@@ -190,11 +192,13 @@ def reading_controls(dataset: str, column_default: str | None, bn_readings: bool
     return column, s1w, s2w, source
 
 
+def bn_reading(s1w: str | None) -> bool:
+    return s1w in STAGE1_BN_CHOICES.values()
+
+
 def method_names(s1w: str | None) -> dict[str, str]:
     """The methods' names, saying so when stage one is read with its BatchNorm statistics re-estimated."""
-    if s1w in STAGE1_BN_CHOICES.values():
-        return {**METHOD_NAMES, "stage1": "stage one, BN re-estimated"}
-    return METHOD_NAMES
+    return {**METHOD_NAMES, "stage1": BN_STAGE1} if bn_reading(s1w) else METHOD_NAMES
 
 
 def table1_section(runs, column, s1w, s2w, source, prov: str) -> None:
@@ -253,7 +257,7 @@ def table2_section(runs, column, s1w, s2w, prov: str) -> None:
     named = ", ".join(repeat_name(r) for r in frame["repeat"][outliers])
     used = ["all repeats" if u == "all repeats" else f"without outlier {named}" for u in ours["repeats used"]]
     head = ["Adam head" if "Adam" in c else "SGD head" for c in ours["comparison"]]
-    stage1 = "stage one, BN re-estimated" if s1w in STAGE1_BN_CHOICES.values() else "stage one"
+    stage1 = BN_STAGE1 if bn_reading(s1w) else "stage one"
     shown = pd.DataFrame({
         "head": head, "repeats": [f"{n} ({u})" for n, u in zip(ours["n"], used)],
         f"{stage1} test": ours["mean first"].map(pct), "head test": ours["mean second"].map(pct),
@@ -283,8 +287,8 @@ def figure16_section(runs, s1w, s2w, prov: str) -> None:
 
     st.markdown("#### Per-repeat test accuracy (the paper's Figure 16)")
     frame = stats.runs_frame(runs, s1w, s2w)
-    bn = s1w in STAGE1_BN_CHOICES.values()
-    st.plotly_chart(figure16(frame, "stage one,<br>BN re-estimated" if bn else "stage one"), key="fig16")
+    axis = BN_STAGE1.replace(", ", ",<br>") if bn_reading(s1w) else "stage one"
+    st.plotly_chart(figure16(frame, axis), key="fig16")
     ups = {h: int(((frame[f"{h}_test_accuracy"] - frame["stage1_test_accuracy"]) > 0).sum()) for h in HEAD_NAMES}
     st.caption(f"One line per repeat, coloured by its own comparison: green where that head beat stage one in "
                f"that repeat (Adam head {ups['adam']} of {len(frame)}, SGD head {ups['sgd']} of {len(frame)}), "
