@@ -17,8 +17,7 @@ from ui.evidence import HEAD_NAMES, METHOD_NAMES
 WEIGHT_CHOICES = {"protocol's": None, "last epoch": "last", "best checkpoint": "best"}
 STAGE1_BN_CHOICES = {"last epoch, BatchNorm re-estimated": "last_bn",
                      "best checkpoint, BatchNorm re-estimated": "best_bn"}
-BN_STAGE1 = "stage one, BN re-estimated"
-"""Stage one's name in Tables 1-2 and Figure 16 when it is read with BatchNorm re-estimated."""
+BN_STAGE1 = "stage one, BN re-estimated"  # its name in Tables 1-2 and Figure 16 under a BatchNorm reading
 WEIGHT_WORDS = {"last": "last-epoch", "best": "best-checkpoint", "last_bn": "last-epoch BatchNorm-re-estimated",
                 "best_bn": "best-checkpoint BatchNorm-re-estimated"}
 TRAIN_LABELS = {"inference": "inference mode", "fit": "as reported during fit"}
