@@ -329,8 +329,8 @@ def _train_here(protocol: Protocol, block: list[int], base: Path, shipped: Datas
     if protocol.engine == "lockstep":
         from . import lockstep
 
-        data = _dataset(protocol, block[0], shipped, report)
-        return list(lockstep.run_repeats(data, protocol, block, base, progress=report))
+        return list(lockstep.run_repeats(lambda repeat: _dataset(protocol, repeat, shipped, report), protocol,
+                                         block, base, progress=report))
     from .two_stage import run_repeat
 
     repeat = block[0]

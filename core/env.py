@@ -65,12 +65,33 @@ NO_BF16 = ("this CPU has no bfloat16 units (no amx_bf16 or avx512_bf16 flag): bf
            "slower than float32")
 
 
+EXACT_FLOAT32 = "float32 matrix products and convolutions at JAX precision 'highest' (no TF32)"
+
+
+def use_exact_float32(precision: str) -> None:
+    """Under JAX, make a float32 run compute in float32. XLA may run float32 matrix products and convolutions
+    on an NVIDIA GPU's TF32 units (10-bit mantissa) by default; a record labelled float32 must not hide that.
+    TensorFlow's CPU path is float32 already. Called by both training engines before they compile anything."""
+    if precision == "float32" and backend() == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "highest")
+
+
 def precision_support(precision: str) -> dict[str, str | None]:
     """What a record says about its compute precision and whether the hardware accelerates it."""
     if precision != "bfloat16":
-        return {"name": precision, "bf16_units": None, "note": None}
+        return {"name": precision, "bf16_units": None, "note": _float32_note() if precision == "float32" else None}
     units = bf16_units()
     return {"name": precision, "bf16_units": units, "note": None if units else NO_BF16}
+
+
+def _float32_note() -> str | None:
+    if backend() != "jax":
+        return None
+    import jax
+
+    return EXACT_FLOAT32 if jax.config.jax_default_matmul_precision == "highest" else None
 
 
 @functools.lru_cache(maxsize=1)

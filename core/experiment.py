@@ -160,10 +160,9 @@ def _train(protocol: Protocol, repeats: int, claimed: list[int], store: RunStore
     if protocol.engine == "lockstep":
         from . import lockstep
 
-        data = source.for_repeat(claimed[0])
         try:
-            yield from lockstep.run_repeats(data, protocol, claimed, store.artefacts / key, progress=report,
-                                            should_stop=stop)
+            yield from lockstep.run_repeats(source.for_repeat, protocol, claimed, store.artefacts / key,
+                                            progress=report, should_stop=stop)
         except Cancelled:
             raise Stopped(*claimed) from None
         finally:

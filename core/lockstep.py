@@ -7,7 +7,7 @@ repeats), their weights, BatchNorm statistics, dropout/augmentation seed states 
 on a leading axis, and one jitted program trains them all: ``jax.vmap`` over repeats, ``jax.lax.scan`` over a
 chunk of steps (on an accelerator; a CPU runs one step per call, see :func:`steps_per_call`), each step
 ``stateless_call`` + ``jax.value_and_grad`` + ``optimizer.stateless_apply``. The data sits on the device once,
-as uint8; each repeat draws its own shuffling every epoch.
+as uint8 (with ``resplit``, every repeat's own split, stacked); each repeat draws its own shuffling every epoch.
 
 The paper's callbacks run per repeat on the host between epochs, with Keras' own rules (:class:`Monitors`):
 best ``val_accuracy`` and the weights of that epoch (ModelCheckpoint), a patience counter and a stopped mask
@@ -23,8 +23,8 @@ path's in distribution, not bit for bit); validation runs in batches of 256 (sam
 the time fields (``history.seconds``, ``fit_seconds``, ``features.seconds``) hold a repeat's share of the
 lock-step wall time (wall time / models trained together), so summed over repeats they give the wall time.
 
-Resuming: the stacked state is checkpointed after every epoch in ``<folder>/lockstep-<first>-<last>/``, so a
-killed job restarts at its last finished epoch. After each stage every repeat's weights go to its own folder
+Resuming: the stacked state is checkpointed after an epoch, at most every :data:`CHECKPOINT_EVERY_S` seconds,
+in ``<folder>/lockstep-<first>-<last>/``, so a killed job restarts at its last checkpointed epoch. After each stage every repeat's weights go to its own folder
 ``<folder>/<repeat:04d>`` under the plain path's file names, so a later run that claims fewer repeats (some
 were stored meanwhile) starts from there. ``should_stop`` is polled between chunks of steps and between repeats.
 
@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterator
 import keras
 import numpy as np
 
-from . import two_stage
+from . import env, two_stage
 from .config import Protocol
 from .datasets import Dataset
 from .models import batchnorm_layers, build_for_protocol, build_head, feature_extractor
@@ -65,6 +65,10 @@ CHUNK_STEPS = 50
 steps, ``should_stop`` is polled (the plain path polls every 50 batches too)."""
 LR_MIN_DELTA = 1e-4
 """ReduceLROnPlateau's default ``min_delta`` (the plain path uses Keras' defaults; EarlyStopping's is 0)."""
+CHECKPOINT_EVERY_S = 60.0
+"""Least seconds between two checkpoints of the stacked state (taken after an epoch): 20 Dogs & Cats CNNs with
+their best copies and Adam slots are about 4 GB, too much to write after every fast GPU epoch. A killed run
+loses at most this much training."""
 STAGE2_DONE = "lockstep_stage2.json"
 """Written to a repeat's folder once its heads are trained (their histories); marks stage two as done."""
 
@@ -81,9 +85,6 @@ def check_available(protocol: Protocol) -> None:
                                 f"{backend}); run with KERAS_BACKEND=jax, or use --engine plain")
     if jax is None:
         raise EngineUnavailable("the lockstep engine needs JAX: pip install jax (or \"jax[cuda12]\" on a GPU)")
-    if protocol.resplit:
-        raise EngineUnavailable("the lockstep engine trains all repeats on one shared split; --resplit needs "
-                                "--engine plain")
 
 
 # --------------------------------------------------------------------------------------------- callbacks
@@ -231,7 +232,7 @@ def _member_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, num_
     gradient = jax.value_and_grad(loss_fn, has_aux=True)
 
     def step(trainable, non_trainable, slots, source, index, keep, x, y):
-        labels = y[index]
+        labels = y[source, index]
         (loss, (new_non_trainable, probs)), grads = gradient(
             trainable, non_trainable, x[source, index], jax.nn.one_hot(labels, num_classes))
         new_trainable, new_slots = optimizer.stateless_apply(slots, grads, trainable)
@@ -249,7 +250,7 @@ def train_program(cohorts: list[Cohort], num_classes: int) -> Callable:
     """A jitted function running T training steps for every member of every cohort.
 
     ``run(states, sums, xs, y, sources, batches, keeps)``: per cohort its ``(trainable, non_trainable,
-    optimizer)`` state, its ``(M, 3)`` metric sums, its stacked input, its sources; ``y`` the shared labels;
+    optimizer)`` state, its ``(M, 3)`` metric sums, its stacked input, its sources; ``y`` the stacked labels;
     per cohort ``batches`` ``(T, M, b)`` row indices and ``keeps`` ``(T, M)``. The T steps are a
     ``jax.lax.scan``; a single step is unrolled (see :func:`steps_per_call`). Compiled once per shape: the
     epoch's full calls and its short last batch.
@@ -314,13 +315,13 @@ def score_program(model: keras.Model, num_classes: int, batch: int = EVAL_BATCH)
     @jax.jit
     def one_batch(trainable, non_trainable, x, sources, y, start):
         rows = jax.lax.dynamic_slice_in_dim(x, start, batch, axis=1)[sources]
-        labels = jax.lax.dynamic_slice_in_dim(y, start, batch)
-        return jax.vmap(member, in_axes=(0, 0, 0, None))(trainable, non_trainable, rows, labels)
+        labels = jax.lax.dynamic_slice_in_dim(y, start, batch, axis=1)[sources]
+        return jax.vmap(member)(trainable, non_trainable, rows, labels)
 
     def run(trainable, non_trainable, x, sources, y):
         total = sum(one_batch(trainable, non_trainable, x, sources, y, start)
                     for start in range(0, x.shape[1], batch))
-        count = jnp.sum(y >= 0)
+        count = jnp.sum(y[0] >= 0)  # every source has the same number of rows
         return total[:, 0] / count, total[:, 1] / count
 
     return run
@@ -331,8 +332,9 @@ def score_program(model: keras.Model, num_classes: int, batch: int = EVAL_BATCH)
 @dataclass
 class DeviceSplit:
     """One split on the device: ``x`` stacked ``(sources, N_padded, ...)`` (images stay uint8), ``y``
-    ``(N_padded,)`` int32 with -1 on the padding; ``n`` real rows. Padded to a multiple of EVAL_BATCH so
-    inference runs in fixed-size batches; training only ever draws rows below ``n``."""
+    ``(sources, N_padded)`` int32 with -1 on the padding; ``n`` real rows, the same for every source. Padded
+    to a multiple of EVAL_BATCH so inference runs in fixed-size batches; training only ever draws rows below
+    ``n``. Several sources: every repeat's own split (``resplit``), or every repeat's own features."""
 
     x: Any
     y: Any
@@ -340,12 +342,14 @@ class DeviceSplit:
 
     @classmethod
     def upload(cls, x: np.ndarray, y: np.ndarray, stacked: bool = False) -> DeviceSplit:
-        """``x`` is ``(N, ...)`` (one source) or, with ``stacked``, ``(sources, N, ...)``."""
-        x = x if stacked else x[None]
+        """``x`` is ``(N, ...)`` and ``y`` ``(N,)`` (one source) or, with ``stacked``, ``(sources, N, ...)`` and
+        ``(sources, N)``."""
+        x, y = (x, np.asarray(y, np.int32)) if stacked else (x[None], np.asarray(y, np.int32)[None])
         n = x.shape[1]
         pad = -n % EVAL_BATCH
-        x = np.concatenate([x, np.zeros((x.shape[0], pad, *x.shape[2:]), x.dtype)], axis=1) if pad else x
-        y = np.concatenate([np.asarray(y, np.int32), np.full(pad, -1, np.int32)])
+        if pad:
+            x = np.concatenate([x, np.zeros((x.shape[0], pad, *x.shape[2:]), x.dtype)], axis=1)
+            y = np.concatenate([y, np.full((y.shape[0], pad), -1, np.int32)], axis=1)
         return cls(jnp.asarray(x), jnp.asarray(y), n)
 
 
@@ -377,6 +381,19 @@ def steps_per_call(full_steps: int) -> int:
     return max(1, -(-full_steps // calls))
 
 
+def upload_split(sources: list[Dataset], split: str) -> DeviceSplit:
+    """One split of every source, stacked on the device. Re-split repeats draw the same split sizes from the
+    same pool (stratified fractions), so their rows stack; anything else is refused in one line."""
+    if len(sources) == 1:
+        return DeviceSplit.upload(getattr(sources[0], f"x_{split}"), getattr(sources[0], f"y_{split}"))
+    sizes = sorted({len(getattr(d, f"y_{split}")) for d in sources})
+    if len(sizes) > 1:
+        raise EngineUnavailable(f"the re-split repeats' {split} splits differ in size ({sizes}); the lockstep "
+                                f"engine needs equal sizes, use --engine plain")
+    return DeviceSplit.upload(np.stack([getattr(d, f"x_{split}") for d in sources]),
+                              np.stack([getattr(d, f"y_{split}") for d in sources]), stacked=True)
+
+
 # ------------------------------------------------------------------------------------------- the trainer
 
 class Trainer:
@@ -397,6 +414,7 @@ class Trainer:
 
     def run(self) -> None:
         """Train until every member has stopped or the epoch budget is spent; raises Cancelled when asked."""
+        saved_at = time.monotonic()
         for epoch in range(self._restore(), self.protocol.epochs):
             if all(c.monitors.stopped.all() for c in self.cohorts):
                 break
@@ -409,7 +427,9 @@ class Trainer:
             share = (time.perf_counter() - started) / sum(len(c.repeats) for c in self.cohorts)
             for cohort, was_active, total, (val_loss, val_acc) in zip(self.cohorts, active, sums, validation):
                 self._end_epoch(cohort, epoch, was_active, total, val_loss, val_acc, share)
-            self._save(epoch + 1)
+            if time.monotonic() - saved_at >= CHECKPOINT_EVERY_S:
+                self._save(epoch + 1)
+                saved_at = time.monotonic()
 
     def _train_epoch(self, epoch: int, active: list[np.ndarray]) -> list[np.ndarray]:
         """Every step of one epoch; returns each cohort's ``(M, 3)`` training-metric sums. ``should_stop`` is
@@ -513,17 +533,21 @@ class Trainer:
 
 # ----------------------------------------------------------------------------------------- the experiment
 
-def run_repeats(data: Dataset, protocol: Protocol, repeats: list[int], folder: str | Path, *,
-                progress: Progress | None = None,
+def run_repeats(data_for: Callable[[int], Dataset], protocol: Protocol, repeats: list[int],
+                folder: str | Path, *, progress: Progress | None = None,
                 should_stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
     """Train ``repeats`` of ``protocol`` together and yield each one's record, in the plain path's schema.
 
+    ``data_for(repeat)`` gives a repeat's split (one shared split, or with ``resplit`` each repeat's own).
     ``folder`` is the experiment's artefact folder (``RunStore.artefacts / key``): each repeat keeps its
     models in ``<folder>/<repeat:04d>`` as the plain path does. Progress events are the plain path's, each
     with its ``repeat``. Raises :class:`core.two_stage.Cancelled` once ``should_stop`` returns true.
     """
     check_available(protocol)
-    run = LockstepRun(data, protocol, sorted(repeats), Path(folder), progress or (lambda event: None),
+    env.use_exact_float32(protocol.precision)
+    repeats = sorted(repeats)
+    datasets = {repeat: data_for(repeat) for repeat in repeats}
+    run = LockstepRun(datasets, protocol, repeats, Path(folder), progress or (lambda event: None),
                       should_stop or (lambda: False))
     yield from run.records()
 
@@ -537,19 +561,25 @@ class LockstepRun:
     heads are trained.
     """
 
-    def __init__(self, data: Dataset, protocol: Protocol, repeats: list[int], folder: Path, report: Progress,
-                 should_stop: Callable[[], bool]):
-        self.data, self.protocol, self.repeats = data, protocol, repeats
+    def __init__(self, datasets: dict[int, Dataset], protocol: Protocol, repeats: list[int], folder: Path,
+                 report: Progress, should_stop: Callable[[], bool]):
+        self.datasets, self.protocol, self.repeats = datasets, protocol, repeats
+        self.data = datasets[repeats[0]]  # classes and shapes, the same in every repeat's split
         self.report, self.should_stop = report, should_stop
         self.workdir = folder / f"lockstep-{repeats[0]:04d}-{repeats[-1]:04d}"
         self.folders = {r: folder / f"{r:04d}" for r in repeats}  # RunStore.workdir's layout
         for path in self.folders.values():
             path.mkdir(parents=True, exist_ok=True)
-        self.inputs = {split: getattr(data, f"x_{split}") for split in SPLITS}
-        self.labels = {split: keras.utils.to_categorical(getattr(data, f"y_{split}"), data.num_classes)
-                       for split in SPLITS}
-        self.device = {split: DeviceSplit.upload(self.inputs[split], getattr(data, f"y_{split}"))
-                       for split in SPLITS}
+        # One source (the shared split) or, with resplit, one per repeat in the order of ``repeats``.
+        sources = [datasets[r] for r in repeats] if protocol.resplit else [self.data]
+        self.inputs, self.labels = {}, {}
+        for repeat in repeats:
+            data = sources[self._source(repeat)]
+            self.inputs[repeat] = {split: getattr(data, f"x_{split}") for split in SPLITS}
+            self.labels[repeat] = (self.labels[repeats[0]] if not protocol.resplit and self.labels else
+                                   {split: keras.utils.to_categorical(getattr(data, f"y_{split}"),
+                                                                      data.num_classes) for split in SPLITS})
+        self.device = {split: upload_split(sources, split) for split in SPLITS}
         self.model = self._stage1_model(repeats[0])  # the template: every repeat's weights pass through it
         two_stage.compile_model(self.model, stage1_optimizer(protocol), 1)
         self._heads: dict[str, keras.Model] = {}
@@ -577,16 +607,19 @@ class LockstepRun:
     def _seed(self, repeat: int) -> int:
         return self.protocol.seed + repeat
 
+    def _source(self, repeat: int) -> int:
+        """The row of the uploaded splits that holds ``repeat``'s images."""
+        return self.repeats.index(repeat) if self.protocol.resplit else 0
+
     # ------------------------------------------------------------------------------------------ stage one
     def _stage1_model(self, repeat: int) -> keras.Model:
         """Repeat ``repeat``'s CNN exactly as the plain path builds it (same seed, so same initial weights).
 
         The protocol refuses the related reports' options with this engine (``Protocol`` checks it), so the
         plain path's ``training_data.prepare`` would hand back ``data`` unchanged: there is nothing to prepare."""
-        seed = self._seed(repeat)
+        seed, data = self._seed(repeat), self.datasets[repeat]
         keras.utils.set_random_seed(seed)
-        return build_for_protocol(self.protocol, self.data.input_shape, self.data.num_classes, seed,
-                                  self.data.x_train)
+        return build_for_protocol(self.protocol, data.input_shape, data.num_classes, seed, data.x_train)
 
     def _train_stage1(self, repeats: list[int]) -> None:
         """All ``repeats``' CNNs at once; then each one's last/best weights and history into its folder."""
@@ -594,7 +627,7 @@ class LockstepRun:
         optimizer.build(self.model.trainable_variables)
         weights = [variable_values(self._stage1_model(r)) for r in repeats]
         cohort = Cohort.create("stage1", self.model, optimizer, repeats, [self._seed(r) for r in repeats],
-                               [0] * len(repeats), weights, self.protocol)
+                               [self._source(r) for r in repeats], weights, self.protocol)
         checkpoint = self.workdir / "stage1.npz"
         self._trainer([cohort], self.device["train"], self.device["val"], checkpoint).run()
         for m, repeat in enumerate(repeats):
@@ -609,10 +642,10 @@ class LockstepRun:
         folder = self.folders[repeat]
         history = json.loads((folder / "lockstep_stage1.json").read_text())
         self.model.load_weights(folder / "stage1_last.weights.h5")
-        stage1 = two_stage.summarise_fit(self.model, self.inputs, self.labels, self.protocol, folder, "stage1",
-                                         history)
+        inputs, labels = self.inputs[repeat], self.labels[repeat]
+        stage1 = two_stage.summarise_fit(self.model, inputs, labels, self.protocol, folder, "stage1", history)
         self.report({"stage": "batchnorm", "layers": len(batchnorm_layers(self.model)), "repeat": repeat})
-        test_probs = two_stage.stage1_diagnostics(self.model, self.inputs, self.labels, folder, stage1)
+        test_probs = two_stage.stage1_diagnostics(self.model, inputs, labels, folder, stage1)
         np.savez(folder / "stage1_test_probs.npz", **test_probs)
         two_stage.write_json(folder / "stage1.json", stage1)
 
@@ -628,9 +661,9 @@ class LockstepRun:
         trainable = [jnp.stack(values) for values in zip(*(w[0] for w in weights))]
         non_trainable = [jnp.stack(values) for values in zip(*(w[1] for w in weights))]
         infer = inference_program(extractor)
-        sources = jnp.zeros(len(self.repeats), jnp.int32)
+        sources = jnp.asarray([self._source(r) for r in self.repeats], jnp.int32)
         started = time.perf_counter()
-        features = {split: DeviceSplit(infer(trainable, non_trainable, d.x, sources), d.y, d.n)
+        features = {split: DeviceSplit(infer(trainable, non_trainable, d.x, sources), d.y[sources], d.n)
                     for split, d in self.device.items()}
         jax.block_until_ready([f.x for f in features.values()])
         seconds = time.perf_counter() - started
@@ -698,7 +731,8 @@ class LockstepRun:
         for name in HEADS:
             stage, head = f"stage2_{name}", self._head_model(name, dim)
             head.load_weights(folder / f"{stage}_last.weights.h5")
-            heads[name] = two_stage.summarise_fit(head, own, self.labels, p, folder, stage, histories[stage])
+            heads[name] = two_stage.summarise_fit(head, own, self.labels[repeat], p, folder, stage,
+                                                  histories[stage])
             head.load_weights(folder / f"{stage}_{p.stage2_eval}.weights.h5")
             test_probs[name] = two_stage.predict_probabilities(head, own["test"])
             head.save(folder / f"head_{name}.keras")
@@ -706,4 +740,4 @@ class LockstepRun:
         self.model.save(folder / "stage1.keras")
         two_stage.tidy_workdir(folder)
         feature_info = {"dim": dim, "from": p.features_from, "seconds": seconds / len(self.repeats)}
-        return two_stage.make_record(self.data, p, repeat, stage1, feature_info, heads, test_probs)
+        return two_stage.make_record(self.datasets[repeat], p, repeat, stage1, feature_info, heads, test_probs)

@@ -51,6 +51,7 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    env.use_exact_float32(protocol.precision)
     seed = protocol.seed + repeat
     report = progress or (lambda event: None)
     for stage in repair_workdir(workdir):

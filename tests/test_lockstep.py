@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -129,8 +130,10 @@ def test_lockstep_refuses_what_it_cannot_do_in_one_line(monkeypatch):
     with pytest.raises(lockstep.EngineUnavailable, match="needs KERAS_BACKEND=jax"):
         lockstep.check_available(Protocol(engine="lockstep"))
     monkeypatch.setattr(lockstep.keras.config, "backend", lambda: "jax")
-    with pytest.raises(lockstep.EngineUnavailable, match="--resplit needs --engine plain"):
-        lockstep.check_available(Protocol(engine="lockstep", resplit=True))
+    lockstep.check_available(Protocol(engine="lockstep", resplit=True))  # each repeat's own split: supported
+    uneven = [SimpleNamespace(x_train=np.zeros((n, 2, 2, 1), np.uint8), y_train=np.zeros(n)) for n in (8, 9)]
+    with pytest.raises(lockstep.EngineUnavailable, match=r"train splits differ in size \(\[8, 9\]\)"):
+        lockstep.upload_split(uneven, "train")
 
 
 @pytest.mark.slow
@@ -195,3 +198,34 @@ def test_three_lockstep_repeats_match_three_plain_ones(tmp_path):
     band = (plain.min() - 0.12, plain.max() + 0.12)
     assert all(band[0] <= a <= band[1] for a in ours), (ours, plain)
     assert abs(ours.mean() - plain.mean()) < 0.1, (ours, plain)
+
+
+@pytest.mark.slow
+def test_resplit_lockstep_repeats_each_use_the_split_the_plain_path_draws(photo_folder, tmp_path):
+    """``--resplit --engine lockstep``: every repeat trains and is scored on its own split, the one the plain
+    path would draw for it (same split seed, same test images in the same order), and the splits differ."""
+    from core.datasets import load_dataset
+    from core.predictions import decode
+
+    out = tmp_path / "records.json"
+    proc = subprocess.run([sys.executable, "-m", "core", "run", "--dataset", "face-mask", "--data", str(photo_folder),
+                           "--image-size", "48", "--repeats", "3", "--epochs", "2", "--resplit", "--engine",
+                           "lockstep", "--cache", str(tmp_path / "cache"), "--out", str(out)],
+                          cwd=ROOT, env=jax_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = json.loads(out.read_text())
+    protocol = Protocol(dataset="face-mask", data_path=str(photo_folder), image_size=48, epochs=2, resplit=True,
+                        engine="lockstep")
+    test_sets = []
+    for run in runs:
+        data = load_dataset(protocol, repeat=run["repeat"])
+        block = decode(run["predictions"])
+        assert run["dataset"]["split_seed"] == run["repeat"]
+        assert run["dataset"]["sizes"] == {"train": len(data.y_train), "val": len(data.y_val),
+                                           "test": len(data.y_test)}
+        assert block["y_true"].tolist() == data.y_test.tolist()
+        assert block["ids"] == list(data.image_ids("test", block["rows"]))
+        assert run["stage1"]["last"]["test_accuracy"] == pytest.approx(
+            np.mean(block["labels"]["stage1_last"] == data.y_test))
+        test_sets.append(tuple(data.ids["test"]))
+    assert len(set(test_sets)) == 3
