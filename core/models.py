@@ -17,6 +17,7 @@ cites, in the usual Keras idiom. The related reports' models are in :mod:`core.r
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Callable, Iterator
 
 import keras
@@ -215,25 +216,60 @@ def batchnorm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
     return out
 
 
+class SampleMoments(layers.Layer):
+    """Each sample's mean and (population) variance of every channel of its input, over every axis but the
+    batch and the channel axis, in float32: all that re-estimating a BatchNormalization layer needs from a
+    batch, computed where the model runs. Only two ``(batch, channels)`` arrays leave the device, not the
+    activations (which are 2 GB per batch of 256 for the Dogs & Cats CNN's first layer)."""
+
+    def __init__(self, channel_axis: int, **kwargs):
+        super().__init__(**kwargs)
+        self.channel_axis = channel_axis
+
+    def call(self, a):
+        a = keras.ops.cast(a, "float32")
+        rank = len(a.shape)
+        axes = [i for i in range(1, rank) if i != self.channel_axis % rank]
+        if not axes:  # a Dense layer's BatchNorm: each sample is one value per channel
+            return a, keras.ops.zeros_like(a)
+        mean = keras.ops.mean(a, axis=axes, keepdims=True)
+        variance = keras.ops.mean(keras.ops.square(a - mean), axis=axes)
+        return keras.ops.squeeze(mean, axis=axes), variance
+
+
+_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Each model's probes, built once: a probe's compiled predict function is then reused for every call (both
+weight sets of a repeat; every repeat of the lock-step engine, which passes all of them through one model)."""
+
+
+def _moments(bn: layers.BatchNormalization, tensor) -> tuple:
+    axis = bn.axis if isinstance(bn.axis, int) else bn.axis[0]
+    return SampleMoments(axis, name=f"moments_{bn.name}")(tensor)
+
+
 def _batchnorm_probes(model: keras.Model) -> list[tuple[layers.BatchNormalization, Callable]]:
-    """``(layer, batch -> the layer's input)`` for every BatchNormalization layer, in order.
+    """``(layer, batch -> per-sample (means, variances) of the layer's input)`` for every BatchNormalization
+    layer, in order (see :class:`SampleMoments`).
 
     A nested model (report 004's ResNet50: 53 BatchNorm layers) is a link of the stage-one chain built by
     :func:`build_stage1`, fed by the layer before it. Its layers' inputs come from one multi-output probe,
     compiled once: the moving statistics are variables it reads at each call, so every pass sees the layers
     re-estimated so far (one compiled probe per layer would cost a compilation each).
     """
+    if model in _PROBES:
+        return _PROBES[model]
     out: list[tuple[layers.BatchNormalization, Callable]] = []
     for i, layer in enumerate(model.layers):
         if isinstance(layer, layers.BatchNormalization):
-            out.append((layer, keras.Model(model.input, layer.input).predict_on_batch))
+            out.append((layer, keras.Model(model.input, _moments(layer, layer.input)).predict_on_batch))
         elif isinstance(layer, keras.Model) and batchnorm_layers(layer):
             inner = batchnorm_layers(layer)
             before = keras.Model(model.input, model.layers[i - 1].output)
-            probe = keras.Model(layer.input, [bn.input for bn in inner])
+            probe = keras.Model(layer.input, [m for bn in inner for m in _moments(bn, bn.input)])
             for k, bn in enumerate(inner):
                 out.append((bn, lambda batch, k=k, probe=probe, before=before:
-                            probe.predict_on_batch(before.predict_on_batch(batch))[k]))
+                            probe.predict_on_batch(before.predict_on_batch(batch))[2 * k:2 * k + 2]))
+    _PROBES[model] = out
     return out
 
 
@@ -245,21 +281,21 @@ def reestimate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 25
     for inference. With few steps per epoch those averages lag behind the weights, and the network scores
     worse in inference than its weights deserve. This measures how much of that lag explains stage one's
     deficit. Layers are done in order, each with every upstream layer in inference mode (and upstream BN
-    layers already re-estimated), augmentation and dropout off. Sums are kept in float64; the variance is
-    the population (biased) variance, which is what BN computes per batch.
+    layers already re-estimated), augmentation and dropout off. The variance is the population (biased)
+    variance, which is what BN computes per batch: each sample's channel means and variances come from the
+    model's device (:class:`SampleMoments`), and are combined here in float64 by the law of total variance
+    (every sample has the same number of positions).
     """
     found = _batchnorm_probes(model)
     for bn, probe in found:
-        axis = bn.axis if isinstance(bn.axis, int) else bn.axis[0]
-        total, total_sq, count = 0.0, 0.0, 0
+        means, variances = [], []
         for start in range(0, len(x), batch_size):
-            a = np.asarray(probe(x[start:start + batch_size]), dtype=np.float64)
-            a = np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis])
-            total = total + a.sum(axis=0)
-            total_sq = total_sq + np.square(a).sum(axis=0)
-            count += len(a)
-        mean = total / count
-        variance = np.maximum(total_sq / count - np.square(mean), 0.0)
+            mean, variance = probe(x[start:start + batch_size])
+            means.append(np.asarray(mean, np.float64))
+            variances.append(np.asarray(variance, np.float64))
+        means, variances = np.concatenate(means), np.concatenate(variances)
+        mean = means.mean(axis=0)
+        variance = variances.mean(axis=0) + np.square(means - mean).mean(axis=0)
         bn.moving_mean.assign(mean.astype(np.float32))
         bn.moving_variance.assign(variance.astype(np.float32))
     return len(found)
