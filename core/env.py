@@ -69,13 +69,15 @@ EXACT_FLOAT32 = "float32 matrix products and convolutions at JAX precision 'high
 
 
 def use_exact_float32(precision: str) -> None:
-    """Under JAX, make a float32 run compute in float32. XLA may run float32 matrix products and convolutions
-    on an NVIDIA GPU's TF32 units (10-bit mantissa) by default; a record labelled float32 must not hide that.
-    TensorFlow's CPU path is float32 already. Called by both training engines before they compile anything."""
+    """Under JAX on an accelerator, make a float32 run compute in float32. XLA may run float32 matrix products
+    and convolutions on an NVIDIA GPU's TF32 units (10-bit mantissa) by default; a record labelled float32 must
+    not hide that. CPUs (TensorFlow's or XLA's) compute float32 in float32 already. Called by both training
+    engines before they compile anything."""
     if precision == "float32" and backend() == "jax":
         import jax
 
-        jax.config.update("jax_default_matmul_precision", "highest")
+        if jax.default_backend() != "cpu":
+            jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def precision_support(precision: str) -> dict[str, str | None]:

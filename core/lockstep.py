@@ -24,9 +24,10 @@ the time fields (``history.seconds``, ``fit_seconds``, ``features.seconds``) hol
 lock-step wall time (wall time / models trained together), so summed over repeats they give the wall time.
 
 Resuming: the stacked state is checkpointed after an epoch, at most every :data:`CHECKPOINT_EVERY_S` seconds,
-in ``<folder>/lockstep-<first>-<last>/``, so a killed job restarts at its last checkpointed epoch. After each stage every repeat's weights go to its own folder
-``<folder>/<repeat:04d>`` under the plain path's file names, so a later run that claims fewer repeats (some
-were stored meanwhile) starts from there. ``should_stop`` is polled between chunks of steps and between repeats.
+in ``<folder>/lockstep-<first>-<last>/``, so a killed job restarts at its last checkpointed epoch. After each
+stage every repeat's weights go to its own folder ``<folder>/<repeat:04d>`` under the plain path's file names,
+so a later run that claims fewer repeats (some were stored meanwhile) starts from there. ``should_stop`` is
+polled between chunks of steps and between repeats.
 
 Needs ``KERAS_BACKEND=jax`` (:func:`check_available` says so in one line otherwise) and the paper's options
 (``Protocol`` refuses the related reports' ones with this engine). On a GPU install ``jax[cuda12]``; the same
@@ -572,13 +573,11 @@ class LockstepRun:
             path.mkdir(parents=True, exist_ok=True)
         # One source (the shared split) or, with resplit, one per repeat in the order of ``repeats``.
         sources = [datasets[r] for r in repeats] if protocol.resplit else [self.data]
-        self.inputs, self.labels = {}, {}
-        for repeat in repeats:
-            data = sources[self._source(repeat)]
-            self.inputs[repeat] = {split: getattr(data, f"x_{split}") for split in SPLITS}
-            self.labels[repeat] = (self.labels[repeats[0]] if not protocol.resplit and self.labels else
-                                   {split: keras.utils.to_categorical(getattr(data, f"y_{split}"),
-                                                                      data.num_classes) for split in SPLITS})
+        inputs = [{split: getattr(d, f"x_{split}") for split in SPLITS} for d in sources]
+        labels = [{split: keras.utils.to_categorical(getattr(d, f"y_{split}"), d.num_classes) for split in SPLITS}
+                  for d in sources]
+        self.inputs = {r: inputs[self._source(r)] for r in repeats}
+        self.labels = {r: labels[self._source(r)] for r in repeats}
         self.device = {split: upload_split(sources, split) for split in SPLITS}
         self.model = self._stage1_model(repeats[0])  # the template: every repeat's weights pass through it
         two_stage.compile_model(self.model, stage1_optimizer(protocol), 1)

@@ -209,12 +209,12 @@ def test_resplit_lockstep_repeats_each_use_the_split_the_plain_path_draws(photo_
 
     out = tmp_path / "records.json"
     proc = subprocess.run([sys.executable, "-m", "core", "run", "--dataset", "face-mask", "--data", str(photo_folder),
-                           "--image-size", "48", "--repeats", "3", "--epochs", "2", "--resplit", "--engine",
+                           "--image-size", "32", "--repeats", "2", "--epochs", "1", "--resplit", "--engine",
                            "lockstep", "--cache", str(tmp_path / "cache"), "--out", str(out)],
                           cwd=ROOT, env=jax_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = json.loads(out.read_text())
-    protocol = Protocol(dataset="face-mask", data_path=str(photo_folder), image_size=48, epochs=2, resplit=True,
+    protocol = Protocol(dataset="face-mask", data_path=str(photo_folder), image_size=32, epochs=1, resplit=True,
                         engine="lockstep")
     test_sets = []
     for run in runs:
@@ -228,4 +228,4 @@ def test_resplit_lockstep_repeats_each_use_the_split_the_plain_path_draws(photo_
         assert run["stage1"]["last"]["test_accuracy"] == pytest.approx(
             np.mean(block["labels"]["stage1_last"] == data.y_test))
         test_sets.append(tuple(data.ids["test"]))
-    assert len(set(test_sets)) == 3
+    assert len(set(test_sets)) == 2

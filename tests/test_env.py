@@ -1,0 +1,40 @@
+"""What a record says about where and how precisely it was computed (core/env.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core import env
+
+jax = pytest.importorskip("jax", reason="the float32 setting concerns JAX runs")
+
+
+@pytest.fixture
+def jax_precision():
+    """Restores JAX's matmul precision after a test that changes it."""
+    before = jax.config.jax_default_matmul_precision
+    yield
+    jax.config.update("jax_default_matmul_precision", before)
+
+
+def test_a_tensorflow_run_has_no_float32_note():
+    assert env.backend() == "tensorflow"
+    env.use_exact_float32("float32")
+    assert env.precision_support("float32") == {"name": "float32", "bf16_units": None, "note": None}
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cpu"])
+def test_a_float32_jax_run_on_a_gpu_computes_in_full_float32_and_its_record_says_so(monkeypatch, jax_precision,
+                                                                                    accelerator):
+    monkeypatch.setattr(env, "backend", lambda: "jax")
+    monkeypatch.setattr(jax, "default_backend", lambda: accelerator)
+    jax.config.update("jax_default_matmul_precision", None)
+    env.use_exact_float32("bfloat16")
+    assert jax.config.jax_default_matmul_precision is None  # bfloat16 stays as asked
+    env.use_exact_float32("float32")
+    if accelerator == "gpu":  # XLA could otherwise use TF32 for float32 products on an NVIDIA GPU
+        assert jax.config.jax_default_matmul_precision == "highest"
+        assert env.precision_support("float32")["note"] == env.EXACT_FLOAT32
+    else:  # a CPU computes float32 in float32 anyway
+        assert jax.config.jax_default_matmul_precision is None
+        assert env.precision_support("float32")["note"] is None
