@@ -55,7 +55,7 @@ def head_trainer(protocol: Protocol, members: int, checkpoint: Path, report=lamb
     cohort = lockstep.Cohort.create("stage2_adam", template, optimizer, list(range(members)),
                                     list(range(1, members + 1)), [0] * members, weights, protocol)
     meta = {"key": protocol.key(), "stages": [cohort.stage], "repeats": cohort.repeats}
-    return lockstep.Trainer([cohort], lockstep.DeviceSplit.upload(x, y), lockstep.DeviceSplit.upload(xv, yv),
+    return lockstep.Trainer([cohort], lockstep.DeviceSplit.upload([x], [y]), lockstep.DeviceSplit.upload([xv], [yv]),
                             CLASSES, protocol, checkpoint, meta, report, should_stop)
 
 
