@@ -242,9 +242,22 @@ _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 weight sets of a repeat; every repeat of the lock-step engine, which passes all of them through one model)."""
 
 
-def _moments(bn: layers.BatchNormalization, tensor) -> tuple:
+def moments_of(bn: layers.BatchNormalization, tensor) -> tuple:
+    """Per-sample ``(means, variances)`` of ``tensor`` over every axis but ``bn``'s channel axis (a functional
+    graph node: build a probe model on it)."""
     axis = bn.axis if isinstance(bn.axis, int) else bn.axis[0]
     return SampleMoments(axis, name=f"moments_{bn.name}")(tensor)
+
+
+def combine_moments(means: np.ndarray, variances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and population variance over all samples of axis -2 from each sample's channel means and
+    variances (``(..., samples, channels)``), in float64 by the law of total variance: every sample has the
+    same number of positions, so the overall variance is the mean within-sample variance plus the variance
+    of the sample means. Shared by both engines' re-estimation, so they agree to the last bit of float64."""
+    means, variances = np.asarray(means, np.float64), np.asarray(variances, np.float64)
+    mean = means.mean(axis=-2)
+    variance = variances.mean(axis=-2) + np.square(means - mean[..., None, :]).mean(axis=-2)
+    return mean, variance
 
 
 def _batchnorm_probes(model: keras.Model) -> list[tuple[layers.BatchNormalization, Callable]]:
@@ -261,11 +274,11 @@ def _batchnorm_probes(model: keras.Model) -> list[tuple[layers.BatchNormalizatio
     out: list[tuple[layers.BatchNormalization, Callable]] = []
     for i, layer in enumerate(model.layers):
         if isinstance(layer, layers.BatchNormalization):
-            out.append((layer, keras.Model(model.input, _moments(layer, layer.input)).predict_on_batch))
+            out.append((layer, keras.Model(model.input, moments_of(layer, layer.input)).predict_on_batch))
         elif isinstance(layer, keras.Model) and batchnorm_layers(layer):
             inner = batchnorm_layers(layer)
             before = keras.Model(model.input, model.layers[i - 1].output)
-            probe = keras.Model(layer.input, [m for bn in inner for m in _moments(bn, bn.input)])
+            probe = keras.Model(layer.input, [m for bn in inner for m in moments_of(bn, bn.input)])
             for k, bn in enumerate(inner):
                 out.append((bn, lambda batch, k=k, probe=probe, before=before:
                             probe.predict_on_batch(before.predict_on_batch(batch))[2 * k:2 * k + 2]))
@@ -293,9 +306,7 @@ def reestimate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 25
             mean, variance = probe(x[start:start + batch_size])
             means.append(np.asarray(mean, np.float64))
             variances.append(np.asarray(variance, np.float64))
-        means, variances = np.concatenate(means), np.concatenate(variances)
-        mean = means.mean(axis=0)
-        variance = variances.mean(axis=0) + np.square(means - mean).mean(axis=0)
+        mean, variance = combine_moments(np.concatenate(means), np.concatenate(variances))
         bn.moving_mean.assign(mean.astype(np.float32))
         bn.moving_variance.assign(variance.astype(np.float32))
     return len(found)

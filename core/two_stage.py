@@ -138,33 +138,44 @@ def make_record(data: Dataset, protocol: Protocol, repeat: int, stage1: dict[str
 
 def stage1_diagnostics(model: keras.Model, inputs: dict, labels: dict, workdir: Path,
                         stage1: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Add to ``stage1`` what explains its score, and return its test-set probabilities.
-
-    - ``last_bn``/``best_bn``: the last/best weights evaluated after :func:`reestimate_batchnorm` on the
-      training split (equal to ``last``/``best`` for a model without BatchNormalization, and ``batchnorm``
-      says so);
-    - ``fit_train_accuracy``: the training accuracy Keras reported during ``fit`` (dropout and augmentation
-      on, weights changing through the epoch) for the last and the best epoch, beside the inference-mode
-      ``train_accuracy`` of ``last``/``best``. The paper does not say which of the two its Table 1 shows.
-    """
+    """Add to ``stage1`` what explains its score (:func:`add_diagnostics`), and return its test-set
+    probabilities: the last and best weights, each also after :func:`reestimate_batchnorm` on the training
+    split (``stage1_last``, ``stage1_last_bn``, ...)."""
     count = len(batchnorm_layers(model))
     probs: dict[str, np.ndarray] = {}
+    reestimated: dict[str, dict[str, float]] = {}
     started = time.perf_counter()
     for weights in ("last", "best"):
         model.load_weights(workdir / f"stage1_{weights}.weights.h5")
         probs[f"stage1_{weights}"] = predict_probabilities(model, inputs["test"])
         if count:
             reestimate_batchnorm(model, inputs["train"], EVAL_BATCH)
-            stage1[f"{weights}_bn"] = _evaluate(model, inputs, labels)
+            reestimated[weights] = _evaluate(model, inputs, labels)
             probs[f"stage1_{weights}_bn"] = predict_probabilities(model, inputs["test"])
         else:
-            stage1[f"{weights}_bn"] = dict(stage1[weights])
             probs[f"stage1_{weights}_bn"] = probs[f"stage1_{weights}"]
+    add_diagnostics(stage1, count, reestimated, len(inputs["train"]), time.perf_counter() - started)
+    return probs
+
+
+def add_diagnostics(stage1: dict[str, Any], layers: int, reestimated: dict[str, dict[str, float]],
+                    images: int, seconds: float) -> None:
+    """The record's explanation of stage one's score, the same for both engines:
+
+    - ``last_bn``/``best_bn``: ``reestimated["last"/"best"]``, the evaluations after re-estimating the
+      BatchNormalization statistics on the training split (a copy of ``last``/``best`` for a model without
+      BatchNormalization, and ``batchnorm`` says so);
+    - ``fit_train_accuracy``: the training accuracy Keras reported during ``fit`` (dropout and augmentation
+      on, weights changing through the epoch) for the last and the best epoch, beside the inference-mode
+      ``train_accuracy`` of ``last``/``best``. The paper does not say which of the two its Table 1 shows.
+    """
+    for weights in ("last", "best"):
+        stage1[f"{weights}_bn"] = dict(reestimated[weights]) if layers else dict(stage1[weights])
     stage1["batchnorm"] = {
-        "layers": count, "reestimated_on": "train" if count else None,
-        "images": int(len(inputs["train"])) if count else 0, "seconds": time.perf_counter() - started,
+        "layers": layers, "reestimated_on": "train" if layers else None,
+        "images": int(images) if layers else 0, "seconds": seconds,
         "note": ("moving mean and variance of every BatchNormalization layer recomputed on the training split "
-                 "(inference mode, no augmentation, no weight update)") if count else
+                 "(inference mode, no augmentation, no weight update)") if layers else
                 "the model has no BatchNormalization layer, so *_bn equal the plain evaluations",
     }
     acc = stage1["history"].get("accuracy", [])
@@ -175,7 +186,6 @@ def stage1_diagnostics(model: keras.Model, inputs: dict, labels: dict, workdir: 
         "note": "training accuracy as Keras reports it during fit (dropout/augmentation on, averaged over "
                 "the epoch while the weights change)",
     }
-    return probs
 
 
 def predict_probabilities(model: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -257,30 +267,37 @@ def summarise_fit(model: keras.Model, inputs: dict, labels: dict, protocol: Prot
     """A trained stage's record part: its last-epoch and best-checkpoint evaluations and its history.
 
     ``model`` holds the last-epoch weights; the best ones are in ``<stage>_best.weights.h5``. Shared by the
-    plain path and :mod:`core.lockstep`, so both engines' records have one schema.
+    plain path and :mod:`core.lockstep` (the heads), so both engines' records have one schema.
     """
     best_path = workdir / f"{stage}_best.weights.h5"
     model.save_weights(workdir / f"{stage}_last.weights.h5")
 
     started = time.perf_counter()
-    result = {"last": _evaluate(model, inputs, labels)}
+    last = _evaluate(model, inputs, labels)
     if best_path.exists():
         model.load_weights(best_path)
-        result["best"] = _evaluate(model, inputs, labels)
+        best = _evaluate(model, inputs, labels)
     else:  # val_accuracy never defined an improvement (cannot happen with >= 1 epoch, kept for safety)
-        result["best"] = result["last"]
+        best = last
         shutil.copy(workdir / f"{stage}_last.weights.h5", best_path)
+    return fit_summary(last, best, history, protocol, time.perf_counter() - started)
+
+
+def fit_summary(last: dict[str, float], best: dict[str, float], history: dict[str, list[float]],
+                protocol: Protocol, eval_seconds: float) -> dict[str, Any]:
+    """A stage's record part from its evaluations (``{split}_accuracy``/``{split}_loss``) and history."""
     val_acc = history.get("val_accuracy", [])
-    result.update({
+    return {
+        "last": last,
+        "best": best,
         "history": history,
         "epochs_run": len(val_acc),
         "best_epoch": int(np.argmax(val_acc)) + 1 if val_acc else 0,
         "stopped_early": len(val_acc) < protocol.epochs,
         # Summed per epoch from the log, so a repeat resumed after a crash still reports its whole training.
         "fit_seconds": float(sum(history.get("seconds", []))),
-        "eval_seconds": time.perf_counter() - started,
-    })
-    return result
+        "eval_seconds": eval_seconds,
+    }
 
 
 def paper_callbacks(protocol: Protocol, workdir: Path, stage: str, report: Progress = lambda event: None,

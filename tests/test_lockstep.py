@@ -203,8 +203,15 @@ def test_three_lockstep_repeats_match_three_plain_ones(tmp_path):
 @pytest.mark.slow
 def test_resplit_lockstep_repeats_each_use_the_split_the_plain_path_draws(photo_folder, tmp_path):
     """``--resplit --engine lockstep``: every repeat trains and is scored on its own split, the one the plain
-    path would draw for it (same split seed, same test images in the same order), and the splits differ."""
+    path would draw for it (same split seed, same test images in the same order), and the splits differ.
+
+    The engine diagnoses stage one for all repeats at once on the device; its numbers must be the plain
+    path's: the stored CNN (last weights) evaluated here by Keras on TensorFlow, before and after
+    ``reestimate_batchnorm``, gives the record's ``last`` and ``last_bn`` (one BatchNorm layer, which one
+    epoch leaves far from the data's statistics)."""
+    from core.compact import load_model_file
     from core.datasets import load_dataset
+    from core.models import reestimate_batchnorm
     from core.predictions import decode
 
     out = tmp_path / "records.json"
@@ -228,4 +235,17 @@ def test_resplit_lockstep_repeats_each_use_the_split_the_plain_path_draws(photo_
         assert run["stage1"]["last"]["test_accuracy"] == pytest.approx(
             np.mean(block["labels"]["stage1_last"] == data.y_test))
         test_sets.append(tuple(data.ids["test"]))
+        model = load_model_file(tmp_path / "cache" / "artefacts" / run["key"] / f"{run['repeat']:04d}" / "stage1.keras")
+        two_stage.compile_model(model, keras.optimizers.Adam(), 1)
+        inputs = {split: getattr(data, f"x_{split}") for split in two_stage.SPLITS}
+        labels = {split: keras.utils.to_categorical(getattr(data, f"y_{split}"), 3) for split in two_stage.SPLITS}
+        for kind in ("last", "last_bn"):
+            if kind == "last_bn":
+                assert reestimate_batchnorm(model, data.x_train) == run["stage1"]["batchnorm"]["layers"] == 1
+            ours, stored = two_stage._evaluate(model, inputs, labels), run["stage1"][kind]
+            for split in two_stage.SPLITS:  # one image may flip between backends' convolutions, no more
+                assert abs(ours[f"{split}_accuracy"] - stored[f"{split}_accuracy"]) <= 1 / len(labels[split]) + 1e-9
+                assert ours[f"{split}_loss"] == pytest.approx(stored[f"{split}_loss"], rel=1e-3), (kind, split)
     assert len(set(test_sets)) == 2
+    assert any(run["stage1"]["last_bn"]["train_loss"] != pytest.approx(run["stage1"]["last"]["train_loss"], rel=1e-3)
+               for run in runs)  # the re-estimation changed something, so the check above compared two things
