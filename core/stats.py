@@ -253,7 +253,10 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
     2. When the gain is reproduced, the sentence says how much of it each fix recovers alone (re-estimating
        BatchNorm statistics, where the model has BN layers; evaluating the best checkpoint) and both together.
        (Shares of a gain that may be noise are not stated: they can be any size.)
-    3. It ends with the head against stage one with both fixes: whether anything significant is left.
+    3. Where the signed-rank test (Wilcoxon, on the same pairs) and the t-test disagree on significance, it
+       says so: a mean can be carried by one repeat where the head collapsed or soared, which a rank test
+       weighs as one repeat among many (:func:`_rank_test_note`).
+    4. It ends with the head against stage one with both fixes: whether anything significant is left.
     """
     table = table3(runs, alpha)
     if table.empty:
@@ -272,6 +275,7 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
     else:
         state = f"is not significant with {n} repeats"
     text = f"The second stage's ({head_name} head) gain {state}: {100 * gain:+.2f} pp, p = {p:.2g}."
+    text += _rank_test_note(with_bn_evaluations(runs), head, main, alpha)
     if gain > 0 and p < alpha:
         parts = []
         if bn_layers(runs):
@@ -291,6 +295,28 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
         text += (f" Against {against} the head is {100 * float(rest['mean difference']):+.2f} pp "
                  f"(p = {left_p:.2g}, {judged}).")
     return text
+
+
+def _rank_test_note(runs: list[dict[str, Any]], head: str, row: dict[str, Any], alpha: float) -> str:
+    """Rule 3 of :func:`verdict`: a sentence when the Wilcoxon signed-rank test and the t-test of Table 3's
+    first row disagree, with how many repeats the head is ahead in and the repeat that moves the mean most
+    against the majority (``runs`` in the row's order); empty otherwise."""
+    p_t, p_w = float(row["p (t-test)"]), float(row["p (Wilcoxon)"])
+    if not (np.isfinite(p_t) and np.isfinite(p_w)) or (p_t < alpha) == (p_w < alpha):
+        return ""
+    if 2.0 / 2 ** len(runs) >= alpha:  # too few pairs for any signed-rank p below alpha: no disagreement
+        return ""
+    diffs = np.array([metric(r, head, "test") - metric(r, "stage1", "test", baseline_weights(r, "reported"))
+                      for r in runs])
+    n, ahead, median = len(diffs), int(np.sum(diffs > 0)), float(np.median(diffs))
+    if p_t < alpha:
+        return (f" The signed-rank test does not confirm it (Wilcoxon p = {p_w:.2g}; the head is ahead in "
+                f"{ahead} of {n} repeats).")
+    majority, count = ("ahead", ahead) if median > 0 else ("behind", int(np.sum(diffs < 0)))
+    extreme = int(np.argmin(diffs) if median > 0 else np.argmax(diffs))
+    return (f" The signed-rank test, which no single repeat can dominate, disagrees: the head is {majority} in "
+            f"{count} of {n} repeats (median {100 * median:+.2f} pp, Wilcoxon p = {p_w:.2g}); the mean is moved "
+            f"most by {repeats_named([runs[extreme]['repeat']])} ({100 * diffs[extreme]:+.2f} pp).")
 
 
 CHANCE_MARGIN = 0.02

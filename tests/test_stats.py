@@ -143,6 +143,25 @@ def test_verdict_follows_its_documented_rule():
     assert "not significant with 4 repeats" in noise and "recovers" not in noise  # no shares of a noisy gain
 
 
+def test_verdict_names_a_disagreement_between_the_t_test_and_the_signed_rank_test():
+    # 12 repeats: the head gains 0.5 to 1.5 pp in 11 and collapses by 30 pp in the 12th. Mean -1.58 pp, t-test
+    # p = 0.55; signed ranks: the loss has rank 12, so T- = 12 and the exact two-sided p is 2 * 70 / 4096 = 0.034.
+    gains = [0.005, 0.006, 0.007, 0.008, 0.009, 0.010, 0.011, 0.012, 0.013, 0.014, 0.015, -0.30]
+    collapsed = verdict([bn_run(i, 0.9, 0.9, 0.9, 0.9, 0.9 + g, 0.9) for i, g in enumerate(gains)])
+    assert collapsed.startswith("The second stage's (Adam head) gain is not significant with 12 repeats: -1.58 pp")
+    assert ("disagrees: the head is ahead in 11 of 12 repeats (median +0.95 pp, Wilcoxon p = 0.034); the mean is "
+            "moved most by repeat 12 (-30.00 pp)") in collapsed
+    # 6 repeats, one small loss: t-test p = 0.011, signed ranks T- = 1, p = 2 * 2 / 64 = 0.0625
+    gains = [0.06, 0.05, 0.07, 0.06, 0.08, -0.01]
+    unconfirmed = verdict([bn_run(i, 0.8, 0.8, 0.8, 0.8, 0.8 + g, 0.8) for i, g in enumerate(gains)])
+    assert "is reproduced" in unconfirmed
+    assert "does not confirm it (Wilcoxon p = 0.062; the head is ahead in 5 of 6 repeats)" in unconfirmed
+    # 5 repeats can never give a signed-rank p below 0.05 (2 / 32 = 0.0625): no sentence about it
+    five = [bn_run(i, 0.8, 0.8, 0.8, 0.8, 0.8 + g, 0.8) for i, g in enumerate(gains[:4] + [-0.01])]
+    assert "signed-rank" not in verdict(five)
+    assert "signed-rank" not in verdict(TABLE3_RUNS)  # both tests agree
+
+
 def test_training_accuracy_as_reported_during_fit_or_in_inference_mode():
     runs = [fake_run(i, 0.80, 0.85) for i in range(2)]
     for run in runs:
