@@ -15,13 +15,16 @@ best ``val_accuracy`` and the weights of that epoch (ModelCheckpoint), a patienc
 with ``reduce_lr``, a per-repeat learning rate (ReduceLROnPlateau). Stage two is the same program with 2R
 members: features from the stacked stage-one extractors, then every repeat's Adam and SGD heads at once.
 
-Records: once a stage is trained, each repeat's weights are set into an ordinary Keras model and the plain
-path's own code (:func:`core.two_stage.summarise_fit`, its BatchNorm diagnostics, predictions and
-:func:`core.two_stage.make_record`) evaluates them and writes the record, so both engines store one schema.
-What differs, besides ``protocol.engine``: a repeat's shuffling comes from JAX keys (its numbers match the plain
-path's in distribution, not bit for bit); validation runs in batches of 256 (same values up to rounding); and
-the time fields (``history.seconds``, ``fit_seconds``, ``features.seconds``) hold a repeat's share of the
-lock-step wall time (wall time / models trained together), so summed over repeats they give the wall time.
+Records: stage one's evaluations and BatchNorm diagnostics run for all repeats at once on the device, with the
+plain path's losses and re-estimation arithmetic, and are put into the plain path's record parts
+(:func:`core.two_stage.fit_summary`, :func:`core.two_stage.add_diagnostics`); each head's weights are set into
+an ordinary Keras model and evaluated by the plain path's own code (:func:`core.two_stage.summarise_fit`,
+predictions, :func:`core.two_stage.make_record`), so both engines store one schema. What differs, besides
+``protocol.engine``: a repeat's shuffling comes from JAX keys (its numbers match the plain path's in
+distribution, not bit for bit); validation and stage one's evaluations run in batches of 256 (same values up to
+rounding); and the time fields (``history.seconds``, ``fit_seconds``, ``features.seconds``, stage one's
+``eval_seconds`` and ``batchnorm.seconds``) hold a repeat's share of the lock-step wall time (wall time / models
+trained together), so summed over repeats they give the wall time.
 
 Resuming: the stacked state is checkpointed after an epoch, at most every :data:`CHECKPOINT_EVERY_S` seconds,
 in ``<folder>/lockstep-<first>-<last>/``, so a killed job restarts at its last checkpointed epoch. After each
@@ -579,7 +582,7 @@ class LockstepRun:
         self.model = self._stage1_model(repeats[0])  # the template: every repeat's weights pass through it
         two_stage.compile_model(self.model, stage1_optimizer(protocol), 1)
         self._heads: dict[str, keras.Model] = {}
-        self._probe_models: list[tuple[keras.layers.BatchNormalization, keras.Model]] | None = None
+        self._probe_models: list[tuple[keras.layers.BatchNormalization, keras.Model, Callable]] | None = None
 
     def records(self) -> Iterator[dict[str, Any]]:
         untrained = [r for r in self.repeats if not self._has(r, "lockstep_stage1.json", "stage1.json")]
@@ -638,9 +641,9 @@ class LockstepRun:
         re-estimating BatchNorm on the repeat's own training split, and the test probabilities of all four.
 
         Why not the plain path's Keras calls, one repeat at a time: they took 26 s a repeat on the H100 (20
-        Dogs & Cats repeats: 9 of the run's 13 minutes), mostly dispatching batches from the host. The numbers
-        are the same: the validation's loss and accuracy (:func:`score_program`) and the re-estimation's
-        arithmetic (:func:`core.models.combine_moments`)."""
+        Dogs & Cats repeats: 9 of the run's 13 minutes), mostly dispatching batches from the host; stacked, 20
+        Face Mask repeats take 20 s. The numbers are the same: the validation's loss and accuracy
+        (:func:`score_program`) and the re-estimation's arithmetic (:func:`core.models.combine_moments`)."""
         if self.should_stop():
             raise Cancelled("stage1")
         layers = len(batchnorm_layers(self.model))
@@ -648,20 +651,19 @@ class LockstepRun:
             self.report({"stage": "batchnorm", "layers": layers, "repeat": repeat})
         sources = jnp.asarray([self._source(r) for r in repeats], jnp.int32)
         score, predict = score_program(self.model, self.data.num_classes), inference_program(self.model)
-        evaluations: dict[str, dict[str, float]] = {}
+        test = self.device["test"]
+        evaluations: dict[str, dict[str, list]] = {}  # "last", "last_bn", ... -> "test_accuracy" -> (M,)
         probs: dict[str, np.ndarray] = {}
         seconds = {"plain": 0.0, "batchnorm": 0.0}
         for weights in ("last", "best"):
             started = time.perf_counter()
-            trainable, non_trainable = self._stacked(repeats, f"stage1_{weights}.weights.h5")
-            kinds = [(weights, non_trainable, "plain")]
-            if layers:
-                kinds.append((f"{weights}_bn", self._reestimated(trainable, non_trainable, sources), "batchnorm"))
-            for kind, statistics, part in kinds:
+            trainable, statistics = self._stacked(repeats, f"stage1_{weights}.weights.h5")
+            for kind in ([weights, f"{weights}_bn"] if layers else [weights]):
+                if kind.endswith("_bn"):
+                    statistics = self._reestimated(trainable, statistics, sources)
                 evaluations[kind] = self._evaluate(score, trainable, statistics, sources)
-                test = self.device["test"]
                 probs[f"stage1_{kind}"] = np.asarray(predict(trainable, statistics, test.x, sources)[:, :test.n])
-                seconds[part] += time.perf_counter() - started
+                seconds["batchnorm" if kind.endswith("_bn") else "plain"] += time.perf_counter() - started
                 started = time.perf_counter()
         for m, repeat in enumerate(repeats):
             folder = self.folders[repeat]
@@ -707,24 +709,27 @@ class LockstepRun:
         non_trainable_at = {id(v): i for i, v in enumerate(self.model.non_trainable_variables)}
         statistics = list(non_trainable)
         train = self.device["train"]
-        for bn, probe in self._probes():
+        for bn, probe, moments in self._probes():
             probe_trainable = [trainable[trainable_at[id(v)]] for v in probe.trainable_variables]
             probe_non_trainable = [statistics[non_trainable_at[id(v)]] for v in probe.non_trainable_variables]
-            means, variances = inference_program(probe)(probe_trainable, probe_non_trainable, train.x, sources)
+            means, variances = moments(probe_trainable, probe_non_trainable, train.x, sources)
             mean, variance = combine_moments(np.asarray(means[:, :train.n]), np.asarray(variances[:, :train.n]))
             for variable, value in ((bn.moving_mean, mean), (bn.moving_variance, variance)):
                 at = non_trainable_at[id(variable)]
                 statistics[at] = jnp.asarray(value, statistics[at].dtype)
         return statistics
 
-    def _probes(self) -> list[tuple[keras.layers.BatchNormalization, keras.Model]]:
-        """``(layer, probe)`` per BatchNormalization layer: a model from the input to its input's per-sample
-        moments, sharing ``self.model``'s variables. The paper's CNNs keep BN at the top level (a nested
-        backbone's is the plain path's business: ``Protocol`` refuses the reports' options here)."""
+    def _probes(self) -> list[tuple[keras.layers.BatchNormalization, keras.Model, Callable]]:
+        """``(layer, probe, program)`` per BatchNormalization layer: a model from the input to its input's
+        per-sample moments, sharing ``self.model``'s variables, and its stacked inference program (built once,
+        so compiled once). The paper's CNNs keep BN at the top level (a nested backbone's is the plain path's
+        business: ``Protocol`` refuses the reports' options here)."""
         if self._probe_models is None:
-            self._probe_models = [(layer, keras.Model(self.model.input, moments_of(layer, layer.input)))
-                                  for layer in self.model.layers
-                                  if isinstance(layer, keras.layers.BatchNormalization)]
+            self._probe_models = []
+            for layer in self.model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    probe = keras.Model(self.model.input, moments_of(layer, layer.input))
+                    self._probe_models.append((layer, probe, inference_program(probe)))
         return self._probe_models
 
     # ------------------------------------------------------------------------------------------ stage two
