@@ -10,8 +10,10 @@ and repeats:
 where the overhead covers the evaluations, the BatchNorm re-estimation and the feature extraction, and the
 fixed part is what the gaps between consecutive repeats' finishing times show beyond all timed work. It is an
 upper bound: it assumes every stage runs its whole epoch budget, and EarlyStopping often ends sooner.
-Records from this host are preferred, then records from the same kind of device, then any record of the
-architecture; the result says which were used.
+Records from this machine (its host name *and* its device: a GPU machine lent for a run may carry the same
+host name as the CPU machine) are preferred, then records from the same kind of device, then any record of the
+architecture; within those, records of the protocol's engine (a lock-step record's times are its share of 20
+models trained together, not one model's time). The result says which were used.
 """
 
 from __future__ import annotations
@@ -108,13 +110,17 @@ carries more fixed per-epoch cost than a large one's)."""
 
 
 def rates(runs: list[dict[str, Any]], architecture: str, device: str | None = None,
-          host: str | None = None, train_images: int | None = None) -> Rates | None:
-    """Median rates of ``architecture`` from ``runs`` (any experiments): nearest machine first, then the
-    :data:`NEAREST` records closest in training-set size to ``train_images``."""
+          host: str | None = None, train_images: int | None = None, engine: str = "plain") -> Rates | None:
+    """Median rates of ``architecture`` from ``runs`` (any experiments): nearest machine first (``device``,
+    when given, must match too), then the :data:`NEAREST` records closest in training-set size to
+    ``train_images``; only ``engine``'s records where there are any."""
     host = host or socket.gethostname()
     mine = [r for r in runs if Protocol.from_dict(r["protocol"]).model_id == architecture
             and record_rates(r) is not None]
-    tiers = [("this machine", [r for r in mine if r["env"].get("host") == host])]
+    same_engine = [r for r in mine if r["protocol"].get("engine", "plain") == engine]
+    mine = same_engine or mine
+    tiers = [("this machine", [r for r in mine if r["env"].get("host") == host
+                               and (device is None or r["env"].get("device") == device)])]
     if device:
         tiers.append((f"the same device ({device})", [r for r in mine if r["env"].get("device") == device]))
     tiers.append(("", mine))
@@ -137,7 +143,7 @@ def estimate(protocol: Protocol, repeats: int, split_sizes: dict[str, int], runs
     """The upper-bound wall time of ``repeats`` repeats of ``protocol`` whose splits have ``split_sizes``
     images (``train``/``val``/``test``, after any limit), or None without a record of its architecture."""
     train = int(split_sizes.get("train", 0))
-    found = rates(runs, protocol.model_id, device, host, train_images=train)
+    found = rates(runs, protocol.model_id, device, host, train_images=train, engine=protocol.engine)
     if found is None:
         return None
     every = train + int(split_sizes.get("val", 0)) + int(split_sizes.get("test", 0))

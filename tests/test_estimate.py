@@ -38,6 +38,21 @@ def test_records_from_elsewhere_are_named_as_such():
     assert found.basis == "another machine (CPU (2 cores))"
 
 
+def test_a_gpu_machine_with_this_host_name_is_not_this_machine_and_lockstep_times_are_not_plain_ones():
+    cpu = json.loads(RECORDS.read_text())
+    host, device = cpu[0]["env"]["host"], cpu[0]["env"]["device"]
+    gpu = copy.deepcopy(cpu)
+    for run in gpu:  # the same host name on a lent GPU machine, 100x faster, lock-step engine
+        run["env"]["device"], run["protocol"]["engine"] = "GPU: NVIDIA H100 80GB HBM3", "lockstep"
+        for part in ("stage1", "adam", "sgd"):
+            run[part]["history"]["seconds"] = [s / 100 for s in run[part]["history"]["seconds"]]
+    here = estimate.rates(gpu + cpu, "dogs-cats", device=device, host=host)
+    assert here.basis == "this machine" and here.stage1 == estimate.rates(cpu, "dogs-cats", host=host).stage1
+    lockstep = estimate.rates(gpu + cpu, "dogs-cats", device=device, host=host, engine="lockstep")
+    assert lockstep.basis == "another machine (GPU: NVIDIA H100 80GB HBM3)"
+    assert lockstep.stage1 == pytest.approx(here.stage1 / 100)
+
+
 def test_untimed_seconds_come_from_gaps_between_consecutive_repeats():
     runs = json.loads(RECORDS.read_text())
     first, second = runs

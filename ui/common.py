@@ -415,14 +415,14 @@ def _split_sizes(dataset: str, path: str | None) -> dict[str, int] | None:
 def run_estimate(protocol: Any, repeats: int) -> str:
     """One sentence: how long ``repeats`` repeats of ``protocol`` should take at most, and what that is
     based on (the measured speed in stored records of the same CNN), or why there is no estimate."""
-    from core import estimate
+    from core import env, estimate
 
     sizes = _split_sizes(protocol.dataset, protocol.data_path)
     if sizes is None:
         return "No time estimate until the dataset is found."
     split = estimate.limited_sizes(sizes, protocol)
     runs = [r for e in experiments() for r in e.runs]
-    found = estimate.estimate(protocol, int(repeats), split, runs)
+    found = estimate.estimate(protocol, int(repeats), split, runs, device=env.device())
     if found is None:
         return (f"No time estimate yet: no stored run of the {protocol.model_id} CNN to measure its speed from "
                 "(a 1-repeat, 1-epoch run on a small subset gives one).")
