@@ -51,6 +51,9 @@ executor, so a job submitted from the app fans out."""
 INSTALL_HINT = "pip install -r requirements-cluster.txt"
 POLL_S = 0.5
 """How often the driver relays progress and checks ``should_stop`` while tasks run."""
+CANCEL_GRACE_S = 5.0
+"""How long cancelled tasks get to stop on their own (Ray raises KeyboardInterrupt in them, between two
+batches) before their processes are killed."""
 SCRATCH_DIR = "two-stage-ray"
 """Under the node's temp folder: where tasks train (``<tmp>/two-stage-ray/<cache id>/<key>/<repeat>``)."""
 
@@ -152,12 +155,25 @@ def run_repeats(protocol: Protocol, repeats: int, claimed: list[int], store: Run
             for ref in finished:
                 yield from _deliver(_result(ray, ref, running.pop(ref), executor), store)
     finally:
-        for ref in running:  # Ctrl-C, cancel or an error: nothing outstanding keeps training
-            ray.cancel(ref)
+        _cancel(ray, list(running))  # Ctrl-C, cancel or an error: nothing outstanding keeps training
         if relay is not None:
             ray.kill(relay)
         if owned:
             ray.shutdown()
+
+
+def _cancel(ray, refs: list) -> None:
+    """Stop every task in ``refs``: first by ``ray.cancel`` (a KeyboardInterrupt in the task, which stores
+    nothing), then, for any still running after :data:`CANCEL_GRACE_S`, by killing its process. Ray's
+    graceful cancel is best effort (one sent as a task starts can be lost), and a task it misses would train
+    on to its last epoch after the user was told it stopped; a killed task is not retried."""
+    if not refs:
+        return
+    for ref in refs:
+        ray.cancel(ref)
+    _, still_running = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
+    for ref in still_running:
+        ray.cancel(ref, force=True)
 
 
 def _connect(ray, executor: Executor) -> bool:

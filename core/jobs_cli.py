@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -229,8 +230,12 @@ def _worker(args: argparse.Namespace) -> int:
     worker = Worker(args.cache, worker_id=args.worker_id, idle_exit=args.idle_exit,
                     stale_after=args.stale_after, heartbeat=args.heartbeat, poll=args.poll,
                     max_jobs=args.max_jobs, executor=executor)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     worker.install_signal_handlers()
     try:
         return worker.run()
     except KeyboardInterrupt:
         return 130
+    finally:  # the command may run inside a longer-lived process (a test, a notebook): give Ctrl-C back
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

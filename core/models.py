@@ -253,7 +253,7 @@ def combine_moments(means: np.ndarray, variances: np.ndarray) -> tuple[np.ndarra
     """The mean and population variance over all samples of axis -2 from each sample's channel means and
     variances (``(..., samples, channels)``), in float64 by the law of total variance: every sample has the
     same number of positions, so the overall variance is the mean within-sample variance plus the variance
-    of the sample means. Shared by both engines' re-estimation, so they agree to the last bit of float64."""
+    of the sample means. Shared by both engines' re-estimation: one arithmetic, whichever engine ran the model."""
     means, variances = np.asarray(means, np.float64), np.asarray(variances, np.float64)
     mean = means.mean(axis=-2)
     variance = variances.mean(axis=-2) + np.square(means - mean[..., None, :]).mean(axis=-2)

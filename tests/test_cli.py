@@ -62,9 +62,18 @@ def test_run_prints_both_tables_and_writes_json(tmp_path):
     assert [r["repeat"] for r in runs] == [0, 1]
 
 
+@pytest.fixture
+def default_sigint():
+    """SIGINT raises KeyboardInterrupt, as at a terminal, whatever handler an earlier test in this process left
+    (a worker run in-process installs its own); put back afterwards."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @needs_fashion
 @pytest.mark.slow
-def test_ctrl_c_keeps_finished_repeats(tmp_path, capfd, monkeypatch):
+def test_ctrl_c_keeps_finished_repeats(tmp_path, capfd, monkeypatch, default_sigint):
     """A real SIGINT, sent at a definite point (as repeat 2 starts, after repeat 1 is stored) from inside the
     run, so the outcome cannot depend on how fast a loaded machine gets a signal across processes."""
     from core import cli
