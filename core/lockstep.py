@@ -182,8 +182,7 @@ class Cohort:
         """Stack the members' ``(trainable, non_trainable)`` values; every member starts with fresh optimizer
         slots (``optimizer`` must be built on ``model.trainable_variables``)."""
         members = len(repeats)
-        trainable = [jnp.stack(values) for values in zip(*(w[0] for w in weights))]
-        non_trainable = [jnp.stack(values) for values in zip(*(w[1] for w in weights))]
+        trainable, non_trainable = stack_members(weights)
         slots = [jnp.stack([v.value] * members) for v in optimizer.variables]
         state = {"trainable": trainable, "non_trainable": non_trainable, "optimizer": slots,
                  "best_trainable": list(trainable), "best_non_trainable": list(non_trainable)}
@@ -213,6 +212,12 @@ def assign(model: keras.Model, weights: tuple[list, list]) -> None:
         variable.assign(value)
     for variable, value in zip(model.non_trainable_variables, non_trainable):
         variable.assign(value)
+
+
+def stack_members(weights: list[tuple[list, list]]) -> tuple[list, list]:
+    """Members' ``(trainable, non_trainable)`` values stacked variable by variable on a leading member axis."""
+    return ([jnp.stack(values) for values in zip(*(w[0] for w in weights))],
+            [jnp.stack(values) for values in zip(*(w[1] for w in weights))])
 
 
 def variable_values(model: keras.Model) -> tuple[list, list]:
@@ -687,8 +692,7 @@ class LockstepRun:
         for repeat in repeats:
             self.model.load_weights(self.folders[repeat] / filename)
             weights.append(variable_values(model or self.model))
-        return ([jnp.stack(values) for values in zip(*(w[0] for w in weights))],
-                [jnp.stack(values) for values in zip(*(w[1] for w in weights))])
+        return stack_members(weights)
 
     def _evaluate(self, score: Callable, trainable: list, non_trainable: list, sources: Any) -> dict[str, list]:
         """Each split's ``{split}_loss``/``{split}_accuracy`` as ``(M,)`` lists (Keras' evaluate's numbers)."""
