@@ -6,7 +6,14 @@ import functools
 import os
 import platform
 import socket
+import subprocess
 from importlib import metadata
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CODE_VERSION_VAR = "TWO_STAGE_CODE_VERSION"
+"""Where the code came from when this copy has no git metadata (a device machine receives a bare copy of the
+tree): ``<commit>`` or ``<commit>-dirty``, set by whoever copied it."""
 
 LIBRARIES = ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy", "scipy",
              "opencv-python-headless", "streamlit")
@@ -107,12 +114,73 @@ def versions() -> dict[str, str]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict[str, object]:
+    """The git commit the code was run from and whether the tree differed from it (uncommitted changes to
+    tracked files, or untracked files outside ``.gitignore``), so a number can be traced to the code that
+    made it. A copy without git metadata reads :data:`CODE_VERSION_VAR`; failing both, ``commit`` is None."""
+    try:
+        run = functools.partial(subprocess.run, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10,
+                                check=True)
+        commit = run(["git", "rev-parse", "HEAD"]).stdout.strip()
+        dirty = bool(run(["git", "status", "--porcelain", "--untracked-files=normal"]).stdout.strip())
+        return {"commit": commit, "dirty": dirty, "source": "git"}
+    except (OSError, subprocess.SubprocessError):
+        pass
+    given = os.environ.get(CODE_VERSION_VAR, "").strip()
+    if given:
+        commit, _, flag = given.partition("-")
+        return {"commit": commit, "dirty": flag == "dirty", "source": CODE_VERSION_VAR}
+    return {"commit": None, "dirty": None, "source": None}
+
+
+@functools.lru_cache(maxsize=1)
+def accelerator() -> dict[str, str] | None:
+    """The GPU's driver, CUDA and cuDNN versions (None on a CPU): what a GPU number also depends on.
+
+    The driver comes from ``nvidia-smi``; CUDA and cuDNN from the installed NVIDIA wheels JAX uses, or from
+    TensorFlow's build information. Any part that cannot be read is left out."""
+    if device().startswith("CPU"):
+        return None
+    found: dict[str, str] = {}
+    try:
+        line = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20, check=True).stdout.strip()
+        if line:
+            found["driver"] = line.splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    for part, packages in (("cuda", ("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu12")),
+                           ("cudnn", ("nvidia-cudnn-cu13", "nvidia-cudnn-cu12"))):
+        for package in packages:
+            try:
+                found[part] = metadata.version(package)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    if backend() == "tensorflow" and not {"cuda", "cudnn"} <= found.keys():
+        try:
+            import tensorflow as tf  # build information only
+
+            build = tf.sysconfig.get_build_info()
+            found.setdefault("cuda", str(build.get("cuda_version", "")) or None)
+            found.setdefault("cudnn", str(build.get("cudnn_version", "")) or None)
+        except Exception:  # noqa: BLE001 - provenance must never break a run
+            pass
+    return {k: v for k, v in found.items() if v}
+
+
 def info() -> dict:
     """Everything a record needs to say where its numbers came from."""
-    return {
+    out = {
         "backend": backend(),
         "device": device(),
         "versions": versions(),
         "platform": platform.platform(),
         "host": socket.gethostname(),
+        "code": code_version(),
     }
+    gpu = accelerator()
+    if gpu is not None:
+        out["accelerator"] = gpu
+    return out

@@ -138,6 +138,7 @@ def _train_pending(protocol: Protocol, repeats: int, pending: list[int], store: 
             # closing: should storing fail, the generator's clean-up (leases, Ray tasks) runs now, not at GC.
             with contextlib.closing(trained):
                 for record in trained:
+                    record["repeats_requested"] = repeats
                     store.put(record)
                     report({"stage": "stored", "repeat": record["repeat"]})
                     if after_store is not None:

@@ -572,6 +572,7 @@ class LockstepRun:
     def __init__(self, datasets: dict[int, Dataset], protocol: Protocol, repeats: list[int], folder: Path,
                  report: Progress, should_stop: Callable[[], bool]):
         self.datasets, self.protocol, self.repeats = datasets, protocol, repeats
+        self.started_at = two_stage.now_iso()
         self.data = datasets[repeats[0]]  # classes and shapes, the same in every repeat's split
         self.report, self.should_stop = report, should_stop
         self.workdir = folder / f"lockstep-{repeats[0]:04d}-{repeats[-1]:04d}"
@@ -823,4 +824,5 @@ class LockstepRun:
         self.model.save(folder / "stage1.keras")
         two_stage.tidy_workdir(folder)
         feature_info = {"dim": dim, "from": p.features_from, "seconds": seconds / len(self.repeats)}
-        return two_stage.make_record(self.datasets[repeat], p, repeat, stage1, feature_info, heads, test_probs)
+        return two_stage.make_record(self.datasets[repeat], p, repeat, stage1, feature_info, heads, test_probs,
+                                     self.started_at)

@@ -49,6 +49,7 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
     ``steps_per_execution`` only changes how many batches one compiled call runs, not what is computed; the
     heads, whose steps are almost free, run a whole epoch per call.
     """
+    started_at = now_iso()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     env.use_exact_float32(protocol.precision)
@@ -107,14 +108,18 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
         for name, head in head_models.items():
             head.save(workdir / f"head_{name}.keras")
     tidy_workdir(workdir)
-    record = make_record(data, protocol, repeat, stage1, feature_info, heads, test_probs)
+    record = make_record(data, protocol, repeat, stage1, feature_info, heads, test_probs, started_at)
     return {**record, "training_data": prepared} if prepared else record
 
 
 def make_record(data: Dataset, protocol: Protocol, repeat: int, stage1: dict[str, Any],
                 feature_info: dict[str, Any], heads: dict[str, Any],
-                test_probs: dict[str, np.ndarray]) -> dict[str, Any]:
-    """One repeat's run record; shared with :mod:`core.lockstep`, so both engines store the same schema."""
+                test_probs: dict[str, np.ndarray], started_at: str) -> dict[str, Any]:
+    """One repeat's run record; shared with :mod:`core.lockstep`, so both engines store the same schema.
+
+    ``started_at`` is when this process began work on the repeat (for the lock-step engine, on all the
+    repeats it trains together): with ``finished_at`` it bounds the wall time, which the lock-step engine's
+    per-repeat ``seconds`` (shares of a common wall time) cannot show."""
     seed = protocol.seed + repeat
     return {
         "key": protocol.key(),
@@ -132,8 +137,14 @@ def make_record(data: Dataset, protocol: Protocol, repeat: int, stage1: dict[str
         "predictions": predictions.encode(data.y_test, test_probs, protocol.stage1_eval,
                                           lambda rows: data.image_ids("test", rows)),
         "env": {**env.info(), "precision": env.precision_support(protocol.precision)},
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": started_at,
+        "finished_at": now_iso(),
     }
+
+
+def now_iso() -> str:
+    """The current UTC time as the records store it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def stage1_diagnostics(model: keras.Model, inputs: dict, labels: dict, workdir: Path,

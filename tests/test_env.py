@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from core import env
@@ -38,3 +40,22 @@ def test_a_float32_jax_run_on_a_gpu_computes_in_full_float32_and_its_record_says
     else:  # a CPU computes float32 in float32 anyway
         assert jax.config.jax_default_matmul_precision is None
         assert env.precision_support("float32")["note"] is None
+
+
+def test_the_code_version_is_the_checkout_s_commit_or_what_the_copier_said(monkeypatch):
+    env.code_version.cache_clear()
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=env.PROJECT_ROOT, capture_output=True,
+                              text=True).stdout.strip()
+        if head:  # a git checkout: its own commit
+            assert env.code_version()["commit"] == head and env.code_version()["source"] == "git"
+        env.code_version.cache_clear()
+        monkeypatch.setattr(env, "PROJECT_ROOT", env.PROJECT_ROOT / "no-such-folder")  # a bare copy
+        monkeypatch.setenv(env.CODE_VERSION_VAR, "abc123-dirty")
+        assert env.code_version() == {"commit": "abc123", "dirty": True, "source": env.CODE_VERSION_VAR}
+    finally:
+        env.code_version.cache_clear()
+
+
+def test_a_cpu_run_names_no_accelerator():
+    assert env.device().startswith("CPU") and env.accelerator() is None and "accelerator" not in env.info()

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from core import experiment, predictions
+from core import env, experiment, predictions
 from core.config import Protocol
 from core.datasets import load_dataset
 from core.store import RunStore
@@ -49,6 +49,9 @@ def test_a_repeat_trains_both_stages_and_records_everything(tiny_data, tmp_path)
     assert set(missed) <= set(pred["rows"]) and pred["probs"]["stage1"].shape == (len(pred["rows"]), 10)
     assert all(name.startswith("test #") for name in pred["ids"])
     assert record["env"]["precision"]["name"] == "float32"
+    # provenance: the code it ran from and when it started, beside when it finished
+    assert record["env"]["code"]["commit"] == env.code_version()["commit"] and record["env"]["code"]["source"]
+    assert record["started_at"] <= record["finished_at"]
     stages = {e["stage"] for e in events if "epoch" in e}
     assert stages == {"stage1", "stage2_adam", "stage2_sgd"}
     # crash-recovery files are gone; the three models stay for Classify
@@ -103,6 +106,7 @@ def test_experiment_reuses_stored_repeats(tiny_data, tmp_path, monkeypatch):
     p = TINY.with_(epochs=1)
     first = experiment.run_experiment(p, 2, store, data=tiny_data)
     assert [r["repeat"] for r in first] == [0, 1] and store.model_paths(p.key(), 1)
+    assert [r["repeats_requested"] for r in first] == [2, 2]
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("a stored repeat was trained again")
