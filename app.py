@@ -38,7 +38,7 @@ page = st.navigation(PAGES)
 
 with st.sidebar:
     try:
-        from core.settings import limits
+        from core.protocol.settings import limits
 
         lim = limits()
         if lim.demo:

@@ -1,4 +1,4 @@
-"""BatchNorm re-estimation (:func:`core.models.reestimate_batchnorm`) against the way it was first written.
+"""BatchNorm re-estimation (:func:`core.models.models.reestimate_batchnorm`) against the way it was first written.
 
 Run by hand, from the repository root, with the Dogs & Cats photos (the repository does not ship them):
 
@@ -8,7 +8,7 @@ Why: re-estimating the shipped Dogs & Cats CNN's 4 BatchNorm layers on a repeat'
 most of the lock-step engine's time on an H100 (``bench/README.md``, case 6). The reference is the first
 version: a probe model per layer built at every call, each batch's activations copied to the host and summed
 there in float64. Ours computes each sample's channel means and variances where the model runs
-(:class:`core.models.SampleMoments`) and keeps its compiled probes per model. Both run on the shipped model,
+(:class:`core.models.models.SampleMoments`) and keeps its compiled probes per model. Both run on the shipped model,
 alternately, ``--rounds`` times each; the ratio is ours / reference, and the largest relative difference of the
 statistics says they compute the same thing.
 """
@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import keras
 
-    from core import compact, env
-    from core.datasets import load_raw
-    from core.models import batchnorm_layers, reestimate_batchnorm
+    from core.models import compact
+    from core.training import env
+    from core.data.datasets import load_raw
+    from core.models.models import batchnorm_layers, reestimate_batchnorm
 
     x = load_raw("dogs-cats", args.dogs_cats, 128).x_train[:args.n]
     model = compact.load(ROOT / "reference" / "dogs-cats" / "stage1.npz")

@@ -7,7 +7,7 @@ Run by hand (it needs the photo datasets, which the repository does not ship), f
 For each set of real images (Fashion-MNIST test items from the installed dataset, Dogs & Cats ``test_set``
 photos, Face Mask photos from the whole set) it prints, per shipped model with statistics, the share of images
 flagged, and how often Classify preselects the image's own model: by the shipped model chooser
-(:mod:`core.router`) when there is one for these models, by rank (:func:`core.classify.best_fit`), and by the rule
+(:mod:`core.classify.router`) when there is one for these models, by rank (:func:`core.classify.classify.best_fit`), and by the rule
 rank replaced (lowest score-to-threshold ratio). The images are sent as encoded files, as an upload would be.
 The chooser was fitted on images drawn with another seed, so some images here may be ones it was fitted on:
 ``python -m core router`` prints its accuracy on images it did not see.
@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 def image_sets(dogs_cats: str | None, face_mask: str | None, n: int, seed: int) -> dict[str, list[bytes]]:
     """Up to ``n`` encoded images per dataset found, keyed by the dataset name the catalogue uses."""
-    from core.datasets import DatasetUnavailable, load_raw
+    from core.data.datasets import DatasetUnavailable, load_raw
 
     rng = np.random.default_rng(seed)
     sets = {}
@@ -46,8 +46,9 @@ def image_sets(dogs_cats: str | None, face_mask: str | None, n: int, seed: int) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core import catalog, router
-    from core.classify import best_fit, fit_predictions, load_models
+    from core.app import catalog
+    from core.classify import router
+    from core.classify.classify import best_fit, fit_predictions, load_models
 
     parser = argparse.ArgumentParser(prog="python -m bench.classify_fit", description=__doc__.splitlines()[0])
     parser.add_argument("--dogs-cats", metavar="PATH")

@@ -1,7 +1,7 @@
 """The baseline: the paper's protocol as a plain, straightforward Keras script, the way a tutorial writes it.
 
 Nothing here is tuned. Pixels are converted to float32 and divided by 255 in numpy (so the data costs 4x its
-uint8 size), the model is a ``Sequential`` of the same layers as :mod:`core.models` (without the in-model
+uint8 size), the model is a ``Sequential`` of the same layers as :mod:`core.models.models` (without the in-model
 ``Rescaling``, since the data is already scaled), ``model.fit`` runs once per repeat with EarlyStopping and
 ModelCheckpoint on ``val_accuracy`` (patience 10), and inference goes through ``model.predict`` at its default
 batch size. Stage two extracts the last hidden layer's output and trains a fresh softmax layer with Adam and
@@ -27,8 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from core.models import ARCHITECTURES, FEATURE_LAYER  # noqa: E402
-from core.words import count_text  # noqa: E402
+from core.models.models import ARCHITECTURES, FEATURE_LAYER  # noqa: E402
+from core.protocol.words import count_text  # noqa: E402
 
 
 def preprocess(x: np.ndarray) -> np.ndarray:
@@ -37,7 +37,7 @@ def preprocess(x: np.ndarray) -> np.ndarray:
 
 
 def build_model(architecture: str, input_shape, num_classes: int) -> keras.Model:
-    """The same layers as :func:`core.models.build_stage1`, minus the in-model rescaling (data is pre-scaled)."""
+    """The same layers as :func:`core.models.models.build_stage1`, minus the in-model rescaling (data is pre-scaled)."""
     return keras.Sequential([keras.Input(shape=tuple(input_shape)), *ARCHITECTURES[architecture](num_classes)],
                             name=f"reference_{architecture.replace('-', '_')}")
 
@@ -95,8 +95,8 @@ def run_repeat(x_train, y_train, x_val, y_val, x_test, y_test, *, architecture: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.config import Protocol
-    from core.datasets import load_dataset
+    from core.protocol.config import Protocol
+    from core.data.datasets import load_dataset
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="fashion-mnist", choices=["fashion-mnist", "cifar10"])

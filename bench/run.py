@@ -179,9 +179,9 @@ def _reference_trainer(arch: str, x, y, xv, yv, num_classes: int, workdir: Path)
 
 
 def _our_callbacks(workdir: Path, stage: str, backup: bool = True) -> Callable[[], list]:
-    """The callbacks ``core.two_stage._fit`` uses, fresh for each fit (the log starts empty)."""
-    from core.config import Protocol
-    from core.two_stage import paper_callbacks
+    """The callbacks ``core.training.two_stage._fit`` uses, fresh for each fit (the log starts empty)."""
+    from core.protocol.config import Protocol
+    from core.training.two_stage import paper_callbacks
 
     def make() -> list:
         (workdir / f"{stage}_epochs.jsonl").unlink(missing_ok=True)
@@ -193,7 +193,7 @@ def _our_trainer(label: str, arch: str, x, y, xv, yv, num_classes: int, workdir:
                  steps_per_execution: int = 1, jit_compile: bool | str = "auto", precision: str = "float32"):
     import keras
 
-    from core.models import build_stage1
+    from core.models.models import build_stage1
 
     keras.utils.set_random_seed(0)
     model = build_stage1(arch, x.shape[1:], num_classes, None, 0, precision)
@@ -220,7 +220,7 @@ def paired_ratio(t: Trainer, ref: Trainer) -> float:
 
 
 def _fmnist_subset(n_train: int, n_val: int):
-    from core.datasets import load_fashion_mnist
+    from core.data.datasets import load_fashion_mnist
 
     raw = load_fashion_mnist()
     return (raw.x_train[:n_train], raw.y_train[:n_train], raw.x_train[n_train:n_train + n_val],
@@ -230,7 +230,7 @@ def _fmnist_subset(n_train: int, n_val: int):
 def _cifar_subset(n_train: int, n_val: int):
     """Real CIFAR-10 when it is installed, else uniform uint8 noise of the right shape (the compute is the same)."""
     try:  # only local copies: load_cifar10's last resort is a network download
-        from core.datasets import KERAS_DATASETS_DIR, _cifar_folder, load_cifar10
+        from core.data.datasets import KERAS_DATASETS_DIR, _cifar_folder, load_cifar10
 
         local = [p for p in KERAS_DATASETS_DIR.glob("**/cifar-10-batches-py") if _cifar_folder(p)]
         if not local:
@@ -296,8 +296,8 @@ def case2(args) -> None:
     import keras
 
     from bench import reference
-    from core import two_stage
-    from core.models import build_head, build_stage1, feature_extractor
+    from core.training import two_stage
+    from core.models.models import build_head, build_stage1, feature_extractor
 
     print("case 2: stage two as a share of stage one (full Fashion-MNIST repeat, projected)", flush=True)
     full = {"train": 48000, "val": 12000, "test": 10000}
@@ -417,7 +417,7 @@ def _tiny_model_set(arch: str, shape: tuple[int, int, int], folder: Path) -> dic
     """Untrained models of the real architecture (latency does not depend on the weights)."""
     import keras
 
-    from core.models import build_head, build_stage1
+    from core.models.models import build_head, build_stage1
 
     keras.utils.set_random_seed(0)
     stage1 = build_stage1(arch, shape, 10)
@@ -448,9 +448,9 @@ def _reference_classify(models, data: bytes) -> dict[str, np.ndarray]:
 def case3(args) -> None:
     print("case 3: classify latency", flush=True)
     try:
-        from core import classify as cl
+        from core.classify import classify as cl
     except Exception as exc:  # noqa: BLE001
-        skipped(3, "classify latency", f"core.classify not available ({type(exc).__name__})")
+        skipped(3, "classify latency", f"core.classify.classify not available ({type(exc).__name__})")
         return
     folder = Path(tempfile.mkdtemp(prefix="bench_c3_"))
     images = _test_images()
@@ -484,8 +484,8 @@ def case3(args) -> None:
 _MEMORY_PROBE = r"""
 import json, sys, threading, time
 import numpy as np
-from core.config import Protocol
-from core.datasets import load_dataset
+from core.protocol.config import Protocol
+from core.data.datasets import load_dataset
 # Anonymous resident memory (heap, arrays): file-backed pages (shared-library code faulted in on first use)
 # are not data and would dominate the small folder set.
 def anon():
@@ -495,7 +495,7 @@ def anon():
                 return int(line.split()[1]) * 1024
 spec = json.loads(sys.argv[1])
 # Decode one image first: OpenCV's/Pillow's one-off buffers and thread pools are not per-image memory.
-from core.imageio import decode_image
+from core.data.imageio import decode_image
 import cv2
 decode_image(cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1].tobytes(), size=32)
 peak = [0]
@@ -658,7 +658,7 @@ def case6(args) -> None:
         row(6, fmnist, None, "s", target="<= 300 s and ratio <= 0.1", note=f"not measured: {why} ({where})")
         row(6, face, None, "s", target="<= 600 s", note=f"not measured: {why} ({where})")
         return
-    from core.store import RunStore
+    from core.results.store import RunStore
 
     work = Path(tempfile.mkdtemp(prefix="bench_c6_"))
     store = RunStore(Path(args.gpu_cache) if args.gpu_cache else work / "cache")
@@ -673,7 +673,7 @@ def case6(args) -> None:
 
 def _require_untrained(store, protocol, repeats: int) -> None:
     """Case 6 times training: a cache that already holds some of the repeats would make it look fast."""
-    from core.experiment import missing_repeats
+    from core.training.experiment import missing_repeats
 
     if missing_repeats(store, protocol, repeats) != list(range(repeats)):
         raise ValueError(f"{store.root} already holds repeats of {protocol.describe()}: give case 6 a fresh cache")
@@ -682,10 +682,10 @@ def _require_untrained(store, protocol, repeats: int) -> None:
 def _case6_fashion_mnist(args, store, work: Path, gpu: str, fmnist: str) -> None:
     """The 20-repeat Fashion-MNIST experiment with the lock-step engine, then the plain script's repeats."""
     from bench import reference
-    from core.config import Protocol
-    from core.datasets import load_dataset
-    from core.experiment import run_experiment
-    from core.words import count_text
+    from core.protocol.config import Protocol
+    from core.data.datasets import load_dataset
+    from core.training.experiment import run_experiment
+    from core.protocol.words import count_text
 
     protocol = Protocol(dataset="fashion-mnist", epochs=args.gpu_epochs, engine="lockstep")
     _require_untrained(store, protocol, args.gpu_repeats)
@@ -712,8 +712,8 @@ def _case6_fashion_mnist(args, store, work: Path, gpu: str, fmnist: str) -> None
 def _case6_face_mask(args, store, gpu: str, face: str) -> None:
     """The 20-repeat Face Mask experiment with the lock-step engine, in the paper's v1 recipe as shipped (a new
     train/validation/test split for every repeat); timed from loading the images to the stored records."""
-    from core.config import Protocol
-    from core.experiment import run_experiment
+    from core.protocol.config import Protocol
+    from core.training.experiment import run_experiment
 
     protocol = Protocol(dataset="face-mask", data_path=args.face_mask, epochs=args.gpu_epochs, resplit=True,
                         engine="lockstep")
@@ -744,8 +744,8 @@ def _photo_subset(n_train: int, n_val: int, classes: int):
 def case7(args) -> None:
     """Stage one in bfloat16 (Keras ``mixed_bfloat16``: our model, callbacks and steps per call) against the
     plain float32 Keras script, one epoch at a time, interleaved, for all four models."""
-    from core import env
-    from core.two_stage import STEPS_PER_EXECUTION
+    from core.training import env
+    from core.training.two_stage import STEPS_PER_EXECUTION
 
     units = env.bf16_units()
     print(f"case 7: bfloat16 stage-one epoch (bf16 units: {units or 'none'})", flush=True)

@@ -1,7 +1,7 @@
-"""``python -m core``: see :mod:`core.cli`."""
+"""``python -m core``: see :mod:`core.cli.main`."""
 
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

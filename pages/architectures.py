@@ -11,7 +11,7 @@ DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask")
 
 @st.cache_data(show_spinner="Building the model…", max_entries=16)
 def info(dataset: str, augmented: bool):
-    from core import preview
+    from core.app import preview
 
     return preview.architecture(dataset, augmented)
 
@@ -19,8 +19,8 @@ def info(dataset: str, augmented: bool):
 def body() -> None:
     import pandas as pd
 
-    from core import preview
-    from core.config import PHOTO_DATASETS
+    from core.app import preview
+    from core.protocol.config import PHOTO_DATASETS
 
     st.title("Architectures")
     st.write("Stage one is a small CNN per dataset (from the paper's section 4 and the Kaggle models it cites). "

@@ -15,8 +15,8 @@ def variants(image_bytes: bytes, shape: tuple[int, ...], rotation: float, zoom: 
              flip: bool, fill_mode: str, n: int, seed: int):
     import numpy as np
 
-    from core.config import Augmentation
-    from core.preview import augment_variants
+    from core.protocol.config import Augmentation
+    from core.app.preview import augment_variants
 
     image = np.frombuffer(image_bytes, dtype=np.uint8).reshape(shape)
     aug = Augmentation(rotation_deg=rotation, zoom=zoom, shift=shift, horizontal_flip=flip, fill_mode=fill_mode)
@@ -25,7 +25,7 @@ def variants(image_bytes: bytes, shape: tuple[int, ...], rotation: float, zoom: 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def dataset_image(dataset: str, path: str | None, index: int):
-    from core import preview
+    from core.app import preview
 
     if dataset == "fashion-mnist":
         names, grid = preview.keras_samples(dataset, None, 1, seed=index)
@@ -39,8 +39,8 @@ def source_image():
     """The chosen source image (uint8 HxWxC) and a caption, or (None, why)."""
     import numpy as np
 
-    from core import preview
-    from core.imageio import ImageError, decode_image
+    from core.app import preview
+    from core.data.imageio import ImageError, decode_image
 
     source = st.radio("Image", SOURCES, horizontal=True)
     if source == SOURCES[0]:
@@ -81,7 +81,7 @@ def _next_seed() -> None:
 def body() -> None:
     import numpy as np
 
-    from core.config import Augmentation
+    from core.protocol.config import Augmentation
 
     st.title("Augmentation")
     default = Augmentation()

@@ -19,7 +19,7 @@ FITS_KEY = "classify_photo_fits"
 log = logging.getLogger("two_stage.app")
 
 if TYPE_CHECKING:
-    from core.ood import Verdict
+    from core.classify.ood import Verdict
 
 # index in the model choices -> (the model chooser's probability, its held-out accuracy on that dataset); a
 # comment, not a docstring: Streamlit's magic would print a bare string on the page
@@ -31,7 +31,7 @@ def load(paths: tuple[tuple[str, str], ...], class_names: tuple[str, ...], ood_p
          stamp: tuple[float, ...]):
     from pathlib import Path
 
-    from core.classify import load_models
+    from core.classify.classify import load_models
 
     return load_models({k: Path(v) for k, v in paths}, list(class_names), Path(ood_path) if ood_path else None)
 
@@ -85,9 +85,9 @@ def shipped_with_statistics(choices) -> dict[str, object]:
 
 
 def shipped_router(choices):
-    """The model chooser (:mod:`core.router`) and the index in ``choices`` of each model it routes to, or None
+    """The model chooser (:mod:`core.classify.router`) and the index in ``choices`` of each model it routes to, or None
     (none shipped, fitted for other models, or unreadable: then the rank rule preselects)."""
-    from core import router
+    from core.classify import router
 
     try:
         return router.for_choices(choices)
@@ -101,7 +101,7 @@ def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, Verdict
     on the photo; index -> the model chooser's probability that the photo is of that model's dataset, and how
     often it was right on held-out images of it (None without a chooser); the seconds that took, and whether
     the photo is new. Measured once per photo: changing the model or the inversion does not measure again."""
-    from core.classify import fit_predictions
+    from core.classify.classify import fit_predictions
 
     digest = hashlib.sha256(data).hexdigest()
     memo = st.session_state.get(FITS_KEY)
@@ -126,8 +126,8 @@ def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, Verdict
 
 
 def pick_default(choices, fits: dict[int, Verdict], route: Route | None, new_photo: bool) -> None:
-    """On a new photo, preselect the model the chooser assigns it to (:mod:`core.router`), else the one whose
-    own test images it is most typical of (:func:`core.classify.best_fit`); the visitor's own choice stands
+    """On a new photo, preselect the model the chooser assigns it to (:mod:`core.classify.router`), else the one whose
+    own test images it is most typical of (:func:`core.classify.classify.best_fit`); the visitor's own choice stands
     until the next photo."""
     if st.session_state.get(MODEL_KEY, 0) >= len(choices):
         st.session_state[MODEL_KEY] = 0
@@ -150,7 +150,7 @@ def route_caption(choices, route: Route | None) -> None:
 
 
 def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int, problem: str | None) -> None:
-    from core.ood import what_it_knows
+    from core.classify.ood import what_it_knows
 
     verdict = pred.ood
     if verdict is None:
@@ -181,8 +181,8 @@ def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int, pr
 
 
 def _fits_in_order(fits: dict[int, Verdict]) -> list[int]:
-    """Indices in ``choices``, the model the photo is most typical of first (:func:`core.classify.fit_order`)."""
-    from core.classify import fit_order
+    """Indices in ``choices``, the model the photo is most typical of first (:func:`core.classify.classify.fit_order`)."""
+    from core.classify.classify import fit_order
 
     indices = list(fits)
     return [indices[j] for j in fit_order([fits[i] for i in indices])]
@@ -212,7 +212,7 @@ def _also_within(choices, fits: dict[int, Verdict], picked: int) -> str:
 
 
 def show_prediction(pred, name: str) -> None:
-    from core.classify import METHOD_LABELS
+    from core.classify.classify import METHOD_LABELS
 
     st.markdown(f"#### Predictions for *{name}*")
     cols = st.columns(3)
@@ -227,8 +227,8 @@ def show_prediction(pred, name: str) -> None:
 def show_input_and_heat_map(pred, models) -> float:
     """What the model saw, and beside it stage one's Grad-CAM (computed here, after the answer is on the
     page); returns the heat map's time in seconds."""
-    from core import explain
-    from core.classify import heat_map
+    from core.classify import explain
+    from core.classify.classify import heat_map
 
     st.markdown("#### Why this answer")
     img = pred.image
@@ -261,7 +261,7 @@ def show_input_and_heat_map(pred, models) -> float:
 def export_downloads(choice, models, demo: bool) -> None:
     import functools
 
-    from core import export
+    from core.classify import export
 
     with st.expander("Download this model set"):
         st.write("One model with three outputs: stage one's class probabilities, then the Adam head's and the SGD "
@@ -285,8 +285,8 @@ def export_downloads(choice, models, demo: bool) -> None:
 def answer(data: bytes, name: str, choices, pick: int, models, invert, fits: dict[int, Verdict], fit_s: float,
            max_pixels: int) -> None:
     """The probabilities first (fast), then the out-of-distribution verdict's details and the heat map."""
-    from core.classify import classify
-    from core.imageio import ImageError
+    from core.classify.classify import classify
+    from core.data.imageio import ImageError
 
     try:
         started = time.perf_counter()
@@ -304,8 +304,8 @@ def answer(data: bytes, name: str, choices, pick: int, models, invert, fits: dic
 
 
 def body() -> None:
-    from core.imageio import ImageError
-    from core.ood import what_it_knows
+    from core.data.imageio import ImageError
+    from core.classify.ood import what_it_knows
 
     st.title("Classify")
     st.write("Upload a photo (or take one): it is decoded by the same function that reads the datasets, resized to "

@@ -12,14 +12,14 @@ SAMPLES_PER_CLASS = 8
 
 @st.cache_data(show_spinner="Reading the dataset's class counts…", max_entries=16)
 def summary(dataset: str, path: str | None, stamp: float):
-    from core import preview
+    from core.app import preview
 
     return preview.summarize(dataset, path)
 
 
 @st.cache_data(show_spinner="Picking sample images…", max_entries=16)
 def samples(dataset: str, path: str | None, per_class: int, seed: int, stamp: float):
-    from core import preview
+    from core.app import preview
 
     if dataset in ("fashion-mnist", "cifar10"):
         return preview.keras_samples(dataset, path, per_class, seed)
@@ -28,7 +28,7 @@ def samples(dataset: str, path: str | None, per_class: int, seed: int, stamp: fl
 
 @st.cache_data(show_spinner="Looking for duplicate files…", max_entries=16)
 def duplicates(path: str, test_split: float, stamp: float):
-    from core import preview
+    from core.app import preview
 
     return preview.find_duplicates(path, test_split)
 
@@ -77,7 +77,7 @@ def distribution_chart(summ, protocol):
 
 
 def folder_picker(dataset: str) -> str | None:
-    from core.datasets import HOW_TO_GET
+    from core.data.datasets import HOW_TO_GET
 
     key = data_path_key(dataset)
     if limits().demo:
@@ -89,8 +89,8 @@ def folder_picker(dataset: str) -> str | None:
 
 
 def show(dataset: str) -> None:
-    from core import preview
-    from core.config import Protocol
+    from core.app import preview
+    from core.protocol.config import Protocol
 
     path = None
     if dataset in ("dogs-cats", "face-mask", "folder"):
@@ -137,7 +137,7 @@ def show(dataset: str) -> None:
 
 
 def body() -> None:
-    from core import preview
+    from core.app import preview
 
     st.title("Datasets")
     st.write("The paper uses two Keras datasets and two Kaggle photo sets. This page reads only class counts "

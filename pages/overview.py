@@ -12,7 +12,7 @@ QUICK_REPEATS = 2
 
 
 def quick_protocol():
-    from core.config import Protocol
+    from core.protocol.config import Protocol
 
     lim = limits()
     values = dict(QUICK)
@@ -31,11 +31,13 @@ STANDING_COLUMNS = ("Fashion-MNIST", "Cifar-10", "Dogs & Cats", "Face Mask Detec
 
 def standings_table():
     """One row per paper column: the paper's Table 2 numbers, ours from the matching experiment with the most
-    repeats, and Table 3's verdict on ours (:func:`core.stats.verdict`, Adam head). Returns the table, the
+    repeats, and Table 3's verdict on ours (:func:`core.results.stats.verdict`, Adam head). Returns the table, the
     provenance notes and ``(title, experiment id)`` pairs for deep links."""
     import pandas as pd
 
-    from core import paper, preview, stats
+    from core.protocol import paper
+    from core.app import preview
+    from core.results import stats
 
     exps = experiments()
     rows, notes, links = [], [], []
@@ -76,7 +78,7 @@ def standings_table():
 
 
 def quick_run() -> None:
-    from core import preview
+    from core.app import preview
 
     st.subheader("Quick run: the whole loop on a small subset")
     protocol, repeats = quick_protocol()
@@ -139,7 +141,7 @@ def quick_status(job_id: str) -> None:
 
 
 def body() -> None:
-    from core import preview
+    from core.app import preview
 
     st.title("Image classification by CNN with two-stage training")
     st.markdown(

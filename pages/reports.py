@@ -18,13 +18,13 @@ DATASETS = ("cifar10", "fashion-mnist", "dogs-cats", "face-mask", "folder")
 
 @st.cache_data(show_spinner="Building the models to count their parameters…", max_entries=32)
 def counts(architecture: str) -> dict[str, int]:
-    from core.reports_cli import parameter_counts
+    from core.cli.reports import parameter_counts
 
     return parameter_counts(architecture)
 
 
 def choose_report():
-    from core import reports
+    from core.studies import reports
 
     ids = list(reports.REPORTS)
     wanted = st.query_params.get(REPORT_PARAM)
@@ -54,8 +54,8 @@ def claims_section(report) -> None:
 def models_section(report) -> None:
     import pandas as pd
 
-    from core.arch_spec import KINDS, info
-    from core.models import REGISTRY
+    from core.protocol.arch_spec import KINDS, info
+    from core.models.models import REGISTRY
 
     rows = [{"id": a, "model": info(a).title, "kind": info(a).kind,
              "input": "×".join(map(str, info(a).input_shape)) + (" → 224" if info(a).frozen else ""),
@@ -76,14 +76,14 @@ def models_section(report) -> None:
                           key=f"doc_{report.id}")
     doc = (REGISTRY[choice].__doc__ or "").strip()
     if info(choice).frozen:
-        from core import backbones
+        from core.models import backbones
 
         doc += "\n\n" + (backbones.__doc__ or "").strip()
     st.code(doc, language=None)
 
 
 def run_section(report) -> None:
-    from core import reports
+    from core.studies import reports
 
     lim = limits()
     c = st.columns([1, 2, 2])
@@ -144,7 +144,7 @@ def queue_plan(plan) -> None:
 
 
 def results_section(report) -> None:
-    from core import reports
+    from core.studies import reports
 
     mine = reports.experiments_of(report, experiments())
     if not mine:
@@ -159,7 +159,7 @@ def results_section(report) -> None:
 def two_stage_section(mine) -> None:
     import pandas as pd
 
-    from core import reports
+    from core.studies import reports
 
     st.markdown("#### Does a two-stage head help these models too?")
     rows = reports.two_stage_rows(mine)
@@ -184,7 +184,8 @@ def _p(value: float) -> str:
 
 
 def sweeps_section(report, mine) -> None:
-    from core import reports, sweeps
+    from core.studies import reports
+    from core.studies import sweeps
     from ui.reports_widgets import sweep_figure
 
     shown = False
@@ -211,7 +212,9 @@ def sweeps_section(report, mine) -> None:
 def experiment_section(report, mine) -> None:
     import pandas as pd
 
-    from core import metrics, reports, stats
+    from core.results import metrics
+    from core.studies import reports
+    from core.results import stats
     from ui.reports_widgets import METHOD_NAMES, confusion_figure
 
     st.markdown("#### One experiment in detail")
@@ -256,7 +259,7 @@ def experiment_section(report, mine) -> None:
 
 
 def body() -> None:
-    from core import reports
+    from core.studies import reports
 
     st.title("The four related reports")
     st.write("Four student reports built image classifiers of their own. Here each one's models are rebuilt, its "

@@ -32,7 +32,7 @@ COLUMN_NAMES = {"Fashion-MNIST": "Fashion-MNIST", "Cifar-10": "CIFAR-10", "Dogs 
 
 def choose_experiment(exps):
     """Dataset and experiment pickers that a deep link can set; the URL always names what is shown."""
-    from core import preview
+    from core.app import preview
 
     wanted = st.query_params.get(EXPERIMENT_PARAM)
     linked = find_experiment(exps, wanted)
@@ -68,7 +68,7 @@ def choose_experiment(exps):
 # ------------------------------------------------------------------------------- the verdict, Table 3
 
 def paper_line(column: str | None) -> str:
-    from core import paper
+    from core.protocol import paper
 
     if not column:
         return "The paper has no column for this dataset."
@@ -80,8 +80,8 @@ def paper_line(column: str | None) -> str:
 
 
 def verdict_section(runs, column: str | None) -> None:
-    """The answer first: one sentence per head by :func:`core.stats.verdict`'s rule, the paper's beside it."""
-    from core import stats
+    """The answer first: one sentence per head by :func:`core.results.stats.verdict`'s rule, the paper's beside it."""
+    from core.results import stats
 
     st.subheader("Does the second stage help, and why?")
     for line in stats.at_chance(runs):
@@ -108,7 +108,7 @@ def _significance(p: float, alpha: float = 0.05) -> str:
 
 def share_text(share: float) -> str:
     """A fix's share of the head's gain (NaN, shown as a dash, unless that gain is significant:
-    :func:`core.stats.table3`)."""
+    :func:`core.results.stats.table3`)."""
     if not math.isfinite(share):
         return "–"
     return f"{100 * share:.0f}%".replace("-0%", "0%")
@@ -117,7 +117,8 @@ def share_text(share: float) -> str:
 def table3_section(runs, column: str | None) -> None:
     import pandas as pd
 
-    from core import paper, stats
+    from core.protocol import paper
+    from core.results import stats
 
     st.markdown("#### Table 3: what explains the gain")
     table = stats.table3(runs)
@@ -166,7 +167,8 @@ def reading_controls(dataset: str, column_default: str | None, bn_readings: bool
     """Which paper column to compare with, which weights to read, which training accuracy. With
     ``bn_readings`` (every record holds them), stage one can also be read with its BatchNorm statistics
     re-estimated, so Tables 1-2 and Figure 16 show the heads against the stage one Table 3 asks about."""
-    from core import paper, stats
+    from core.protocol import paper
+    from core.results import stats
 
     columns = paper.columns_for(dataset)
     c = st.columns([3, 3, 2, 3])
@@ -203,7 +205,8 @@ def method_names(s1w: str | None) -> dict[str, str]:
 def table1_section(runs, column, s1w, s2w, source, prov: str) -> None:
     import pandas as pd
 
-    from core import paper, stats
+    from core.protocol import paper
+    from core.results import stats
 
     st.markdown("#### Table 1: accuracy per method (mean over repeats)")
     ours = stats.table1(runs, s1w, s2w, train_source=source)
@@ -243,7 +246,7 @@ def table1_section(runs, column, s1w, s2w, source, prov: str) -> None:
 def table2_section(runs, column, s1w, s2w, prov: str) -> None:
     import pandas as pd
 
-    from core import stats
+    from core.results import stats
 
     st.markdown("#### Table 2: paired two-tailed t-test of test accuracy")
     ours = stats.table2(runs, s1w, s2w)
@@ -281,7 +284,7 @@ def table2_section(runs, column, s1w, s2w, prov: str) -> None:
 
 
 def figure16_section(runs, s1w, s2w, prov: str) -> None:
-    from core import stats
+    from core.results import stats
     from ui.charts import figure16
 
     st.markdown("#### Per-repeat test accuracy (the paper's Figure 16)")
@@ -314,7 +317,8 @@ def curves_section(runs) -> None:
 def option_section(exp, exps, runs) -> None:
     import pandas as pd
 
-    from core import preview, stats
+    from core.app import preview
+    from core.results import stats
 
     st.markdown("#### Effect of the protocol options")
     st.markdown("**Which weights are evaluated** (every record holds both, so this needs no retraining):")
@@ -347,7 +351,7 @@ def option_section(exp, exps, runs) -> None:
 
 
 def downloads(exp, exps) -> None:
-    from core.store import export_csv, export_json
+    from core.results.store import export_csv, export_json
 
     st.markdown("#### Downloads")
     c = st.columns(4)
@@ -361,7 +365,7 @@ def downloads(exp, exps) -> None:
 
 
 def paper_tables() -> None:
-    from core import paper
+    from core.protocol import paper
 
     st.caption(f"Source: {paper.SOURCE}.")
     t2 = paper.table2().copy()
@@ -372,7 +376,8 @@ def paper_tables() -> None:
 
 
 def body() -> None:
-    from core import preview, stats
+    from core.app import preview
+    from core.results import stats
     from ui import evidence
 
     st.title("Results")

@@ -22,8 +22,8 @@ def protocol_form():
     Plain widgets rather than an ``st.form``: a form's widgets cannot react to each other before it is
     submitted, and here the subset fields follow their checkboxes and the time estimate follows every change.
     """
-    from core import preview
-    from core.config import Protocol
+    from core.app import preview
+    from core.protocol.config import Protocol
 
     lim = limits()
     default = Protocol()
@@ -102,7 +102,7 @@ def job_label(job: dict) -> str:
 
 def job_protocol(job: dict) -> str:
     """The dataset and what differs from the paper's protocol: short enough for the queue table."""
-    from core.config import Protocol
+    from core.protocol.config import Protocol
 
     try:
         protocol = Protocol.from_dict(job["protocol"])
@@ -113,7 +113,7 @@ def job_protocol(job: dict) -> str:
 
 def finished_summary(runs: list) -> None:
     """A finished job's answer on the spot: mean test accuracies, the paired p-values and the verdict."""
-    from core import stats
+    from core.results import stats
 
     means = stats.table1(runs)["test mean"].to_list()
     tests = stats.table2(runs)

@@ -14,7 +14,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from core.datasets import FASHION_SYSTEM_DIR  # noqa: E402
+from core.data.datasets import FASHION_SYSTEM_DIR  # noqa: E402
 
 HAS_FASHION = (FASHION_SYSTEM_DIR / "train-images-idx3-ubyte.gz").is_file()
 needs_fashion = pytest.mark.skipif(

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from core import lockstep  # noqa: E402
-from core.config import Protocol  # noqa: E402
-from core.models import build_head  # noqa: E402
-from core.two_stage import Cancelled  # noqa: E402
+from core.training import lockstep  # noqa: E402
+from core.protocol.config import Protocol  # noqa: E402
+from core.models.models import build_head  # noqa: E402
+from core.training.two_stage import Cancelled  # noqa: E402
 
 TRAIN, VAL, DIM, CLASSES = 64, 32, 12, 3
 

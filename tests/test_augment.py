@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.augment import PRESETS, ZCAWhitening, preset_for, random_layers, zca_matrix
-from core.config import AUGMENT_PRESETS, Protocol
+from core.data.augment import PRESETS, ZCAWhitening, preset_for, random_layers, zca_matrix
+from core.protocol.config import AUGMENT_PRESETS, Protocol
 
 
 def test_zca_of_a_known_matrix_matches_the_closed_form():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import backbones
-from core.models import parameter_counts
+from core.models import backbones
+from core.models.models import parameter_counts
 
 
 @pytest.mark.parametrize("blocks, trainable", [((2, 2, 2, 2), 11_689_512), ((3, 4, 6, 3), 21_797_672)])

@@ -17,9 +17,9 @@ pytestmark = [pytest.mark.slow, needs_fashion]
 
 def test_fast_path_and_reference_reach_the_same_accuracy(tmp_path):
     from bench import reference
-    from core.config import Protocol
-    from core.datasets import load_dataset
-    from core.two_stage import run_repeat
+    from core.protocol.config import Protocol
+    from core.data.datasets import load_dataset
+    from core.training.two_stage import run_repeat
 
     protocol = Protocol(dataset="fashion-mnist", epochs=2, limit=2000, test_limit=1000, seed=0)
     data = load_dataset(protocol)

@@ -156,7 +156,7 @@ def test_classify_a_dog_photo_with_the_shipped_dogs_and_cats_model(tmp_path):
 
     from playwright.sync_api import expect
 
-    from core import reference
+    from core.app import reference
 
     if reference.model_info(reference.REFERENCE_DIR / "dogs-cats") is None:
         pytest.skip(f"no Dogs & Cats bundle in {reference.REFERENCE_DIR} yet (its reference run is still training)")

@@ -1,4 +1,4 @@
-"""core.classify: real image bytes of every awkward kind through the real decode function and saved models."""
+"""core.classify.classify: real image bytes of every awkward kind through the real decode function and saved models."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.classify import Prediction, classify, guess_class_names, load_models, should_invert
-from core.imageio import ImageError, decode_image
+from core.classify.classify import Prediction, classify, guess_class_names, load_models, should_invert
+from core.data.imageio import ImageError, decode_image
 from tests.conftest import HAS_FASHION
 
 _TINY: dict[str, Path] = {}
@@ -24,9 +24,9 @@ def tiny_experiment_cache(base: Path) -> Path:
     """A cache holding one real, finished two-repeat Fashion-MNIST experiment (~15 s, made once per session
     and shared by the page, classify and browser tests)."""
     if "cache" not in _TINY:
-        from core.config import Protocol
-        from core.experiment import run_experiment
-        from core.store import RunStore
+        from core.protocol.config import Protocol
+        from core.training.experiment import run_experiment
+        from core.results.store import RunStore
 
         root = Path(tempfile.mkdtemp(prefix="tiny_experiment_", dir=base)) / "cache"
         store = RunStore(root)
@@ -91,7 +91,7 @@ def save_model_set(folder: Path, architecture: str, input_shape, num_classes: in
     """Untrained but real stage-one model + both heads, saved like a finished repeat saves them."""
     import keras
 
-    from core.models import FEATURE_LAYER, build_head, build_stage1
+    from core.models.models import FEATURE_LAYER, build_head, build_stage1
 
     keras.utils.set_random_seed(0)
     model = build_stage1(architecture, input_shape, num_classes)
@@ -212,9 +212,9 @@ def test_preprocessing_matches_the_dataset_path(color_models):
 
 @pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
 def test_real_trained_models_from_a_finished_experiment(tmp_path_factory):
-    from core import catalog
-    from core.datasets import load_raw
-    from core.store import RunStore
+    from core.app import catalog
+    from core.data.datasets import load_raw
+    from core.results.store import RunStore
 
     cache = tiny_experiment_cache(tmp_path_factory.getbasetemp())
     choices = [c for c in catalog.models(RunStore(cache)) if not c.shipped]  # this cache's, not reference/'s
@@ -242,10 +242,10 @@ def trained_fashion_reference(base: Path) -> Path:
     something (2,000 images, 2 epochs: about 72 % test accuracy), bundled with its out-of-distribution
     statistics (~30 s, made once per session)."""
     if "reference" not in _TINY:
-        from core.config import Protocol
-        from core.experiment import run_experiment
-        from core.reference import build_bundle
-        from core.store import RunStore
+        from core.protocol.config import Protocol
+        from core.training.experiment import run_experiment
+        from core.app.reference import build_bundle
+        from core.results.store import RunStore
 
         root = Path(tempfile.mkdtemp(prefix="trained_fashion_", dir=base))
         store = RunStore(root / "cache")
@@ -261,7 +261,7 @@ def trained_fashion_reference(base: Path) -> Path:
 def fashion_bundle(tmp_path_factory):
     if not HAS_FASHION:
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
-    from core import reference
+    from core.app import reference
 
     bundle = trained_fashion_reference(tmp_path_factory.getbasetemp()) / "fashion-mnist"
     info = reference.model_info(bundle)
@@ -272,7 +272,7 @@ def fashion_bundle(tmp_path_factory):
 def test_fashion_model_passes_its_test_images_and_flags_colour_photos(fashion_bundle):
     """The issue's case: a dog photo was called "Bag" with no warning. Measured on the full sets by hand, this
     check flags 93-96 % of dog/cat and face photos for such a model and ~1.5 % of its test images."""
-    from core.datasets import load_raw
+    from core.data.datasets import load_raw
 
     raw = load_raw("fashion-mnist")
     tests = [classify(fashion_bundle, png_bytes(img[..., 0]), invert=False) for img in raw.x_test[-200:]]
@@ -286,7 +286,7 @@ def test_fashion_model_passes_its_test_images_and_flags_colour_photos(fashion_bu
 
 
 def color_dataset(x: np.ndarray, y: np.ndarray, name: str):
-    from core.datasets import Dataset
+    from core.data.datasets import Dataset
 
     return Dataset(name, [f"c{i}" for i in range(int(y.max()) + 1)], x, y, x[:4], y[:4], x, y)
 
@@ -296,8 +296,8 @@ def test_the_best_fitting_model_is_the_one_whose_images_the_photo_resembles(gray
                                                                               color_models, tmp_path):
     """Two model sets with statistics of very different images (dark 28x28 items; bright colour quadrants):
     each photo is closest to its own kind, and a model without statistics is never chosen."""
-    from core import ood
-    from core.classify import best_fit, fit_verdicts
+    from core.classify import ood
+    from core.classify.classify import best_fit, fit_verdicts
     from tests.conftest import synthetic_images
 
     rng = np.random.default_rng(0)
@@ -325,7 +325,7 @@ def test_models_without_statistics_answer_without_a_verdict(gray_models):
 
 
 def test_heat_map_of_stage_ones_top_class(color_models):
-    from core.classify import heat_map
+    from core.classify.classify import heat_map
 
     img = np.random.default_rng(2).integers(0, 255, (40, 40, 3), dtype=np.uint8)
     pred = classify(color_models, png_bytes(img))
@@ -335,10 +335,10 @@ def test_heat_map_of_stage_ones_top_class(color_models):
 
 def test_concurrent_calls_from_threads_give_the_sequential_answers(color_models):
     """Streamlit serves every session from its own thread and shares one loaded model set; each call holds
-    the set's lock (needed under JAX, see core.classify), so answers never mix."""
+    the set's lock (needed under JAX, see core.classify.classify), so answers never mix."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from core.classify import heat_map
+    from core.classify.classify import heat_map
 
     rng = np.random.default_rng(5)
     images = [png_bytes(rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)) for _ in range(16)]
@@ -368,7 +368,7 @@ def test_threads_under_the_jax_backend(tmp_path):
 import json, threading, numpy as np, keras
 from pathlib import Path
 from tests.test_classify import save_model_set
-from core import classify
+from core.classify import classify
 models = classify.load_models(save_model_set(Path({str(tmp_path)!r}), "fashion-mnist", (28, 28, 1), 10))
 images = np.random.default_rng(0).integers(0, 255, (24, 28, 28, 1), dtype=np.uint8)
 want = [classify.predict_array(models, im)["stage1"] for im in images]
@@ -393,13 +393,14 @@ print(json.dumps({{"backend": keras.backend.backend(),
 # ------------------------------------------------------------------------------ the shipped photo models
 
 def test_the_shipped_chooser_sends_pets_to_the_pet_model_and_faces_to_a_right_face_mask_answer():
-    """Classify preselects with the shipped model chooser (core/router.py): every pet photo gets the Dogs & Cats
+    """Classify preselects with the shipped model chooser (core/classify/router.py): every pet photo gets the Dogs & Cats
     model, every face the Face Mask model, which passes the face and tells a mask from none. (The rank rule it
     replaced sent some of these photos to the other photo model, which ones depending on the shipped repeat:
     README, "Classify". The faces come from the Face Mask set, so they may have been among the shipped repeat's
     training images; pet answers are not asserted: the shipped pet CNN is right on ~69 % of photos.)"""
-    from core import catalog, router
-    from core.classify import fit_predictions
+    from core.app import catalog
+    from core.classify import router
+    from core.classify.classify import fit_predictions
 
     choices = catalog.models()
     found = router.for_choices(choices)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import reference
+from core.app import reference
 from tests.conftest import HAS_FASHION, synthetic_images, write_class_folders
 from tests.test_classify import photo_bytes, png_bytes, trained_fashion_reference
 
@@ -25,9 +25,9 @@ pytestmark = [pytest.mark.slow,
 def shipped(tmp_path_factory) -> Path:
     """A reference folder with two bundles: a trained Fashion-MNIST model, and a colour model of a class-folder
     dataset (synthetic quadrant images, 32x32), both with their statistics."""
-    from core.config import Protocol
-    from core.experiment import run_experiment
-    from core.store import RunStore
+    from core.protocol.config import Protocol
+    from core.training.experiment import run_experiment
+    from core.results.store import RunStore
 
     base = tmp_path_factory.mktemp("shipped")
     ref = base / "reference"
@@ -75,7 +75,7 @@ def warnings(at: AppTest) -> list[str]:
 
 
 def test_a_colour_photo_on_the_fashion_model_warns_out_of_distribution_and_shows_a_heat_map(page, shipped):
-    from core.classify import classify, load_models
+    from core.classify.classify import classify, load_models
 
     info = reference.model_info(shipped / "fashion-mnist")
     fashion = load_models(info["paths"], info["class_names"], info["ood_path"])
@@ -93,7 +93,7 @@ def test_a_colour_photo_on_the_fashion_model_warns_out_of_distribution_and_shows
 
 
 def test_the_preselected_model_is_the_one_the_photo_fits(page):
-    from core.datasets import load_raw
+    from core.data.datasets import load_raw
 
     quadrant = synthetic_images(1, 3, size=40, seed=7)[0][1]
     upload(page, "quadrant.png", png_bytes(quadrant))
@@ -141,7 +141,8 @@ def test_the_shipped_model_chooser_preselects_the_photos_own_model(photo, title,
     model too (the rank rule sent this face to the pet model, as it did ~20-30 % of faces: README, "Classify");
     the shipped model chooser picks the face model, says so under the Model box, and the page still names the
     other photo model as one to compare."""
-    from core import catalog, router
+    from core.app import catalog
+    from core.classify import router
 
     if router.for_choices(catalog.models()) is None:
         pytest.skip("reference/ ships no model chooser for its current models")
@@ -159,7 +160,8 @@ def test_the_shipped_model_chooser_preselects_the_photos_own_model(photo, title,
 
 
 def test_a_damaged_model_chooser_is_one_line_and_the_rank_rule_preselects(tmp_path, monkeypatch):
-    from core import catalog, router
+    from core.app import catalog
+    from core.classify import router
 
     if router.for_choices(catalog.models()) is None:
         pytest.skip("reference/ ships no model chooser for its current models")

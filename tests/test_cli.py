@@ -76,7 +76,7 @@ def default_sigint():
 def test_ctrl_c_keeps_finished_repeats(tmp_path, capfd, monkeypatch, default_sigint):
     """A real SIGINT, sent at a definite point (as repeat 2 starts, after repeat 1 is stored) from inside the
     run, so the outcome cannot depend on how fast a loaded machine gets a signal across processes."""
-    from core import cli
+    from core.cli import main as cli
 
     printer = cli.ProgressPrinter.__call__
 
@@ -103,7 +103,7 @@ def test_ctrl_c_keeps_finished_repeats(tmp_path, capfd, monkeypatch, default_sig
                                           ("--image-size", "0"), ("--image-size", "100000"),
                                           ("--sgd-momentum", "-3")])
 def test_bad_numbers_are_one_line_and_exit_2_before_anything_runs(tmp_path, capfd, command, option, value):
-    from core.cli import main
+    from core.cli.main import main
 
     cache = tmp_path / "c"
     assert main([command, "--dataset", "fashion-mnist", option, value, "--cache", str(cache)]) == 2
@@ -116,8 +116,8 @@ def test_bad_numbers_are_one_line_and_exit_2_before_anything_runs(tmp_path, capf
 @needs_fashion
 @pytest.mark.slow
 def test_two_identical_runs_at_once_train_each_repeat_once(tmp_path):
-    from core.config import Protocol
-    from core.store import RunStore
+    from core.protocol.config import Protocol
+    from core.results.store import RunStore
 
     args = ["run", "--repeats", "2", "--epochs", "1", "--limit", "200", "--test-limit", "100", "--cache",
             str(tmp_path / "c")]

@@ -1,4 +1,4 @@
-"""Repeats as Ray tasks (``--executor ray``, core/cluster.py), on a local Ray instance standing in for a cluster.
+"""Repeats as Ray tasks (``--executor ray``, core/training/cluster.py), on a local Ray instance standing in for a cluster.
 
 The training tests share one Ray instance (started once, shut down at the end of the module) and one 2-repeat
 run submitted as a job, so the file stays within a few minutes on a 2-core machine.
@@ -14,12 +14,14 @@ import time
 
 import pytest
 
-from core import cli, cluster, experiment
-from core.config import Protocol
-from core.jobs import JobQueue
-from core.leases import Leases
-from core.store import RunStore
-from core.worker import execute
+from core.cli import main as cli
+from core.training import cluster
+from core.training import experiment
+from core.protocol.config import Protocol
+from core.jobs.queue import JobQueue
+from core.training.leases import Leases
+from core.results.store import RunStore
+from core.jobs.worker import execute
 
 from .conftest import needs_fashion
 

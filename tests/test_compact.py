@@ -1,4 +1,4 @@
-"""core.compact: shipped stage-one models in float16 give the float32 model's answers, at half the size."""
+"""core.models.compact: shipped stage-one models in float16 give the float32 model's answers, at half the size."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import compact
-from core.imageio import decode_image
+from core.models import compact
+from core.data.imageio import decode_image
 
 PHOTOS = Path(__file__).resolve().parent / "data" / "photos"
 
@@ -16,7 +16,7 @@ PHOTOS = Path(__file__).resolve().parent / "data" / "photos"
 def test_round_trip_gives_float32_weights_rounded_to_float16(tmp_path):
     import keras
 
-    from core.models import build_stage1
+    from core.models.models import build_stage1
 
     keras.utils.set_random_seed(0)
     model = build_stage1("fashion-mnist", (28, 28, 1), 10)
@@ -47,7 +47,7 @@ def test_compact_dogs_cats_cnn_agrees_with_float32_on_at_least_99_5_percent(tmp_
     learnable synthetic images and the real photos in tests/data/photos."""
     import keras
 
-    from core.models import build_stage1, reestimate_batchnorm
+    from core.models.models import build_stage1, reestimate_batchnorm
     from tests.conftest import synthetic_images
 
     keras.utils.set_random_seed(0)

@@ -1,6 +1,6 @@
 import pytest
 
-from core.config import Protocol
+from core.protocol.config import Protocol
 
 
 def test_defaults_are_the_papers():

@@ -5,9 +5,9 @@ import tarfile
 import numpy as np
 import pytest
 
-from core import datasets
-from core.config import Protocol
-from core.datasets import DatasetUnavailable, compact, load_dataset, load_raw, scan_image_folder
+from core.data import datasets
+from core.protocol.config import Protocol
+from core.data.datasets import DatasetUnavailable, compact, load_dataset, load_raw, scan_image_folder
 
 from .conftest import needs_fashion, synthetic_images, write_class_folders
 
@@ -165,7 +165,7 @@ def test_resplit_draws_a_new_split_per_repeat_and_the_same_split_for_the_same_se
 
 
 def test_image_ids_name_the_source_image_of_each_row(photo_folder):
-    from core.imageio import decode_image
+    from core.data.imageio import decode_image
 
     data = load_dataset(Protocol(dataset="folder", data_path=str(photo_folder), image_size=16))
     for split, x in (("train", data.x_train), ("test", data.x_test)):

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core import reference
+from core.app import reference
 from tests.test_browser import CHROMIUM, HAS_CHROMIUM, HAS_PLAYWRIGHT, chromium_page, running_app, upload_photo
 from tests.test_classify import jpeg_with_exif_rotation
 

@@ -1,4 +1,4 @@
-"""What a record says about where and how precisely it was computed (core/env.py)."""
+"""What a record says about where and how precisely it was computed (core/training/env.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from core import env
+from core.training import env
 
 jax = pytest.importorskip("jax", reason="the float32 setting concerns JAX runs")
 

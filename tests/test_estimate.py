@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core import estimate
-from core.config import Protocol
+from core.app import estimate
+from core.protocol.config import Protocol
 
 RECORDS = Path(__file__).resolve().parent / "data" / "dogs_cats_records.json"
 

@@ -1,4 +1,4 @@
-"""core.explain: Grad-CAM points at the evidence for the class asked about, the same on TensorFlow and JAX."""
+"""core.classify.explain: Grad-CAM points at the evidence for the class asked about, the same on TensorFlow and JAX."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import explain
+from core.classify import explain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ def colour_detector(path: Path | None = None):
     import keras
     from keras import layers
 
-    from core.models import FEATURE_LAYER, SOFTMAX_LAYER
+    from core.models.models import FEATURE_LAYER, SOFTMAX_LAYER
 
     inputs = keras.Input((8, 8, 3), name="pixels")
     x = layers.Rescaling(1 / 255, name="rescale")(inputs)
@@ -80,7 +80,7 @@ def test_jax_backend_gives_the_same_heat_map(tmp_path):
     model = colour_detector(path)
     image = red_and_green()
     np.save(tmp_path / "image.npy", image)
-    script = ("import json, sys, numpy as np, keras; from core import explain; "
+    script = ("import json, sys, numpy as np, keras; from core.classify import explain; "
               "cam = explain.build(keras.saving.load_model(sys.argv[1])); img = np.load(sys.argv[2]); "
               "print(json.dumps({'backend': keras.backend.backend(), "
               "'maps': [explain.heat_map(cam, img, c).tolist() for c in (0, 1)]}))")

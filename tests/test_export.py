@@ -1,4 +1,4 @@
-"""core.export: the downloaded .keras and LiteRT .tflite files answer exactly as the model set in the app."""
+"""core.classify.export: the downloaded .keras and LiteRT .tflite files answer exactly as the model set in the app."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import export
-from core.classify import load_models, predict_array
-from core.imageio import decode_image
+from core.classify import export
+from core.classify.classify import load_models, predict_array
+from core.data.imageio import decode_image
 from tests.test_classify import save_model_set
 
 PHOTOS = Path(__file__).resolve().parent / "data" / "photos"

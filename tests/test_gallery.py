@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from core import gallery, predictions
+from core.app import gallery
+from core.results import predictions
 
 RECORDS = Path(__file__).resolve().parent / "data" / "dogs_cats_records.json"
 

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from core.config import Protocol
-from core.gan import DCGAN, gan_side, with_synthetic
-from core.store import PROJECT_ROOT
+from core.protocol.config import Protocol
+from core.models.gan import DCGAN, gan_side, with_synthetic
+from core.results.store import PROJECT_ROOT
 
 
 def _tiny_batch(side: int = 8):
@@ -53,7 +53,7 @@ def test_gan_side_rounds_up_to_a_power_of_two_times_four():
 
 
 def test_synthetic_images_join_the_training_split_only(tmp_path):
-    from core.datasets import Dataset
+    from core.data.datasets import Dataset
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (20, 8, 8, 3), dtype=np.uint8)
@@ -78,7 +78,7 @@ def test_synthetic_images_join_the_training_split_only(tmp_path):
 
 JAX_SCRIPT = """
 import numpy as np, keras
-from core.gan import DCGAN
+from core.models.gan import DCGAN
 keras.utils.set_random_seed(0)
 rng = np.random.default_rng(0)
 real = np.clip(rng.normal(0.5, 0.1, (8, 8, 8, 3)), -1, 1).astype("float32")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.imageio import ImageError, decode_image, read_header
+from core.data.imageio import ImageError, decode_image, read_header
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -83,9 +83,9 @@ def test_a_decompression_bomb_is_refused_in_plain_words():
 
 
 def test_a_decode_that_would_need_too_much_memory_is_refused(monkeypatch):
-    import core.imageio
+    import core.data.imageio
 
-    monkeypatch.setattr(core.imageio, "DECODE_BUDGET_BYTES", 100 * 100 * 4 - 1)
+    monkeypatch.setattr(core.data.imageio, "DECODE_BUDGET_BYTES", 100 * 100 * 4 - 1)
     with pytest.raises(ImageError, match="too large to decode here"):
         decode_image(_png(np.zeros((100, 100, 4), np.uint8)))
 
@@ -130,7 +130,7 @@ MEASURE = """
 import json, sys, time
 from pathlib import Path
 import numpy as np, psutil
-from core.imageio import decode_image
+from core.data.imageio import decode_image
 
 def peak_rss():  # this process's high-water mark (VmHWM; unlike ru_maxrss, not inherited from the parent)
     line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))

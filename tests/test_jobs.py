@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Protocol
-from core.jobs import JobQueue, apply_event
-from core.store import PROJECT_ROOT, RunStore
-from core.worker import Worker
+from core.protocol.config import Protocol
+from core.jobs.queue import JobQueue, apply_event
+from core.results.store import PROJECT_ROOT, RunStore
+from core.jobs.worker import Worker
 
 from .conftest import needs_fashion
 
@@ -49,7 +49,7 @@ def start_worker(cache: Path, log: Path, *args: str) -> subprocess.Popen:
 # ----------------------------------------------------------------------------------------- claiming
 RACER = """
 import sys, time, json
-from core.jobs import JobQueue
+from core.jobs.queue import JobQueue
 q = JobQueue(sys.argv[1])
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))
@@ -230,12 +230,12 @@ def test_resubmitting_a_finished_experiment_trains_nothing(cache_dir, photo_fold
     assert [e["epoch"] for e in job["progress"]["history"]] == [1]
     records = RunStore(cache_dir).runs(p.key())
 
-    import core.two_stage
+    import core.training.two_stage
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(core.two_stage, "run_repeat", no_training)
+    monkeypatch.setattr(core.training.two_stage, "run_repeat", no_training)
     again = q.submit(p, 2)
     assert again != first
     job = q.job(again)
@@ -389,7 +389,7 @@ def test_ensure_worker_starts_one_detached_worker(cache_dir):
 
 
 def test_cli_submit_jobs_cancel(cache_dir, photo_folder, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     args = ["--dataset", "folder", "--data", str(photo_folder), "--image-size", "32", "--epochs", "1",
             "--repeats", "2"]
@@ -407,7 +407,7 @@ def test_cli_submit_jobs_cancel(cache_dir, photo_folder, capsys):
 
 
 def test_a_checkpoint_torn_by_a_kill_restarts_that_stage_instead_of_failing(tmp_path):
-    from core.two_stage import repair_workdir
+    from core.training.two_stage import repair_workdir
 
     good, torn = tmp_path / "backup_stage1", tmp_path / "backup_stage2_adam"
     for folder in (good, torn):
@@ -429,15 +429,15 @@ def test_the_hourly_cap_counts_every_visitor_together(cache_dir, photo_folder, m
     hourly cap counts jobs in the shared database, across sessions, tabs and processes."""
     import dataclasses
 
-    import core.settings
-    from core.jobs import QueueFull
+    import core.protocol.settings
+    from core.jobs.queue import QueueFull
 
-    capped = dataclasses.replace(core.settings.DEMO, max_queued_jobs=None, submits_per_hour_total=2)
-    monkeypatch.setattr(core.settings, "limits", lambda: capped)
+    capped = dataclasses.replace(core.protocol.settings.DEMO, max_queued_jobs=None, submits_per_hour_total=2)
+    monkeypatch.setattr(core.protocol.settings, "limits", lambda: capped)
     first, second = JobQueue(cache_dir), JobQueue(cache_dir)  # two visitors (any number of tabs each)
     for epochs in (1, 2):
         first.cancel(first.submit(folder_protocol(photo_folder, epochs=epochs), 1))  # cancelled still counts
     with pytest.raises(QueueFull, match="at most 2 new experiments per hour from all visitors"):
         second.submit(folder_protocol(photo_folder, epochs=3), 1)
-    monkeypatch.setattr(core.settings, "limits", lambda: dataclasses.replace(capped, submits_per_hour_total=3))
+    monkeypatch.setattr(core.protocol.settings, "limits", lambda: dataclasses.replace(capped, submits_per_hour_total=3))
     assert second.job(second.submit(folder_protocol(photo_folder, epochs=3), 1))["state"] == "queued"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from core.leases import Leases, hostname, pid_alive
+from core.training.leases import Leases, hostname, pid_alive
 
 
 def test_a_held_lease_is_refused_to_others_until_released(tmp_path):

@@ -1,4 +1,4 @@
-"""The lock-step engine (core/lockstep.py): all repeats as one JAX program, with the plain path's callbacks and
+"""The lock-step engine (core/training/lockstep.py): all repeats as one JAX program, with the plain path's callbacks and
 records.
 
 The suite runs Keras on TensorFlow, so everything that trains with the engine runs in a subprocess under
@@ -19,9 +19,9 @@ import keras
 import numpy as np
 import pytest
 
-from core import two_stage
-from core.config import Protocol
-from core.models import build_head
+from core.training import two_stage
+from core.protocol.config import Protocol
+from core.models.models import build_head
 
 from .conftest import needs_fashion
 
@@ -111,7 +111,7 @@ def test_cancellation_is_honoured(probe):
 def test_the_callbacks_follow_keras_rules_without_jax():
     """Monitors alone (numpy): a curve that improves by less than ReduceLROnPlateau's min_delta still counts as
     an improvement for EarlyStopping/ModelCheckpoint (min_delta 0) but not for the learning rate."""
-    from core.lockstep import Monitors
+    from core.training.lockstep import Monitors
 
     monitors = Monitors.start(CALLBACKS.with_(patience=3), 1)
     lr = np.array([1e-3])
@@ -125,7 +125,7 @@ def test_the_callbacks_follow_keras_rules_without_jax():
 
 
 def test_lockstep_refuses_what_it_cannot_do_in_one_line(monkeypatch):
-    from core import lockstep
+    from core.training import lockstep
 
     with pytest.raises(lockstep.EngineUnavailable, match="needs KERAS_BACKEND=jax"):
         lockstep.check_available(Protocol(engine="lockstep"))
@@ -162,7 +162,7 @@ def key_tree(value):
 def test_three_lockstep_repeats_match_three_plain_ones(tmp_path):
     """``python -m core run --engine lockstep`` under JAX: the plain path's record schema, and stage-one test
     accuracies in the band of 3 plain repeats of the same protocol (TensorFlow, here)."""
-    from core.datasets import load_dataset
+    from core.data.datasets import load_dataset
 
     args = ["--dataset", "fashion-mnist", "--repeats", "3", "--epochs", "3", "--limit", "300",
             "--test-limit", "100"]
@@ -184,6 +184,8 @@ def test_three_lockstep_repeats_match_three_plain_ones(tmp_path):
     assert "repeat 3 stage1 epoch 3/3" in stderr and "Table 1 (ours): 3 repeats" in stdout
     lockstep_runs = json.loads(out.read_text())
     plain_runs = json.loads(json.dumps(plain_runs))  # as stored: JSON
+    for run in plain_runs:  # what run_experiment adds when it stores a repeat
+        run["repeats_requested"] = 3
 
     assert [r["repeat"] for r in lockstep_runs] == [0, 1, 2]
     for run in lockstep_runs:
@@ -209,10 +211,10 @@ def test_resplit_lockstep_repeats_each_use_the_split_the_plain_path_draws(photo_
     path's: the stored CNN (last weights) evaluated here by Keras on TensorFlow, before and after
     ``reestimate_batchnorm``, gives the record's ``last`` and ``last_bn`` (one BatchNorm layer, which one
     epoch leaves far from the data's statistics)."""
-    from core.compact import load_model_file
-    from core.datasets import load_dataset
-    from core.models import reestimate_batchnorm
-    from core.predictions import decode
+    from core.models.compact import load_model_file
+    from core.data.datasets import load_dataset
+    from core.models.models import reestimate_batchnorm
+    from core.results.predictions import decode
 
     out = tmp_path / "records.json"
     proc = subprocess.run([sys.executable, "-m", "core", "run", "--dataset", "face-mask", "--data", str(photo_folder),

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from core import predictions
-from core.metrics import accuracy, confusion_matrix, experiment_confusion, per_class, record_confusion
+from core.results import predictions
+from core.results.metrics import accuracy, confusion_matrix, experiment_confusion, per_class, record_confusion
 
 # Ten images of three classes. True:      0 0 0 0 1 1 1 2 2 2
 #                              Predicted: 0 0 1 2 1 1 0 2 2 2

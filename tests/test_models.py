@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.config import Augmentation
-from core.models import (ARCHITECTURES, FEATURE_LAYER, SOFTMAX_LAYER, build_head, build_stage1,
+from core.protocol.config import Augmentation
+from core.models.models import (ARCHITECTURES, FEATURE_LAYER, SOFTMAX_LAYER, build_head, build_stage1,
                          feature_extractor, layer_table)
 
 SHAPES = {"fashion-mnist": (28, 28, 1), "cifar10": (32, 32, 3), "dogs-cats": (128, 128, 3),
@@ -68,7 +68,7 @@ def _bn_chain():
 
 
 def test_batchnorm_reestimation_gives_each_layer_its_inputs_mean_and_variance():
-    from core.models import reestimate_batchnorm
+    from core.models.models import reestimate_batchnorm
 
     model, first, second = _bn_chain()
     for bn in (first, second):  # moving statistics that lag far behind, as after a few training steps
@@ -92,7 +92,7 @@ def test_batchnorm_reestimation_gives_each_layer_its_inputs_mean_and_variance():
 
 
 def test_batchnorm_reestimation_leaves_a_model_without_batchnorm_unchanged():
-    from core.models import reestimate_batchnorm
+    from core.models.models import reestimate_batchnorm
 
     model = build_stage1("fashion-mnist", (28, 28, 1), 10)
     before = [w.copy() for w in model.get_weights()]
@@ -115,17 +115,17 @@ def test_bfloat16_builds_mixed_layers_with_a_float32_softmax_and_leaves_the_glob
 
 
 def test_every_architecture_id_has_a_builder_and_the_paper_four_are_unchanged():
-    from core.arch_spec import ARCH_INFO, PAPER_IDS
-    from core.models import REGISTRY
+    from core.protocol.arch_spec import ARCH_INFO, PAPER_IDS
+    from core.models.models import REGISTRY
 
     assert set(REGISTRY) == set(ARCH_INFO)
     assert PAPER_IDS == tuple(ARCHITECTURES)
 
 
 def test_a_protocols_preset_builds_its_layers_and_fits_zca_on_the_training_split_only():
-    from core.augment import ZCAWhitening
-    from core.config import Protocol
-    from core.models import build_for_protocol
+    from core.data.augment import ZCAWhitening
+    from core.protocol.config import Protocol
+    from core.models.models import build_for_protocol
 
     p = Protocol(dataset="cifar10", architecture="004-model3", augment_preset="aug1")
     rng = np.random.default_rng(0)
@@ -148,7 +148,7 @@ def test_batchnorm_reestimation_reaches_into_a_nested_backbone():
     import keras
     from keras import layers
 
-    from core.models import batchnorm_layers, reestimate_batchnorm
+    from core.models.models import batchnorm_layers, reestimate_batchnorm
 
     inner, first, second = _bn_chain()
     inputs = keras.Input((3,))

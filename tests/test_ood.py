@@ -1,11 +1,11 @@
-"""core.ood: the Mahalanobis out-of-distribution check on hand-made features with known answers."""
+"""core.classify.ood: the Mahalanobis out-of-distribution check on hand-made features with known answers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from core import ood
+from core.classify import ood
 
 
 def gaussian_classes(n: int, d: int, seed: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from core.config import Protocol
-from core.optim import CoupledSGD, stage1_optimizer
+from core.protocol.config import Protocol
+from core.models.optim import CoupledSGD, stage1_optimizer
 
 
 def test_the_default_is_exactly_the_papers_adam():

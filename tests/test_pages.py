@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import reference
+from core.app import reference
 from tests.conftest import HAS_FASHION
 from tests.test_classify import jpeg_with_exif_rotation, png_rgba_transparent, tiny_experiment_cache
 
@@ -148,8 +148,8 @@ def test_classify_garbage_bytes_gives_a_clear_message(finished):
 
 
 def test_train_page_shows_a_cached_job_as_done_and_cancels_a_queued_one(finished):
-    from core.config import Protocol
-    from core.jobs import JobQueue
+    from core.protocol.config import Protocol
+    from core.jobs.queue import JobQueue
 
     queue = JobQueue(finished)
     cached = queue.submit(Protocol(dataset="fashion-mnist", epochs=1, limit=200, test_limit=100), 2)

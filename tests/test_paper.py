@@ -1,6 +1,6 @@
-"""core.paper: the published numbers, and the note that keeps a smaller run from being read as the paper's data."""
+"""core.protocol.paper: the published numbers, and the note that keeps a smaller run from being read as the paper's data."""
 
-from core import paper
+from core.protocol import paper
 
 
 def test_a_run_on_fewer_images_than_the_paper_says_so_and_a_full_one_does_not():

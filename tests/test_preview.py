@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from core.preview import find_duplicates
+from core.app.preview import find_duplicates
 from tests.conftest import synthetic_images, write_class_folders
 
 

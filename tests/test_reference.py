@@ -7,11 +7,12 @@ import shutil
 
 import pytest
 
-from core import catalog, reference
-from core.cli import main
-from core.config import Protocol
-from core.experiment import run_experiment
-from core.store import RunStore
+from core.app import catalog
+from core.app import reference
+from core.cli.main import main
+from core.protocol.config import Protocol
+from core.training.experiment import run_experiment
+from core.results.store import RunStore
 
 from .conftest import HAS_FASHION
 

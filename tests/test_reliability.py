@@ -1,7 +1,7 @@
 """An unusable cache or a full disk gives one clear line, never a traceback, and loses nothing.
 
 Read-only caches: the tests run as root, for whom ``chmod`` does not stop writes, so read-only-ness is simulated
-by making :func:`core.store.writable` (the one probe every opener asks) answer False; the folders are
+by making :func:`core.results.store.writable` (the one probe every opener asks) answer False; the folders are
 ``chmod``-ed read-only as well, to check that opening never changes an existing folder's mode bits.
 """
 
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-import core.store
-from core.cli import main
-from core.config import Protocol
-from core.jobs import JobQueue
-from core.store import RunStore
+import core.results.store
+from core.cli.main import main
+from core.protocol.config import Protocol
+from core.jobs.queue import JobQueue
+from core.results.store import RunStore
 
 from .conftest import needs_fashion
 
@@ -87,7 +87,7 @@ def test_every_command_on_a_read_only_cache_says_so_in_one_line(finished_cache, 
     for folder in [finished_cache, *finished_cache.iterdir()]:
         folder.chmod(0o555)
     before = modes(finished_cache)
-    monkeypatch.setattr(core.store, "writable", lambda path: False)
+    monkeypatch.setattr(core.results.store, "writable", lambda path: False)
     cache = ["--cache", str(finished_cache)]
 
     code, out, err = cli(capfd, "run", *TINY, "--repeats", "2", *cache, "--out", str(tmp_path / "runs.json"))
@@ -157,7 +157,7 @@ def test_a_damaged_records_database_is_one_line_for_run_and_bundle(tmp_path, cap
 @needs_fashion
 @pytest.mark.slow
 def test_pages_show_the_shipped_reference_beside_a_damaged_cache(finished_cache, monkeypatch):
-    from core import reference
+    from core.app import reference
     from tests.test_pages import APP, TIMEOUT, assert_clean, texts
     from streamlit.testing.v1 import AppTest
 
@@ -215,7 +215,7 @@ def test_a_full_disk_stops_the_run_with_one_line_and_keeps_finished_repeats(tmp_
 
 @needs_fashion
 def test_a_full_disk_fails_the_workers_job_with_that_line(cache_dir, monkeypatch):
-    from core.worker import Worker
+    from core.jobs.worker import Worker
 
     monkeypatch.setattr(shutil, "disk_usage", full_disk_for(str(cache_dir)))
     queue = JobQueue(cache_dir)
@@ -246,12 +246,12 @@ def open_demo_page(page: str, monkeypatch, demo: bool = True):
 def test_a_page_error_shows_an_id_not_server_paths_and_logs_the_details(cache_dir, monkeypatch, caplog):
     import logging
 
-    import core.preview
+    import core.app.preview
 
     def broken():
         raise RuntimeError("cannot read /srv/secret/models/stage1.keras")
 
-    monkeypatch.setattr(core.preview, "demo_image", broken)
+    monkeypatch.setattr(core.app.preview, "demo_image", broken)
     with caplog.at_level(logging.ERROR, logger="two_stage.app"):
         at = open_demo_page("pages/augmentation.py", monkeypatch)
     shown = " ".join(str(e.value) for e in [*at.error, *at.caption, *at.warning, *at.markdown])

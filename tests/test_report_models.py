@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.arch_spec import ARCH_INFO, FEATURE_LAYER, SOFTMAX_LAYER
-from core.models import build_stage1, feature_extractor, parameter_counts
+from core.protocol.arch_spec import ARCH_INFO, FEATURE_LAYER, SOFTMAX_LAYER
+from core.models.models import build_stage1, feature_extractor, parameter_counts
 
 CNNS = [a for a, info in ARCH_INFO.items() if info.kind == "cnn" and info.source != "paper"]
 
@@ -96,7 +96,7 @@ def test_frozen_backbone_models_are_the_new_layer_on_features():
 
 
 def test_weights_that_do_not_exist_are_one_clear_error(tmp_path):
-    from core.backbones import WeightsUnavailable
+    from core.models.backbones import WeightsUnavailable
 
     with pytest.raises(WeightsUnavailable, match="does not exist"):
         build_stage1("004-vgg16", (32, 32, 3), 10, weights=str(tmp_path / "missing.h5"))

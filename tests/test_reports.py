@@ -6,10 +6,10 @@ import argparse
 
 import pytest
 
-from core import reports
-from core.arch_spec import ARCH_INFO
-from core.cli import main
-from core.reports_cli import step_protocols
+from core.studies import reports
+from core.protocol.arch_spec import ARCH_INFO
+from core.cli.main import main
+from core.cli.reports import step_protocols
 
 
 @pytest.mark.parametrize("report", reports.REPORTS.values(), ids=list(reports.REPORTS))
@@ -66,8 +66,8 @@ def test_architectures_command_lists_counts_beside_the_published_ones(capsys):
 
 
 def test_two_stage_rows_answer_the_question_per_experiment():
-    from core.catalog import Experiment
-    from core.config import Protocol
+    from core.app.catalog import Experiment
+    from core.protocol.config import Protocol
 
     from .test_sweeps import fake_run
 

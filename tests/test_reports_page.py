@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import reference
-from core.store import RunStore
+from core.app import reference
+from core.results.store import RunStore
 
 from .test_sweeps import fake_run
 
@@ -49,7 +49,7 @@ def test_every_report_renders_with_an_empty_cache(cache):
 
 
 def test_a_stored_sweep_is_plotted_beside_the_reports_numbers(cache):
-    from core.config import Protocol
+    from core.protocol.config import Protocol
 
     store = RunStore(cache)
     base = Protocol(dataset="cifar10", architecture="004-model2", image_size=128)

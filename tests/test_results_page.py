@@ -17,8 +17,11 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import gallery, predictions, reference, stats
-from core.store import RunStore
+from core.app import gallery
+from core.results import predictions
+from core.app import reference
+from core.results import stats
+from core.results.store import RunStore
 from ui.charts import GAIN_COLORS, cell_from_selection, confusion_figure, figure16
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")

@@ -1,4 +1,4 @@
-"""Classify's model chooser (core/router.py): it learns which dataset a photo's features come from, is used only
+"""Classify's model chooser (core/classify/router.py): it learns which dataset a photo's features come from, is used only
 for the model sets it was fitted with, and a damaged file is one clear line."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from core import catalog, reference, router
-from core.cli import main
+from core.app import catalog
+from core.app import reference
+from core.classify import router
+from core.cli.main import main
 
 
 def blobs(seed: int, n: int = 60) -> list[np.ndarray]:

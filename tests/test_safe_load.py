@@ -12,9 +12,9 @@ import diskcache
 import numpy as np
 import pytest
 
-from core.datasets import DatasetUnavailable, load_raw
-from core.safe_load import UnsafeDataError, cifar_unpickle, plain_unpickle
-from core.store import RunStore, StoreError
+from core.data.datasets import DatasetUnavailable, load_raw
+from core.data.safe_load import UnsafeDataError, cifar_unpickle, plain_unpickle
+from core.results.store import RunStore, StoreError
 
 
 class _Payload:

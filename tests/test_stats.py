@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from core import paper
-from core.config import Protocol
-from core.stats import at_chance, option_effects, outlier_mask, paired_test, table1, table2, table3, verdict
+from core.protocol import paper
+from core.protocol.config import Protocol
+from core.results.stats import at_chance, option_effects, outlier_mask, paired_test, table1, table2, table3, verdict
 
 
 def fake_run(repeat, s1_test, adam_test, sgd_test=None, s1_best_test=None):

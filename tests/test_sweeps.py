@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import predictions, sweeps
-from core.config import Protocol
-from core.jobs import JobQueue
-from core.store import RunStore
-from core.sweeps import Sweep, parse_values
+from core.results import predictions
+from core.studies import sweeps
+from core.protocol.config import Protocol
+from core.jobs.queue import JobQueue
+from core.results.store import RunStore
+from core.studies.sweeps import Sweep, parse_values
 
 from .conftest import synthetic_images, write_class_folders
 
@@ -103,7 +104,7 @@ def test_a_sweep_is_one_job_counting_every_points_repeats(tmp_path):
 
 
 def test_sweep_submit_on_the_command_line_queues_one_job_and_says_so_like_submit(tmp_path, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     args = ["sweep", "--dataset", "cifar10", "--architecture", "004-model3", "--epochs", "2", "--repeats", "2",
             "--param", "learning_rate", "--values", "1e-2,1e-3", "--cache", str(tmp_path), "--no-worker"]
@@ -116,7 +117,7 @@ def test_sweep_submit_on_the_command_line_queues_one_job_and_says_so_like_submit
 
 
 def test_collect_groups_experiments_that_differ_only_in_the_swept_field():
-    from core.catalog import Experiment
+    from core.app.catalog import Experiment
 
     y = [0, 1]
     make = lambda p: Experiment(p.key(), p, [fake_run(p, 0, {"stage1": .5, "adam": .6, "sgd": .5}, y,  # noqa
@@ -137,8 +138,8 @@ def tiny_folder(tmp_path) -> Path:
 
 @pytest.mark.slow
 def test_a_sweep_job_runs_in_a_worker_and_its_points_are_reused(tiny_folder, tmp_path, monkeypatch):
-    from core import two_stage
-    from core.worker import Worker
+    from core.training import two_stage
+    from core.jobs.worker import Worker
 
     cache = tmp_path / "cache"
     base = Protocol(dataset="folder", data_path=str(tiny_folder), architecture="004-model3", image_size=16,
@@ -159,7 +160,7 @@ def test_a_sweep_job_runs_in_a_worker_and_its_points_are_reused(tiny_folder, tmp
 @pytest.mark.slow
 def test_second_sweep_point_trains_no_backbone(tiny_folder, tmp_path, monkeypatch):
     """Report 002: the frozen backbone's features are computed for the first point only."""
-    from core import backbones
+    from core.models import backbones
 
     monkeypatch.setattr(backbones, "INPUT_SIZE", 32)
     built = []

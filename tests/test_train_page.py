@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import reference
-from core.config import Protocol
-from core.jobs import JobQueue
-from core.store import RunStore
+from core.app import reference
+from core.protocol.config import Protocol
+from core.jobs.queue import JobQueue
+from core.results.store import RunStore
 from tests.conftest import synthetic_images, write_class_folders
 from ui.common import job_progress, live_title
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import backbones, training_data
-from core.config import Protocol
-from core.datasets import load_dataset
+from core.models import backbones
+from core.training import training_data
+from core.protocol.config import Protocol
+from core.data.datasets import load_dataset
 
 from .conftest import synthetic_images, write_class_folders
 
@@ -44,7 +45,7 @@ def test_frozen_backbone_data_is_features_with_the_same_labels_and_ids(tiny_fold
     (dict(architecture="004-model2", augment_preset="aug1"), 1),
 ])
 def test_the_second_stage_runs_on_the_reports_models(tiny_folder, tmp_path, changes, bn_layers):
-    from core.two_stage import run_repeat
+    from core.training.two_stage import run_repeat
 
     p = Protocol(dataset="folder", data_path=str(tiny_folder), image_size=32, epochs=1, **changes)
     record = run_repeat(load_dataset(p), p, 0, tmp_path / "work")

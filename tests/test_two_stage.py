@@ -4,11 +4,13 @@ import keras
 import numpy as np
 import pytest
 
-from core import env, experiment, predictions
-from core.config import Protocol
-from core.datasets import load_dataset
-from core.store import RunStore
-from core.two_stage import Cancelled, run_repeat
+from core.training import env
+from core.training import experiment
+from core.results import predictions
+from core.protocol.config import Protocol
+from core.data.datasets import load_dataset
+from core.results.store import RunStore
+from core.training.two_stage import Cancelled, run_repeat
 
 from .conftest import needs_fashion
 
@@ -122,7 +124,7 @@ def test_experiment_reuses_stored_repeats(tiny_data, tmp_path, monkeypatch):
 
 def test_fast_path_computes_exactly_what_the_plain_path_computes(tiny_data, tmp_path, monkeypatch):
     """Several batches per compiled call (stage one) and a whole epoch per call (heads) change speed only."""
-    import core.two_stage as two_stage
+    import core.training.two_stage as two_stage
 
     p = TINY.with_(epochs=2)
     fast = run_repeat(tiny_data, p, 0, tmp_path / "fast", save_models=False)
@@ -139,7 +141,7 @@ def test_our_callbacks_do_not_make_keras_wait_for_every_batch(tmp_path):
     before the next step (a host-device sync per step on JAX). Ours poll cancellation at batch *begin*, which
     carries no logs. (Keras' own ModelCheckpoint/BackupAndRestore still define a batch-end hook; the
     lock-step engine is the fast path on JAX.)"""
-    from core.two_stage import paper_callbacks
+    from core.training.two_stage import paper_callbacks
 
     default = keras.callbacks.Callback.on_train_batch_end
     ours = [c for c in paper_callbacks(TINY.with_(reduce_lr=True), tmp_path, "stage1", should_stop=lambda: False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.words import count_text, repeat_name, repeats_named
+from core.protocol.words import count_text, repeat_name, repeats_named
 
 
 def test_a_count_takes_its_noun_in_the_right_number():

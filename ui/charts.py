@@ -26,7 +26,7 @@ def figure16(frame: pd.DataFrame, stage1_name: str = "stage one"):
     """The paper's Figure 16: per repeat, stage one's test accuracy joined to each head's.
 
     One panel per head, so every segment is one comparison and is coloured by that comparison's own gain
-    (the SGD segment by the SGD head's gain, not the Adam head's). ``frame`` is :func:`core.stats.runs_frame`;
+    (the SGD segment by the SGD head's gain, not the Adam head's). ``frame`` is :func:`core.results.stats.runs_frame`;
     ``stage1_name`` labels stage one's axis point (which reading of it the frame holds).
     """
     from plotly.subplots import make_subplots

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from core.words import count_text, repeat_name  # noqa: F401 - the pages import them from here
+from core.protocol.words import count_text, repeat_name  # noqa: F401 - the pages import them from here
 
 log = logging.getLogger("two_stage.app")
 
@@ -48,7 +48,7 @@ def guard(body: Callable[[], None]) -> None:
     Why an id: exception text can name files on the server, so the page shows it only outside demo mode (the
     user's own machine); the full traceback is logged on the server under the same id.
     """
-    from core.store import StoreError
+    from core.results.store import StoreError
 
     ensure_navigation()
     try:
@@ -88,14 +88,14 @@ def _short(text: str, limit: int = 300) -> str:
 
 
 def cache_dir() -> str:
-    from core.store import default_cache_dir
+    from core.results.store import default_cache_dir
 
     return str(default_cache_dir())
 
 
 @st.cache_resource(show_spinner=False)
 def _store(path: str):
-    from core.store import RunStore
+    from core.results.store import RunStore
 
     return RunStore(path)
 
@@ -103,11 +103,11 @@ def _store(path: str):
 def store():
     """The run store of the current cache directory (``$TWO_STAGE_CACHE`` or ``./cache``).
 
-    Raises :class:`core.store.StoreError` with :func:`cache_problem`'s line when the cache cannot be opened;
+    Raises :class:`core.results.store.StoreError` with :func:`cache_problem`'s line when the cache cannot be opened;
     pages that list results call :func:`experiments` and :func:`model_choices`, which fall back to the shipped
     reference instead.
     """
-    from core.store import StoreError
+    from core.results.store import StoreError
 
     try:
         return _store(cache_dir())
@@ -117,15 +117,15 @@ def store():
 
 @st.cache_data(ttl=5, show_spinner=False)
 def _experiments(path: str):
-    from core import catalog
+    from core.app import catalog
 
     return catalog.experiments(_store(path))
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def _reference_experiments(folder: str):
-    """The shipped reference alone; ``folder`` (``core.reference.REFERENCE_DIR``) keys the cache."""
-    from core import catalog
+    """The shipped reference alone; ``folder`` (``core.app.reference.REFERENCE_DIR``) keys the cache."""
+    from core.app import catalog
 
     return catalog.experiments(None)
 
@@ -133,12 +133,12 @@ def _reference_experiments(folder: str):
 def experiments():
     """Reference experiments and the user's, re-read at most every few seconds. A cache that cannot be read
     (damaged, unreadable) leaves the shipped reference and a warning that says how to move the cache aside."""
-    from core.store import StoreError
+    from core.results.store import StoreError
 
     try:
         return _experiments(cache_dir())
     except (StoreError, sqlite3.DatabaseError) as exc:
-        from core import reference
+        from core.app import reference
 
         _reference_only(exc)
         return _reference_experiments(str(reference.REFERENCE_DIR))
@@ -146,7 +146,7 @@ def experiments():
 
 @st.cache_data(ttl=5, show_spinner=False)
 def _models(path: str):
-    from core import catalog
+    from core.app import catalog
 
     return catalog.models(_store(path))
 
@@ -154,26 +154,26 @@ def _models(path: str):
 @st.cache_data(ttl=60, show_spinner=False)
 def _reference_models(folder: str):
     """Shipped reference model sets alone; ``folder`` keys the cache like :func:`_reference_experiments`."""
-    from core import catalog
+    from core.app import catalog
 
     return catalog.models(None)
 
 
 def model_choices():
     """Model sets Classify can use; the shipped reference alone (and a warning) when the cache cannot be read."""
-    from core.store import StoreError
+    from core.results.store import StoreError
 
     try:
         return _models(cache_dir())
     except (StoreError, sqlite3.DatabaseError) as exc:
-        from core import reference
+        from core.app import reference
 
         _reference_only(exc)
         return _reference_models(str(reference.REFERENCE_DIR))
 
 
 def limits():
-    from core.settings import limits as _limits
+    from core.protocol.settings import limits as _limits
 
     return _limits()
 
@@ -235,14 +235,14 @@ def curves_figure(history: Any, title: str = ""):
 
 @st.cache_resource(show_spinner=False)
 def _queue(path: str):
-    from core.jobs import JobQueue
+    from core.jobs.queue import JobQueue
 
     return JobQueue(path)
 
 
 def cached_job_queue() -> tuple[Any | None, str | None]:
     """The job queue of the current cache (one per process), or ``(None, why not)``."""
-    from core.store import StoreError
+    from core.results.store import StoreError
 
     try:
         return _queue(cache_dir()), None
@@ -277,7 +277,7 @@ def submit(protocol: Any, repeats: int, sweep: Any = None) -> tuple[str | None, 
     """
     import time
 
-    from core.store import StoreError
+    from core.results.store import StoreError
 
     queue, why = job_queue()
     if queue is None:
@@ -324,7 +324,7 @@ _LABEL_FIELDS = {"epochs": "{} epochs", "limit": "{:,} training images", "test_l
 def experiment_id(exp: Any, exps: list[Any]) -> str:
     """The value of ``?experiment=`` for ``exp``: its protocol key, with ``-reference`` added when the shipped
     reference and the user's cache both hold that key (a bundle keeps the key of the run it came from)."""
-    from core.catalog import REFERENCE
+    from core.app.catalog import REFERENCE
 
     twins = [e for e in exps if e.key == exp.key]
     return f"{exp.key}{REFERENCE_SUFFIX}" if len(twins) > 1 and exp.source == REFERENCE else exp.key
@@ -346,7 +346,7 @@ def find_experiment(exps: list[Any], wanted: str | None) -> Any | None:
 def protocol_summary(protocol: Any) -> str:
     """What sets a protocol apart from the paper's for its dataset, in a few words ("paper protocol" if
     nothing does); the full protocol goes in a caption."""
-    from core.config import Protocol
+    from core.protocol.config import Protocol
 
     base = Protocol(dataset=protocol.dataset, data_path=protocol.data_path).to_dict()
     mine = protocol.to_dict()
@@ -406,7 +406,7 @@ def p_text(p: Any) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _split_sizes(dataset: str, path: str | None) -> dict[str, int] | None:
-    from core import preview
+    from core.app import preview
 
     summary = preview.summarize(dataset, path)
     return summary.sizes() if summary.available else None
@@ -415,7 +415,8 @@ def _split_sizes(dataset: str, path: str | None) -> dict[str, int] | None:
 def run_estimate(protocol: Any, repeats: int) -> str:
     """One sentence: how long ``repeats`` repeats of ``protocol`` should take at most, and what that is
     based on (the measured speed in stored records of the same CNN), or why there is no estimate."""
-    from core import env, estimate
+    from core.training import env
+    from core.app import estimate
 
     sizes = _split_sizes(protocol.dataset, protocol.data_path)
     if sizes is None:

@@ -1,7 +1,7 @@
 """The Results page's per-image evidence: a confusion matrix per method whose cells open their misclassified
 test images, and the test images on which stage one and a second-stage head disagree.
 
-Everything comes from the ``predictions`` block of the run records (:mod:`core.gallery` does the joins);
+Everything comes from the ``predictions`` block of the run records (:mod:`core.app.gallery` does the joins);
 images are shown where the dataset is on this machine, names and probabilities otherwise.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from core.words import repeats_named
+from core.protocol.words import repeats_named
 from ui.charts import cell_from_selection, confusion_figure
 from ui.common import count_text, pct, repeat_name, signed_pct
 
@@ -34,7 +34,7 @@ def _stamp(runs: list[dict[str, Any]]) -> tuple:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _changes(stamp: tuple, head: str, _runs: list[dict[str, Any]]):
-    from core import gallery
+    from core.app import gallery
 
     return gallery.changes(_runs, head)
 
@@ -50,9 +50,9 @@ def _upscaled(img: np.ndarray) -> np.ndarray:
 
 
 def image_grid(frame, dataset: str, source: str | None, caption: Any) -> None:
-    """Up to :data:`MAX_SHOWN` distinct images of ``frame`` (rows of :mod:`core.gallery`), each once, with
+    """Up to :data:`MAX_SHOWN` distinct images of ``frame`` (rows of :mod:`core.app.gallery`), each once, with
     ``caption(group)``; or a note that the images are not here."""
-    from core import gallery
+    from core.app import gallery
 
     if frame.empty:
         return
@@ -111,7 +111,8 @@ def select_cell_from_chart() -> None:
 
 
 def confusion_section(runs: list[dict[str, Any]]) -> None:
-    from core import gallery, metrics
+    from core.app import gallery
+    from core.results import metrics
 
     st.markdown("#### Which images each method gets wrong")
     usable = gallery.with_predictions(runs)
@@ -182,7 +183,7 @@ def confusion_section(runs: list[dict[str, Any]]) -> None:
 # ---------------------------------------------------------------------------------- what changed
 
 def changes_section(runs: list[dict[str, Any]], bn_layers: int) -> None:
-    from core import gallery
+    from core.app import gallery
 
     st.markdown("#### What the second stage changed, image by image")
     usable = gallery.with_predictions(runs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from core.words import count_text
+from core.protocol.words import count_text
 
 METHOD_COLOURS = {"stage1": "#1f77b4", "adam": "#2ca02c", "sgd": "#ff7f0e"}
 METHOD_NAMES = {"stage1": "stage one (the report's model)", "adam": "+ second stage, Adam head",

@@ -1,0 +1,140 @@
+"""Everything the app can show: shipped reference experiments and the user's own, side by side.
+
+The reference layer is read-only and always listed first; the user's cache is read through
+:class:`core.results.store.RunStore`. Pages ask this module, never the files, what exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import reference
+from ..protocol.arch_spec import ARCH_INFO
+from ..protocol.config import Protocol
+from ..results.store import RunStore
+from ..protocol.words import count_text
+
+REFERENCE = "reference (shipped with the app)"
+CACHE = "your runs"
+
+
+@dataclass
+class Experiment:
+    key: str
+    protocol: Protocol
+    runs: list[dict[str, Any]]
+    source: str
+
+    @property
+    def label(self) -> str:
+        when = max(r["finished_at"] for r in self.runs)[:10]
+        device = self.runs[0]["env"]["device"]
+        return (f"{self.protocol.dataset} · {count_text(len(self.runs), 'repeat')} · {self.source} · "
+                f"{self.protocol.describe()} · {device} · {when}")
+
+
+@dataclass
+class ModelChoice:
+    label: str
+    source: str
+    dataset: str
+    key: str
+    repeat: int
+    class_names: list[str]
+    input_shape: list[int]
+    paths: dict[str, Path] = field(default_factory=dict)
+    title: str = ""
+    """The experiment in a reader's words: "Dogs & Cats", "Face Mask Detection v2"."""
+    test_accuracy: dict[str, float] = field(default_factory=dict)
+    """``stage1``/``adam``/``sgd`` -> test accuracy of exactly these models."""
+    ood_path: Path | None = None
+    """The model's out-of-distribution statistics (:mod:`core.classify.ood`); shipped bundles only."""
+
+    @property
+    def shipped(self) -> bool:
+        return self.source == REFERENCE
+
+
+def experiments(store: RunStore | None = None) -> list[Experiment]:
+    """Reference experiments first, then the user's, each with its runs in repeat order."""
+    out = []
+    for bundle in reference.bundles():
+        runs = reference.load_runs(bundle)
+        if runs:
+            out.append(Experiment(runs[0]["key"], Protocol.from_dict(runs[0]["protocol"]), runs, REFERENCE))
+    if store is not None:
+        for key, protocol in store.experiments().items():
+            out.append(Experiment(key, protocol, store.runs(key), CACHE))
+    return out
+
+
+def models(store: RunStore | None = None) -> list[ModelChoice]:
+    """Trained model sets (stage one + both heads) that Classify can use: the shipped ones, then the user's
+    (except frozen-backbone runs, whose stage one reads features rather than photos).
+
+    Each label carries the test accuracy of exactly the models it loads: for a shipped bundle as measured
+    when it was bundled (``model.json``), for a user's repeat from its record (the weights the repeat saved:
+    ``features_from`` for stage one, ``stage2_eval`` for the heads).
+    """
+    out = []
+    for bundle in reference.bundles():
+        info = reference.model_info(bundle)
+        if info:
+            title = info.get("title") or _bundle_title(bundle, info["dataset"])
+            accuracy = _accuracy(info.get("test_accuracy")) or _record_accuracy(bundle, info["repeat"])
+            out.append(ModelChoice(f"{title} · shipped · {_accuracy_text(accuracy)}", REFERENCE, info["dataset"],
+                                   info["key"], info["repeat"], info["class_names"], info["input_shape"],
+                                   info["paths"], title, accuracy, info["ood_path"]))
+    if store is not None:
+        for key, protocol in store.experiments().items():
+            if _takes_features(protocol):
+                continue
+            for run in store.runs(key):
+                paths = store.model_paths(key, run["repeat"])
+                if paths:
+                    title = reference.experiment_title(protocol)
+                    accuracy = run_accuracy(run)
+                    out.append(ModelChoice(
+                        f"{title} · your run {key[:6]}, repeat {run['repeat'] + 1} · {_accuracy_text(accuracy)}",
+                        CACHE, protocol.dataset, key, run["repeat"], run["dataset"]["class_names"],
+                        run["dataset"]["input_shape"], paths, title, accuracy))
+    return out
+
+
+def _takes_features(protocol: Protocol) -> bool:
+    """Frozen-backbone runs save a stage one that reads cached backbone features, not photos: Classify cannot
+    use them."""
+    entry = ARCH_INFO.get(protocol.model_id)
+    return bool(entry and entry.frozen)
+
+
+def run_accuracy(run: dict[str, Any]) -> dict[str, float]:
+    """Test accuracy of the models a repeat saved (stage one with ``features_from`` weights, the heads with
+    ``stage2_eval`` weights), from its record."""
+    protocol = run.get("protocol", {})
+    s1, s2 = protocol.get("features_from", "last"), protocol.get("stage2_eval", "last")
+    return {"stage1": run["stage1"][s1]["test_accuracy"], "adam": run["adam"][s2]["test_accuracy"],
+            "sgd": run["sgd"][s2]["test_accuracy"]}
+
+
+def _bundle_title(bundle: Path, dataset: str) -> str:
+    """The title of a bundle made before ``model.json`` recorded it."""
+    runs = reference.load_runs(bundle)
+    return reference.experiment_title(Protocol.from_dict(runs[0]["protocol"])) if runs else dataset
+
+
+def _record_accuracy(bundle: Path, repeat: int) -> dict[str, float]:
+    run = next((r for r in reference.load_runs(bundle) if r["repeat"] == repeat), None)
+    return run_accuracy(run) if run else {}
+
+
+def _accuracy(measured: dict[str, Any] | None) -> dict[str, float]:
+    return {m: float(measured[m]) for m in ("stage1", "adam", "sgd")} if measured else {}
+
+
+def _accuracy_text(accuracy: dict[str, float]) -> str:
+    if not accuracy:
+        return "test accuracy unknown"
+    return f"test accuracy {100 * accuracy['stage1']:.1f} % (CNN), {100 * accuracy['adam']:.1f} % (two-stage, Adam)"

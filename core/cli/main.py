@@ -1,0 +1,386 @@
+"""Command line: ``python -m core run ...`` trains an experiment headlessly and prints Tables 1 and 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..protocol.arch_spec import ARCH_INFO
+from ..protocol.config import AUGMENT_PRESETS, DATASETS, ENGINES, MAX_REPEATS, OPTIMIZERS, PRECISIONS, Protocol
+from ..protocol.words import count_text
+
+COMMANDS: dict[str, Any] = {}
+"""Sub-command name -> (help, add-arguments function, handler); other modules register theirs here."""
+
+
+def command(name: str, help: str, add_arguments):
+    def register(handler):
+        COMMANDS[name] = (help, add_arguments, handler)
+        return handler
+    return register
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that define an experiment (shared by ``run`` and ``submit``)."""
+    default = Protocol()
+    p = parser.add_argument_group("experiment")
+    p.add_argument("--dataset", choices=DATASETS, default=default.dataset)
+    p.add_argument("--data", metavar="PATH", help="where the dataset is (folder, IDX folder or CIFAR archive)")
+    p.add_argument("--repeats", type=int, default=20, help="number of repeats (paper: 20)")
+    p.add_argument("--epochs", type=int, default=default.epochs, help="epoch budget (paper: 50)")
+    p.add_argument("--batch-size", type=int, default=default.batch_size)
+    p.add_argument("--patience", type=int, default=default.patience, help="EarlyStopping patience (paper: 10)")
+    p.add_argument("--reduce-lr", action="store_true",
+                   help="add ReduceLROnPlateau(factor 0.5, patience 3, min 1e-5), Face Mask version 2")
+    p.add_argument("--paper-v2", action="store_true", help="Face Mask version 2: --patience 5 --reduce-lr")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="augmentation (default: the paper's choice, on for photo datasets only)")
+    p.add_argument("--limit", type=int, help="use only N training images (stratified), for quick looks")
+    p.add_argument("--test-limit", type=int, help="use only N test images (stratified)")
+    p.add_argument("--image-size", type=int, default=default.image_size, help="folder images are resized to this")
+    p.add_argument("--stage1-eval", choices=("last", "best"), default=default.stage1_eval,
+                   help="stage-one weights reported in Table 1 (paper: last epoch)")
+    p.add_argument("--features-from", choices=("last", "best"), default=default.features_from,
+                   help="stage-one weights that extract stage two's features")
+    p.add_argument("--head-init", choices=("fresh", "warm"), default=default.head_init,
+                   help="stage-two softmax freshly initialised or warm-started from stage one's")
+    p.add_argument("--stage2-eval", choices=("last", "best"), default=default.stage2_eval,
+                   help="stage-two weights reported")
+    p.add_argument("--sgd-momentum", type=float, default=default.sgd_momentum,
+                   help="SGD head's momentum, in [0, 1) (the paper: 'SGD with momentum', no value; 0.9)")
+    p.add_argument("--seed", type=int, default=default.seed, help="split seed; repeat i trains with seed+i")
+    p.add_argument("--resplit", action="store_true",
+                   help="a new train/validation(/test) split per repeat (seed+i), as the paper's unseeded "
+                        "train_test_split did; default: one split shared by all repeats")
+    p.add_argument("--precision", choices=PRECISIONS, default=default.precision,
+                   help="stage one's compute type (bfloat16 pays off only on CPUs with AMX/AVX-512 BF16 or GPUs)")
+    p.add_argument("--engine", choices=ENGINES, default=default.engine,
+                   help="plain: one Keras fit per repeat (any backend); lockstep: all repeats as one compiled "
+                        "JAX program (KERAS_BACKEND=jax)")
+    m = parser.add_argument_group("model and stage one (the related reports' systems; `python -m core architectures`)")
+    m.add_argument("--architecture", choices=list(ARCH_INFO), metavar="ID",
+                   help="stage-one model (default: the dataset's own from the paper); one of " + ", ".join(ARCH_INFO))
+    m.add_argument("--weights", metavar="imagenet|PATH",
+                   help="ImageNet backbones' weights: 'imagenet' (Keras download) or a local file; default random")
+    m.add_argument("--optimizer", choices=OPTIMIZERS, default=default.optimizer, help="stage one's optimizer")
+    m.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, metavar="LR",
+                   help="stage one's learning rate (default: adam 1e-3, sgd 0.01, rmsprop 1e-3)")
+    m.add_argument("--momentum", type=float, default=default.momentum, help="stage one's SGD momentum")
+    m.add_argument("--weight-decay", type=float, default=default.weight_decay,
+                   help="stage one's weight decay, PyTorch-style (added to the gradient)")
+    m.add_argument("--augment-preset", choices=AUGMENT_PRESETS, default=default.augment_preset,
+                   help="augmentation recipe: the paper's, none, report 004's aug1 (with ZCA) / aug2, report 003's")
+    m.add_argument("--per-class", type=int, metavar="N", help="keep N training images per class (report 003: 41)")
+    m.add_argument("--gan-images", type=int, default=default.gan_images, metavar="N",
+                   help="add N DCGAN images per class to the training set (report 003)")
+    m.add_argument("--gan-epochs", type=int, default=default.gan_epochs, help="DCGAN training epochs per class")
+    m.add_argument("--gan-latent", type=int, default=default.gan_latent, help="DCGAN latent length (report 003: 10)")
+    m.add_argument("--gan-filters", type=int, default=default.gan_filters, help="DCGAN width")
+
+
+def protocol_from_args(args: argparse.Namespace) -> Protocol:
+    """The protocol the options describe; raises ValueError (one line for the user) for bad values."""
+    if not 1 <= args.repeats <= MAX_REPEATS:
+        raise ValueError(f"--repeats must be between 1 and {MAX_REPEATS} (got {args.repeats})")
+    values = dict(
+        dataset=args.dataset, data_path=args.data, epochs=args.epochs, batch_size=args.batch_size,
+        patience=args.patience, reduce_lr=args.reduce_lr, augment=args.augment, limit=args.limit,
+        test_limit=args.test_limit, image_size=args.image_size, stage1_eval=args.stage1_eval,
+        features_from=args.features_from, head_init=args.head_init, stage2_eval=args.stage2_eval,
+        sgd_momentum=args.sgd_momentum, seed=args.seed, resplit=args.resplit, precision=args.precision,
+        engine=args.engine, architecture=args.architecture, weights=args.weights, optimizer=args.optimizer,
+        learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
+        augment_preset=args.augment_preset, per_class=args.per_class, gan_images=args.gan_images,
+        gan_epochs=args.gan_epochs, gan_latent=args.gan_latent, gan_filters=args.gan_filters,
+    )
+    if args.paper_v2:
+        values.update(patience=5, reduce_lr=True)
+    return Protocol(**values)
+
+
+def add_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache", metavar="DIR", help="cache folder (default: $TWO_STAGE_CACHE or ./cache)")
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """Where repeats train (shared by ``run``, ``submit`` and ``worker``); never part of the protocol key."""
+    g = parser.add_argument_group("executor (README: Running on a Ray cluster)")
+    g.add_argument("--executor", choices=("local", "ray"),
+                   help=f"local: in this process; ray: one Ray task per missing repeat (default: {default})")
+    g.add_argument("--ray-address", metavar="ADDRESS",
+                   help="Ray cluster to use (implies --executor ray; default: $TWO_STAGE_RAY_ADDRESS, else "
+                        "$RAY_ADDRESS or a Ray instance started here)")
+    g.add_argument("--ray-cpus", type=float, default=1.0, metavar="N", help="CPUs per task (default 1)")
+    g.add_argument("--ray-gpus", type=float, default=0.0, metavar="N",
+                   help="GPUs per task, fractions share one (0.25: four repeats per GPU; default 0)")
+    g.add_argument("--ray-retries", type=int, default=3, metavar="N",
+                   help="re-runs of a task whose process or node died (default 3)")
+    g.add_argument("--ray-ship-data", action="store_true",
+                   help="load the dataset here once and ship it to the nodes (default: each node loads it)")
+
+
+def executor_from_args(args: argparse.Namespace):
+    """The :class:`core.training.cluster.Executor` the options ask for, or None when they chose none."""
+    from ..training.cluster import Executor
+
+    kind = args.executor or ("ray" if args.ray_address else None)
+    if kind is None:
+        return None
+    return Executor(kind, args.ray_address, args.ray_cpus, args.ray_gpus, args.ray_retries, args.ray_ship_data)
+
+
+def print_tables(runs: list[dict], out=None) -> None:
+    import pandas as pd
+
+    from ..protocol import paper
+    from ..results import stats
+
+    out = out or sys.stdout  # looked up at call time, so a redirected stdout (tests, callers) is honoured
+    if not runs:
+        return
+    protocol = Protocol.from_dict(runs[0]["protocol"])
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.precision", 4):
+        print(f"\nTable 1 (ours): {len(runs)} repeats; {protocol.describe()}", file=out)
+        print(stats.table1(runs).to_string(), file=out)
+        for column in paper.columns_for(protocol.dataset):
+            print(f"\nTable 1 (paper, {column}; {paper.REPEATS} repeats):", file=out)
+            print(paper.table1(column).to_string(), file=out)
+        table2 = stats.table2(runs)
+        if not table2.empty:
+            print("\nTable 2 (ours): paired two-tailed tests of test accuracy", file=out)
+            print(table2.drop(columns=["alpha"]).to_string(index=False), file=out)
+        print(f"\nTable 2 (paper):\n{paper.table2().to_string(index=False)}", file=out)
+        print_table3(runs, out)
+
+
+def print_table3(runs: list[dict], out=None) -> None:
+    """Table 3: each head against four stage-one baselines, and the verdict of the documented rule."""
+    from ..results import stats
+
+    out = out or sys.stdout
+    for line in stats.at_chance(runs):
+        print(f"\nWarning: {line}", file=out)
+    table = stats.table3(runs)
+    if table.empty:
+        return
+    shown = table[["comparison", "n", "mean difference", "ci low", "ci high", "p (t-test)", "significant",
+                   "share of gain"]].copy()
+    for col in ("mean difference", "ci low", "ci high"):
+        shown[col] = shown[col].map(lambda v: f"{100 * v:+.2f} pp")
+    shown["share of gain"] = shown["share of gain"].map(lambda v: "-" if v != v else f"{100 * v:.0f}%")
+    shown["p (t-test)"] = shown["p (t-test)"].map(lambda v: f"{v:.2g}")
+    print("\nTable 3 (ours): what explains the gain (test accuracy, paired over repeats)", file=out)
+    print(shown.to_string(index=False), file=out)
+    print(f"Verdict: {stats.verdict(runs)}", file=out)
+
+
+class ProgressPrinter:
+    """Progress lines per repeat and epoch, with a rough time left for the repeat's stage."""
+
+    def __init__(self, out=None):
+        self.out, self.started = out or sys.stderr, time.monotonic()
+
+    def __call__(self, event: dict) -> None:
+        stage = event.get("stage")
+        if stage == "loading":
+            self._say(f"loading {event['dataset']} ...")
+        elif stage == "repeat":
+            where = f" on {event['node']} (pid {event['pid']})" if "node" in event else ""  # a Ray task
+            self._say(f"repeat {event['repeat'] + 1}/{event['repeats']}{where}")
+        elif "epoch" in event:
+            logs = event["logs"]
+            self._say(f"  repeat {event['repeat'] + 1} {stage} epoch {event['epoch']}/{event['epochs']}: "
+                      f"acc {logs.get('accuracy', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f} "
+                      f"({logs.get('seconds', 0):.1f}s)")
+        elif stage == "stored":
+            self._say(f"  repeat {event['repeat'] + 1} stored" + (f" (by {event['by']})" if "by" in event else ""))
+        elif stage == "waiting":
+            self._say(f"  repeat {event['repeat'] + 1} is being trained by another process (pid "
+                      f"{event.get('holder_pid')} on {event.get('holder_host')}); waiting for it")
+        elif stage == "batchnorm" and event.get("layers"):
+            self._say(f"  repeat {event['repeat'] + 1}: re-estimating {event['layers']} BatchNorm layer(s)")
+        elif "resumed_at_epoch" in event:
+            self._say(f"  resumed {stage} after epoch {event['resumed_at_epoch']}")
+
+    def _say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.out, flush=True)
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    add_protocol_arguments(parser)
+    add_cache_argument(parser)
+    parser.add_argument("--out", metavar="FILE", help="write the run records as JSON here")
+    add_executor_arguments(parser, default="local")
+
+
+def say_precision(protocol: Protocol) -> None:
+    """bfloat16 on a CPU without bf16 units still runs, slower: say so before hours are spent."""
+    from ..training import env
+
+    support = env.precision_support(protocol.precision)
+    if support["note"]:
+        print(f"note: {support['note']}", file=sys.stderr)
+    elif protocol.precision == "bfloat16":
+        print(f"precision: bfloat16 on {support['bf16_units']}", file=sys.stderr)
+
+
+@command("run", "train an experiment in this process and print Tables 1-3", _add_run_arguments)
+def _run(args: argparse.Namespace) -> int:
+    from ..data.datasets import DatasetUnavailable
+    from ..training.experiment import run_experiment
+    from ..results.store import RunStore, export_json
+
+    protocol = protocol_from_args(args)
+    store = RunStore(args.cache)
+    if store.read_only:
+        runs = [r for r in (store.get(protocol.key(), i) for i in range(args.repeats)) if r is not None]
+        print(f"note: the cache {store.root} is read-only: {len(runs)} of {count_text(args.repeats, 'repeat')} "
+              "are stored there and shown; nothing new can be trained into it (use --cache DIR for a writable one).",
+              file=sys.stderr)
+        print_tables(runs)
+        if args.out and runs:
+            Path(args.out).write_text(export_json(runs))
+            print(f"\nrecords written to {args.out}")
+        return 0 if len(runs) == args.repeats else 2
+    say_precision(protocol)
+    try:
+        runs = run_experiment(protocol, args.repeats, store, progress=ProgressPrinter(),
+                              executor=executor_from_args(args) or "local")
+    except DatasetUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        done = sum(store.has(protocol, i) for i in range(args.repeats))
+        print(f"\ninterrupted: {count_text(done, 'finished repeat')} stored in {store.root}; "
+              "run the same command again to continue.", file=sys.stderr)
+        return 130
+    print_tables(runs)
+    if args.out:
+        Path(args.out).write_text(export_json(runs))
+        print(f"\nrecords written to {args.out}")
+    return 0
+
+
+def _add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
+    add_cache_argument(parser)
+    parser.add_argument("--name", help="bundle folder under --dest (default from the protocol: fashion-mnist, "
+                                       "dogs-cats, face-mask-v1, face-mask-v2, ...); without --key it also picks "
+                                       "the experiment that ships under this name")
+    parser.add_argument("--key", help="experiment key (default: the one with the most finished repeats)")
+    parser.add_argument("--repeat", type=int, help="stored index of the repeat whose models to ship (the CLI's "
+                                                   "'repeat 1' is index 0; default: the median repeat)")
+    parser.add_argument("--data", metavar="PATH", help="where the experiment's dataset is now, if not at the "
+                                                       "recorded path (needed for the statistics shipped with "
+                                                       "the models)")
+    parser.add_argument("--dest", metavar="DIR", help="default: $TWO_STAGE_REFERENCE, else reference/ in the project")
+    parser.add_argument("--records-only", action="store_true",
+                        help="ship the records but no models (a second protocol of a dataset whose models "
+                             "another bundle ships, e.g. face-mask-v2 beside face-mask-v1)")
+
+
+@command("bundle", "copy a finished experiment into reference/ as the app's shipped results",
+         _add_bundle_arguments)
+def _bundle(args: argparse.Namespace) -> int:
+    from ..app import reference
+    from ..data.datasets import DatasetUnavailable
+    from ..results.store import RunStore
+
+    store = RunStore(args.cache)
+    key = args.key or reference.choose_experiment(store, args.name)
+    dest_root = Path(args.dest) if args.dest else reference.REFERENCE_DIR
+    try:
+        dest = reference.build_bundle(store, key, dest_root, args.repeat, name=args.name, data_path=args.data,
+                                      records_only=args.records_only,
+                                      report=lambda line: print(line, file=sys.stderr))
+    except (DatasetUnavailable, OSError) as exc:
+        print(f"error: {exc} Nothing was changed in {dest_root}.", file=sys.stderr)
+        return 2
+    print(f"wrote {dest} (experiment {key}, {len(store.runs(key))} repeats)")
+    for line in reference.describe(dest):
+        print(f"  {line}")
+    return 0
+
+
+def _add_router_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="DATASET=PATH", action="append", default=[],
+                        help="where a shipped photo dataset's images are, e.g. dogs-cats=~/data/dogs-cats "
+                             "(repeat for each; Fashion-MNIST is found where the app finds it)")
+    parser.add_argument("-n", "--images", type=int, default=1000,
+                        help="images per dataset, 30 %% of them held out to measure the router (default 1000)")
+
+
+@command("router", "fit Classify's model chooser on the shipped models' features (run after `bundle` changes a "
+                   "shipped model)", _add_router_arguments)
+def _router(args: argparse.Namespace) -> int:
+    import time
+
+    from ..app import catalog
+    from ..training import env
+    from ..classify import router
+    from ..classify.classify import load_models
+    from ..data.datasets import DatasetUnavailable
+
+    paths = dict(item.split("=", 1) for item in args.data if "=" in item)
+    if len(paths) != len(args.data) or args.images < 10:
+        raise ValueError("give --data as DATASET=PATH and at least 10 images per dataset")
+    shipped = [c for c in catalog.models() if c.shipped and c.ood_path]
+    try:
+        images = [router.sample_images(c.dataset, paths.get(c.dataset), args.images) for c in shipped]
+        models = [load_models(c.paths, c.class_names, c.ood_path) for c in shipped]
+        fitted = router.build_for(models, [c.dataset for c in shipped],
+                                  [router.fingerprint(c.dataset, c.key, c.repeat) for c in shipped], images,
+                                  report=lambda line: print(line, file=sys.stderr),
+                                  provenance=f"{time.strftime('%Y-%m-%d')} · {args.images} images per dataset, "
+                                             f"seed 0 · {env.backend()} on {env.device()} · "
+                                             + ", ".join(f"{k} {v}" for k, v in env.versions().items()))
+    except (DatasetUnavailable, router.RouterError, OSError) as exc:
+        print(f"error: {exc} Nothing was changed.", file=sys.stderr)
+        return 2
+    out = fitted.save(router.shipped_file())
+    print(f"wrote {out}: how often the model chooser preselects the model of a held-out image's dataset")
+    for name, acc, rank in zip(fitted.datasets, fitted.accuracy, fitted.rank_accuracy):
+        print(f"  {name}: {acc:.1%} (the rank rule it replaces: {rank:.1%})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _load_plugins()
+    parser = argparse.ArgumentParser(
+        prog="python -m core",
+        description="Two-stage CNN training (Zhou): run the paper's experiments and keep every run's record.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments, _handler) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def _load_plugins() -> None:
+    """Import modules that register further sub-commands (the job queue) if they exist."""
+    import importlib
+
+    for module in ("core.cli.jobs", "core.cli.reports"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..results.store import StoreError
+
+    args = build_parser().parse_args(argv)
+    try:
+        code = COMMANDS[args.command][2](args)
+        sys.stdout.flush()  # here, not at exit, so a reader that has gone is caught below
+        return code
+    except (ValueError, StoreError) as exc:  # bad options, an unusable cache: a user's problem, not a crash
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `python -m core jobs | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
+        return 1

@@ -1,0 +1,66 @@
+"""Classification metrics from predicted labels: confusion matrices and per-class precision, recall and F1.
+
+One implementation for every experiment (the paper's runs, the related reports' models, sweeps): the
+definitions are report 002's equations. For class ``c``, with ``TP`` the images of ``c`` predicted ``c``,
+``FP`` the images of other classes predicted ``c`` and ``FN`` the images of ``c`` predicted otherwise:
+
+    precision = TP / (TP + FP),  recall = TP / (TP + FN),  F1 = 2 * precision * recall / (precision + recall)
+
+A class never predicted has precision 0 (and a class absent from the labels recall 0), as scikit-learn's
+``zero_division=0``; macro averages are plain means over classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import predictions
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``m[i, j]`` = number of images of true class ``i`` predicted as class ``j``."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes ** 2).reshape(num_classes,
+                                                                                          num_classes)
+
+
+def per_class(matrix: np.ndarray, class_names: list[str]) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class, plus a ``macro average`` row."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    tp = np.diag(matrix)
+    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+    frame = pd.DataFrame({"precision": precision, "recall": recall, "F1": f1, "support": actual.astype(int)},
+                         index=pd.Index(class_names, name="class"))
+    frame.loc["macro average"] = [precision.mean(), recall.mean(), f1.mean(), int(actual.sum())]
+    frame["support"] = frame["support"].astype(int)
+    return frame
+
+
+def accuracy(matrix: np.ndarray) -> float:
+    matrix = np.asarray(matrix)
+    return float(np.trace(matrix) / matrix.sum()) if matrix.sum() else float("nan")
+
+
+def record_confusion(run: dict[str, Any], method: str) -> np.ndarray | None:
+    """A stored repeat's test-set confusion matrix for ``stage1`` (under the protocol's reported weights),
+    ``adam`` or ``sgd`` (or any name in :data:`core.results.predictions.LABEL_SETS`); None for a record made before
+    per-image predictions were stored."""
+    block = run.get("predictions")
+    if not block:
+        return None
+    decoded = predictions.decode(block)
+    name = f"stage1_{decoded['stage1_weights']}" if method == "stage1" else method
+    return confusion_matrix(decoded["y_true"], decoded["labels"][name], decoded["classes"])
+
+
+def experiment_confusion(runs: list[dict[str, Any]], method: str) -> tuple[np.ndarray | None, int]:
+    """The confusion matrices of all repeats that stored predictions, summed; and how many repeats that is."""
+    found = [m for m in (record_confusion(run, method) for run in runs) if m is not None]
+    return (np.sum(found, axis=0), len(found)) if found else (None, 0)
