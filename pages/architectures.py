@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.protocol.vocabulary import PAPER_DATASETS, dataset_title, is_photo_dataset
 from ui.common import guard
-
-DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask")
 
 
 @st.cache_data(show_spinner="Building the model…", max_entries=16)
@@ -20,15 +19,14 @@ def body() -> None:
     import pandas as pd
 
     from core.app import preview
-    from core.protocol.config import PHOTO_DATASETS
 
     st.title("Architectures")
     st.write("Stage one is a small CNN per dataset (from the paper's section 4 and the Kaggle models it cites). "
              "Stage two cuts it after the last hidden layer (red), feeds every image through the frozen part once, "
              "and trains a brand-new softmax model on those features — once with Adam, once with SGD + momentum.")
     c = st.columns([2, 1])
-    dataset = c[0].radio("Dataset", DATASETS, format_func=preview.DATASET_TITLES.get, horizontal=True)
-    augmented = c[1].toggle("with augmentation layers", value=dataset in PHOTO_DATASETS,
+    dataset = c[0].radio("Dataset", PAPER_DATASETS, format_func=dataset_title, horizontal=True)
+    augmented = c[1].toggle("with augmentation layers", value=is_photo_dataset(dataset),
                             help="The paper augments the photo datasets only; the layers are inactive at inference.")
     arch = info(dataset, augmented)
     m = st.columns(4)

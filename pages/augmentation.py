@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.protocol.vocabulary import dataset_title
 from ui.common import data_path, guard, limits
 
 SOURCES = ("Built-in test picture", "Fashion-MNIST sample", "Dogs & Cats sample", "Face Mask sample",
@@ -71,7 +72,7 @@ def source_image():
             return None, "Point at this dataset's folder on the Datasets page first."
     index = st.number_input("Sample number", 0, 10_000, 0, 1)
     image, label = dataset_image(dataset, path, int(index))
-    return np.asarray(image), f"{preview.DATASET_TITLES[dataset]} sample ({label})"
+    return np.asarray(image), f"{dataset_title(dataset)} sample ({label})"
 
 
 def _next_seed() -> None:

@@ -212,14 +212,14 @@ def _also_within(choices, fits: dict[int, Verdict], picked: int) -> str:
 
 
 def show_prediction(pred, name: str) -> None:
-    from core.classify.classify import METHOD_LABELS
+    from core.protocol.vocabulary import METHODS, method_title
 
     st.markdown(f"#### Predictions for *{name}*")
-    cols = st.columns(3)
-    for col, method in zip(cols, ("stage1", "adam", "sgd")):
+    cols = st.columns(len(METHODS))
+    for col, method in zip(cols, METHODS):
         label, p = pred.top(method)
         with col:
-            st.metric(METHOD_LABELS[method], label)
+            st.metric(method_title(method), label)
             st.caption(f"{p:.1%} probability for the top class")
             st.plotly_chart(probability_chart(pred, method, ""), key=f"probs_{method}")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.protocol.vocabulary import DATASETS, dataset_title, is_keras_dataset
 from ui.common import data_path, data_path_key, guard, limits
 
-DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask", "folder")
 SAMPLES_PER_CLASS = 8
 
 
@@ -21,7 +21,7 @@ def summary(dataset: str, path: str | None, stamp: float):
 def samples(dataset: str, path: str | None, per_class: int, seed: int, stamp: float):
     from core.app import preview
 
-    if dataset in ("fashion-mnist", "cifar10"):
+    if is_keras_dataset(dataset):
         return preview.keras_samples(dataset, path, per_class, seed)
     return preview.folder_samples(path, per_class, size=128, seed=seed)
 
@@ -137,18 +137,16 @@ def show(dataset: str) -> None:
 
 
 def body() -> None:
-    from core.app import preview
-
     st.title("Datasets")
     st.write("The paper uses two Keras datasets and two Kaggle photo sets. This page reads only class counts "
              "and the few images it shows; nothing is trained here.")
-    tabs = st.tabs([preview.DATASET_TITLES[d] for d in DATASETS])
+    tabs = st.tabs([dataset_title(d) for d in DATASETS])
     for tab, dataset in zip(tabs, DATASETS):
         with tab:
             try:
                 show(dataset)
             except Exception as exc:  # noqa: BLE001 - one dataset's problem must not hide the others
-                st.error(f"Could not show {preview.DATASET_TITLES[dataset]}: {type(exc).__name__}: {exc}")
+                st.error(f"Could not show {dataset_title(dataset)}: {type(exc).__name__}: {exc}")
 
 
 guard(body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.protocol.vocabulary import dataset_title, is_keras_dataset
 from ui.common import (count_text, data_path, experiment_id, experiments, guard, job_progress, job_queue, limits,
                        p_text, pct, results_link, run_estimate, signed_pct, submit)
 
@@ -35,22 +36,22 @@ def standings_table():
     provenance notes and ``(title, experiment id)`` pairs for deep links."""
     import pandas as pd
 
+    from core.app import catalog, preview
     from core.protocol import paper
-    from core.app import preview
     from core.results import stats
 
     exps = experiments()
     rows, notes, links = [], [], []
     for column in STANDING_COLUMNS:
         dataset = paper.COLUMNS[column][0]
-        title = preview.DATASET_TITLES[dataset] + (column.removeprefix("Face Mask Detection")
-                                                   if dataset == "face-mask" else "")
-        if dataset in ("fashion-mnist", "cifar10"):
+        title = dataset_title(dataset) + (column.removeprefix("Face Mask Detection")
+                                          if dataset == "face-mask" else "")
+        if is_keras_dataset(dataset):
             here = "yes" if preview.local_source(dataset) else "not found (see Datasets)"
         else:
             here = "folder chosen" if data_path(dataset) else "point at a folder on Datasets"
-        matching = [e for e in exps if preview.paper_column(e.protocol) == column]
-        exp = preview.best_experiment(matching, dataset)
+        matching = [e for e in exps if paper.paper_column(e.protocol) == column]
+        exp = catalog.best_experiment(matching, dataset)
         a, b, alpha, p = paper.TABLE2[column]
         row = {"dataset": title, "data here": here,
                "paper (20 repeats)": f"{pct(a)} → {pct(b)}, {signed_pct(b - a)}, p = {p_text(p)} "
@@ -68,7 +69,7 @@ def standings_table():
                                           "records hold the BatchNorm evaluations.)")
             size_note = paper.data_size_note(dataset, exp.runs[0]["dataset"].get("sizes", {}))
             notes.append(f"**Ours, {title}** (vs paper column '{column}'): "
-                         + preview.provenance_line(exp.runs, exp.source) + (f". {size_note}" if size_note else ""))
+                         + catalog.provenance_line(exp.runs, exp.source) + (f". {size_note}" if size_note else ""))
             links.append((title, experiment_id(exp, exps)))
         else:
             row["ours"] = "not run yet"

@@ -7,20 +7,19 @@ import math
 
 import streamlit as st
 
+from core.protocol.vocabulary import DATASETS, HEAD_NAMES, METHODS, STAGE_ONE, is_photo_dataset
 from ui.common import (count_text, data_path, data_path_key, experiments, guard, limits, pct, signed_pct,
                        submit)
 
 REPORT_PARAM = "report"
 SWEPT = ("learning_rate", "epochs", "batch_size", "augment_preset", "architecture")
-PHOTO = ("dogs-cats", "face-mask", "folder")
-DATASETS = ("cifar10", "fashion-mnist", "dogs-cats", "face-mask", "folder")
 
 
 @st.cache_data(show_spinner="Building the models to count their parameters…", max_entries=32)
 def counts(architecture: str) -> dict[str, int]:
-    from core.cli.reports import parameter_counts
+    from core.models.counts import source_parameter_counts
 
-    return parameter_counts(architecture)
+    return source_parameter_counts(architecture)
 
 
 def choose_report():
@@ -91,7 +90,7 @@ def run_section(report) -> None:
                       help="small: cut down to minutes on a CPU; full: the report's own recipe")
     dataset = c[1].selectbox("Dataset", DATASETS, index=DATASETS.index(report.dataset), key=f"ds_{report.id}")
     path = None
-    if dataset in PHOTO and not lim.demo:
+    if is_photo_dataset(dataset) and not lim.demo:
         c[2].text_input("Data folder", key=data_path_key(dataset), placeholder="/data/" + dataset)
         path = data_path(dataset)
     weights = None
@@ -104,26 +103,17 @@ def run_section(report) -> None:
     st.markdown(f"**The experiment** ({size}: {note}). One command runs every step and prints ours beside theirs:")
     st.code(report.command(size, path) + (f" --dataset {dataset}" if dataset != report.dataset else "")
             + (f" --weights {weights}" if weights else ""), language="bash")
-    plan = []
-    for step in report.plans[size]:
-        options = {} if weights is None else {"weights": None if weights.lower() == "none" else weights}
-        if dataset in ("fashion-mnist", "cifar10"):
-            options["image_size"] = 128
-        try:
-            base = step.protocol(dataset, path, **options)
-            if step.sweep is not None:
-                step.sweep.protocols(base)
-            plan.append((step, base, None))
-        except ValueError as exc:
-            plan.append((step, None, str(exc)))
+    plan = reports.plan(report, size, dataset, path, weights)
+    for planned in plan:
+        step = planned.step
         what = f"sweep of {step.sweep.param} over {', '.join(map(str, step.sweep.values))}" if step.sweep else "one run"
         st.markdown(f"- **{step.title}**: {what}, {count_text(step.repeats, 'repeat')} each")
         st.code(step.command(dataset, path), language="bash")
-    problems = [f"{step.title}: {why}" for step, _, why in plan if why]
+    problems = [f"{p.step.title}: {p.problem}" for p in plan if p.problem]
     if lim.demo:
         st.info("Demo mode: these experiments are not queued on the public server; run the command locally.")
         return
-    if dataset in PHOTO and not path:
+    if is_photo_dataset(dataset) and not path:
         st.info("Give the data folder above to queue this experiment.")
         return
     if problems:
@@ -134,8 +124,9 @@ def run_section(report) -> None:
 
 
 def queue_plan(plan) -> None:
-    for step, base, _ in plan:
-        job_id, message = submit(base, step.repeats, sweep=step.sweep)
+    for planned in plan:
+        step = planned.step
+        job_id, message = submit(planned.protocol, planned.repeats, sweep=step.sweep)
         if job_id:
             st.success(f"{step.title}: job {job_id} queued.")
         if message:
@@ -232,8 +223,8 @@ def experiment_section(report, mine) -> None:
         st.caption(f"Report {report.id} (its data, its protocol; not ours): " + "; ".join(
             f"{label} {pct(v) if isinstance(v, float) else '–'}" for label, v in theirs))
     names = exp.runs[0]["dataset"]["class_names"]
-    method = st.radio("Per-class metrics of", ("stage1", "adam", "sgd"), horizontal=True, key=f"m_{report.id}",
-                      format_func={"stage1": "stage one", "adam": "Adam head", "sgd": "SGD head"}.get)
+    method = st.radio("Per-class metrics of", METHODS, horizontal=True, key=f"m_{report.id}",
+                      format_func={"stage1": STAGE_ONE, **HEAD_NAMES}.get)
     matrix, n = metrics.experiment_confusion(exp.runs, method)
     if matrix is None:
         st.info("These records hold no per-image predictions.")

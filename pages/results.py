@@ -10,9 +10,9 @@ import math
 
 import streamlit as st
 
+from core.protocol.vocabulary import HEAD_NAMES, HEADS, METHOD_NAMES, dataset_title
 from ui.common import (EXPERIMENT_PARAM, count_text, curves_figure, experiment_id, experiment_label, experiments,
                        find_experiment, guard, p_text, pct, repeat_name, signed_pct)
-from ui.evidence import HEAD_NAMES, METHOD_NAMES
 
 WEIGHT_CHOICES = {"protocol's": None, "last epoch": "last", "best checkpoint": "best"}
 STAGE1_BN_CHOICES = {"last epoch, BatchNorm re-estimated": "last_bn",
@@ -32,7 +32,8 @@ COLUMN_NAMES = {"Fashion-MNIST": "Fashion-MNIST", "Cifar-10": "CIFAR-10", "Dogs 
 
 def choose_experiment(exps):
     """Dataset and experiment pickers that a deep link can set; the URL always names what is shown."""
-    from core.app import preview
+    from core.app import catalog
+    from core.protocol.vocabulary import DATASETS
 
     wanted = st.query_params.get(EXPERIMENT_PARAM)
     linked = find_experiment(exps, wanted)
@@ -44,13 +45,13 @@ def choose_experiment(exps):
             st.session_state["results_exp"] = experiment_id(linked, exps)
         else:
             st.warning(f"The link names an experiment ({wanted}) that is not stored here; showing another.")
-    datasets = sorted({e.protocol.dataset for e in exps}, key=lambda d: list(preview.DATASET_TITLES).index(d))
+    datasets = sorted({e.protocol.dataset for e in exps}, key=DATASETS.index)
     c = st.columns([1, 3])
-    dataset = c[0].selectbox("Dataset", datasets, format_func=preview.DATASET_TITLES.get, key="results_dataset")
+    dataset = c[0].selectbox("Dataset", datasets, format_func=dataset_title, key="results_dataset")
     mine = [e for e in exps if e.protocol.dataset == dataset]
     ids = [experiment_id(e, exps) for e in mine]
     if st.session_state.get("results_exp") not in ids:
-        best = preview.best_experiment(exps, dataset)
+        best = catalog.best_experiment(exps, dataset)
         st.session_state["results_exp"] = experiment_id(best, exps) if best in mine else ids[0]
     by_id = dict(zip(ids, mine))
     chosen = c[1].selectbox("Experiment", ids, key="results_exp", format_func=lambda i: experiment_label(by_id[i]),
@@ -92,7 +93,7 @@ def verdict_section(runs, column: str | None) -> None:
                 "re-estimated, so Table 3 and its verdict need newer runs of this protocol.")
         st.caption(paper_line(column))
         return
-    for head in ("adam", "sgd"):
+    for head in HEADS:
         text = stats.verdict(complete, head)
         st.markdown(f"**Ours, {HEAD_NAMES[head]}:** {text}")
     st.caption(paper_line(column))
@@ -130,7 +131,7 @@ def table3_section(runs, column: str | None) -> None:
                "significant: a share of noise can be any size). "
                + (f"This CNN has {count_text(layers, 'BatchNorm layer')}." if layers else
                   "This CNN has no BatchNorm layer, so the BatchNorm rows equal the others."))
-    for head in ("adam", "sgd"):
+    for head in HEADS:
         part = table[table["head"] == head]
         shown = pd.DataFrame({
             "stage one": [BASELINE_NAMES[b] for b in part["baseline"]],
@@ -317,7 +318,7 @@ def curves_section(runs) -> None:
 def option_section(exp, exps, runs) -> None:
     import pandas as pd
 
-    from core.app import preview
+    from core.app import catalog
     from core.results import stats
 
     st.markdown("#### Effect of the protocol options")
@@ -331,7 +332,7 @@ def option_section(exp, exps, runs) -> None:
         eff["head"] = eff["head"].map(HEAD_NAMES)
         st.dataframe(eff, hide_index=True, placeholder="–")
     same = [e for e in exps if e.protocol.dataset == exp.protocol.dataset]
-    fields = preview.protocol_differences([e.protocol for e in same])
+    fields = catalog.protocol_differences([e.protocol for e in same])
     if len(same) < 2 or not fields:
         st.caption("Runs of this dataset with other protocol options (e.g. augmentation, head initialisation, "
                    "ReduceLROnPlateau) will be compared here once they exist.")
@@ -376,7 +377,8 @@ def paper_tables() -> None:
 
 
 def body() -> None:
-    from core.app import preview
+    from core.app import catalog
+    from core.protocol.paper import paper_column
     from core.results import stats
     from ui import evidence
 
@@ -390,9 +392,9 @@ def body() -> None:
         return
     exp = choose_experiment(exps)
     runs = exp.runs
-    prov = "Ours: " + preview.provenance_line(runs, exp.source)
+    prov = "Ours: " + catalog.provenance_line(runs, exp.source)
     st.info(prov, icon=":material/receipt_long:")
-    default_column = preview.paper_column(exp.protocol)
+    default_column = paper_column(exp.protocol)
     verdict_section(runs, default_column)
 
     st.subheader("The paper's tables beside ours")

@@ -7,13 +7,13 @@ import time
 
 import streamlit as st
 
+from core.protocol.vocabulary import (DATASETS, HEAD_NAMES, METHOD_NAMES, dataset_title, is_photo_dataset,
+                                     method_title)
 from ui.common import (count_text, curves_figure, data_path, data_path_key, guard, job_progress, job_queue, limits,
                        live_title, p_text, pct, protocol_summary, repeat_name, results_link, run_estimate, signed_pct,
                        store, submit)
 
-DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask", "folder")
 WEIGHTS = ("last", "best")
-STAGE_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
 
 
 def protocol_form():
@@ -22,14 +22,13 @@ def protocol_form():
     Plain widgets rather than an ``st.form``: a form's widgets cannot react to each other before it is
     submitted, and here the subset fields follow their checkboxes and the time estimate follows every change.
     """
-    from core.app import preview
     from core.protocol.config import Protocol
 
     lim = limits()
     default = Protocol()
-    dataset = st.selectbox("Dataset", DATASETS, format_func=preview.DATASET_TITLES.get, key="train_dataset")
+    dataset = st.selectbox("Dataset", DATASETS, format_func=dataset_title, key="train_dataset")
     path = None
-    if dataset in ("dogs-cats", "face-mask", "folder"):
+    if is_photo_dataset(dataset):
         if lim.demo:
             st.info("Photo datasets need a folder on the server, which demo mode does not allow. "
                     "Choose Fashion-MNIST or CIFAR-10.")
@@ -119,12 +118,12 @@ def finished_summary(runs: list) -> None:
     tests = stats.table2(runs)
     tests = tests[tests["repeats used"] == "all repeats"]
     m = st.columns(3)
-    m[0].metric("Stage one (CNN), test", pct(means[0]))
-    for col, label, mean, p, n in zip(m[1:], ("Adam head, test", "SGD head, test"), means[1:],
+    m[0].metric(f"{method_title('stage1')}, test", pct(means[0]))
+    for col, label, mean, p, n in zip(m[1:], [f"{name}, test" for name in HEAD_NAMES.values()], means[1:],
                                       tests["p (t-test)"], tests["n"]):
         col.metric(label, pct(mean), delta=signed_pct(mean - means[0]),
                    help=f"Paired t-test against stage one: p = {p_text(p)} over {count_text(int(n), 'repeat')}.")
-    p_line = " · ".join(f"{h} head p = {p_text(p)}" for h, p in zip(("Adam", "SGD"), tests["p (t-test)"]))
+    p_line = " · ".join(f"{name} p = {p_text(p)}" for name, p in zip(HEAD_NAMES.values(), tests["p (t-test)"]))
     st.caption(f"Means over {count_text(len(runs), 'repeat')}; paired two-tailed t-test of test accuracy against "
                f"stage one: {p_line}.")
     for line in stats.at_chance(runs):
@@ -141,11 +140,11 @@ def finished_curves(job: dict, runs: list) -> None:
     c = st.columns([1, 3])
     repeat = c[0].selectbox("Repeat", [r["repeat"] for r in runs], key=f"curve_repeat_{job['id']}",
                             format_func=repeat_name)
-    stage = c[1].radio("Stage", list(STAGE_NAMES), horizontal=True, key=f"curve_stage_{job['id']}",
-                       format_func=STAGE_NAMES.get)
+    stage = c[1].radio("Stage", list(METHOD_NAMES), horizontal=True, key=f"curve_stage_{job['id']}",
+                       format_func=METHOD_NAMES.get)
     run = next(r for r in runs if r["repeat"] == repeat)
     st.plotly_chart(curves_figure(run[stage]["history"],
-                                  f"{repeat_name(repeat).capitalize()}, {STAGE_NAMES[stage]}: learning curves"),
+                                  f"{repeat_name(repeat).capitalize()}, {METHOD_NAMES[stage]}: learning curves"),
                     key=f"done_curves_{job['id']}_{repeat}_{stage}")
     st.caption(f"{run['describe']} · {run['env']['backend']} on {run['env']['device']} · {run['finished_at']}")
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
 from core.studies import reports
 from core.protocol.arch_spec import ARCH_INFO
 from core.cli.main import main
-from core.cli.reports import step_protocols
 
 
 @pytest.mark.parametrize("report", reports.REPORTS.values(), ids=list(reports.REPORTS))
@@ -26,12 +23,12 @@ def test_published_tables_are_well_formed_and_labelled(report):
 @pytest.mark.parametrize("report", reports.REPORTS.values(), ids=list(reports.REPORTS))
 def test_every_plan_step_is_a_valid_protocol_on_the_reports_dataset_and_on_dogs_cats(report, size):
     for dataset in (report.dataset, "dogs-cats"):
-        args = argparse.Namespace(size=size, dataset=dataset, data="/data", weights=None, repeats=None, seed=0)
-        plan = step_protocols(report, args)
+        plan = reports.plan(report, size, dataset, "/data")
         assert len(plan) == len(report.plans[size])
-        for step, base, repeats in plan:
-            assert base.model_id in report.models and repeats >= 1
-            assert step.command().startswith(("python -m core run", "python -m core sweep"))
+        for planned in plan:
+            assert planned.problem is None, planned.problem
+            assert planned.protocol.model_id in report.models and planned.repeats >= 1
+            assert planned.step.command().startswith(("python -m core run", "python -m core sweep"))
 
 
 def test_numbers_quoted_in_the_plans_are_the_published_tables():
@@ -46,12 +43,28 @@ def test_numbers_quoted_in_the_plans_are_the_published_tables():
 
 
 def test_weights_override_reaches_the_backbone_steps_only():
-    args = argparse.Namespace(size="full", dataset=None, data=None, weights="none", repeats=2, seed=0)
-    plan = step_protocols(reports.get("004"), args)
-    assert all(base.weights is None for _, base, _ in plan) and all(r == 2 for _, _, r in plan)
-    bad = argparse.Namespace(size="small", dataset="fashion-mnist", data=None, weights=None, repeats=None, seed=0)
-    with pytest.raises(ValueError, match="colour images|at least"):
-        step_protocols(reports.get("002"), bad)
+    plan = reports.plan(reports.get("004"), "full", weights="none", repeats=2)
+    assert all(p.protocol.weights is None for p in plan) and all(p.repeats == 2 for p in plan)
+    bad = reports.plan(reports.get("002"), "small", "fashion-mnist")
+    assert all(p.protocol is None and ("colour images" in p.problem or "at least" in p.problem) for p in bad)
+
+
+@pytest.mark.parametrize("size", reports.SIZES)
+def test_imagenet_weights_go_to_the_imagenet_models_and_the_cnns_train_from_scratch(size):
+    """Report 004 has CNNs trained from scratch beside its ImageNet models: one --weights for the report reaches
+    only the latter (the page and the CLI share this plan, so both run it)."""
+    plan = reports.plan(reports.get("004"), size, weights="imagenet")
+    assert all(p.problem is None for p in plan), [p.problem for p in plan if p.problem]
+    for p in plan:
+        cnn = ARCH_INFO[p.protocol.model_id].kind == "cnn"
+        assert p.protocol.weights == (None if cnn else "imagenet")
+
+
+def test_the_report_command_stops_on_a_step_that_does_not_fit_before_training(capsys, tmp_path):
+    code = main(["report", "002", "--dataset", "fashion-mnist", "--cache", str(tmp_path / "cache")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err
 
 
 def test_unknown_report_is_one_line(capsys):

@@ -67,3 +67,16 @@ def test_a_stored_sweep_is_plotted_beside_the_reports_numbers(cache):
     assert "Does a two-stage head help" in text and "Sweeps" in text
     captions = " ".join(str(c.value) for c in at.caption)
     assert "Red crosses: report 004's published numbers" in captions
+
+
+@pytest.mark.parametrize("size", ("small", "full"))
+def test_backbone_weights_on_the_page_reach_only_the_backbone_steps(cache, size):
+    """Report 004 trains CNNs from scratch beside its ImageNet models: weights typed on the page must not make
+    the CNN steps invalid (the CLI's ``report 004 --weights ...`` runs; the page once refused every step)."""
+    at = open_reports()
+    at.radio(key="reports_id").set_value("004").run()
+    at.radio(key="size_004").set_value(size).run()
+    at.text_input(key="w_004").set_value("imagenet").run()
+    assert_clean(at)
+    assert not [w.value for w in at.warning if "does not fit the plan" in str(w.value)]
+    assert any(b.label.startswith("Queue report 004") for b in at.button)

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.protocol.vocabulary import HEAD_NAMES, HEADS, METHODS, STAGE_ONE
+
 GAIN_COLORS = {"up": "#2ca02c", "down": "#d62728", "same": "#7f7f7f"}
-HEAD_NAMES = {"adam": "Adam head", "sgd": "SGD head"}
-HEAD_TITLES = {"adam": "stage one → Adam head", "sgd": "stage one → SGD head"}
+HEAD_TITLES = {h: f"{STAGE_ONE} → {name}" for h, name in HEAD_NAMES.items()}
 
 
 def gain_color(gain: float) -> str:
@@ -32,8 +33,8 @@ def figure16(frame: pd.DataFrame, stage1_name: str = "stage one"):
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=[HEAD_TITLES["adam"], HEAD_TITLES["sgd"]])
-    for col, head in enumerate(("adam", "sgd"), start=1):
+                        subplot_titles=[HEAD_TITLES[h] for h in HEADS])
+    for col, head in enumerate(HEADS, start=1):
         xs = [stage1_name, HEAD_NAMES[head]]
         for _, row in frame.iterrows():
             ys = [row["stage1_test_accuracy"], row[f"{head}_test_accuracy"]]
@@ -53,7 +54,7 @@ def figure16(frame: pd.DataFrame, stage1_name: str = "stage one"):
                         ("head worse", GAIN_COLORS["down"]), ("tie", GAIN_COLORS["same"])):
         fig.add_scatter(x=[None], y=[None], mode="lines", name=name, line=dict(color=color, width=2),
                         meta={"legend": True}, row=1, col=1)  # legend keys only: no data
-    values = frame[[f"{k}_test_accuracy" for k in ("stage1", "adam", "sgd")]].to_numpy()
+    values = frame[[f"{k}_test_accuracy" for k in METHODS]].to_numpy()
     span = float(values.max() - values.min()) if values.size else 1.0
     # ticks 0.1 pp apart need two decimals, or neighbouring labels read the same ("98.0 %", "98.0 %")
     fig.update_yaxes(tickformat=".2%" if span < 0.02 else ".1%", row=1, col=1, title_text="test accuracy")

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
+from core.protocol.vocabulary import TRAINING_STAGES, stage_words
 from core.protocol.words import count_text, repeat_name  # noqa: F401 - the pages import them from here
 
 log = logging.getLogger("two_stage.app")
@@ -376,21 +377,6 @@ def results_link(key: str | None, label: str, icon: str = ":material/table_chart
                  query_params={EXPERIMENT_PARAM: key} if key else None)
 
 
-STAGE_WORDS = {"stage1": "stage one (CNN)", "batchnorm": "re-estimating BatchNorm statistics",
-               "features": "extracting features", "stage2_adam": "stage two, Adam head",
-               "stage2_sgd": "stage two, SGD head", "stored": "repeat stored", "loading": "loading the data",
-               "plan": "planning", "repeat": "starting the repeat", "waiting": "waiting for another process",
-               "queued": "queued", "finished": "finished"}
-
-
-def stage_words(stage: Any) -> str:
-    """A job stage in words ("stage two, Adam head"), never its id ("stage2_adam")."""
-    if not stage:
-        return ""
-    text = str(stage)
-    return STAGE_WORDS.get(text, text.replace("_", " "))
-
-
 def p_text(p: Any) -> str:
     """A p-value for reading: four decimals, scientific below 0.0001, a dash when it cannot be computed."""
     try:
@@ -435,9 +421,6 @@ def run_estimate(protocol: Any, repeats: int) -> str:
 
 
 # ------------------------------------------------------------------------------------ job progress
-
-TRAINING_STAGES = ("stage1", "stage2_adam", "stage2_sgd")
-
 
 def job_progress(job: dict[str, Any]) -> tuple[float, str]:
     """A job's progress as a fraction and one line, counted in epochs across all repeats and stages.

@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from core.protocol.vocabulary import HEAD_NAMES, METHOD_NAMES
 from core.protocol.words import repeats_named
 from ui.charts import cell_from_selection, confusion_figure
 from ui.common import count_text, pct, repeat_name, signed_pct
 
-METHOD_NAMES = {"stage1": "stage one (CNN)", "adam": "stage two, Adam head", "sgd": "stage two, SGD head"}
-HEAD_NAMES = {"adam": "Adam head", "sgd": "SGD head"}
 CELL_KEY = "cm_cell"
 CHART_KEY = "cm_chart"
 GRID_COLUMNS = 6

@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from core.protocol.vocabulary import HEAD_NAMES, METHODS, STAGE_ONE
 from core.protocol.words import count_text
 
 METHOD_COLOURS = {"stage1": "#1f77b4", "adam": "#2ca02c", "sgd": "#ff7f0e"}
-METHOD_NAMES = {"stage1": "stage one (the report's model)", "adam": "+ second stage, Adam head",
-                "sgd": "+ second stage, SGD head"}
+METHOD_NAMES = {"stage1": f"{STAGE_ONE} (the report's model)",
+                **{h: f"+ second stage, {name}" for h, name in HEAD_NAMES.items()}}
+"""The methods as the Related reports page names them: stage one is the report's own model, not the paper's CNN."""
 
 
 def sweep_figure(frame: Any, param: str, published: list[tuple[Any, float]], report_id: str, title: str = ""):
@@ -23,7 +25,7 @@ def sweep_figure(frame: Any, param: str, published: list[tuple[Any, float]], rep
 
     fig = go.Figure()
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in frame["value"])
-    for method in ("stage1", "adam", "sgd"):
+    for method in METHODS:
         part = frame[frame["method"] == method]
         if part.empty:
             continue

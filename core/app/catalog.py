@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import reference
 from ..protocol.arch_spec import ARCH_INFO
 from ..protocol.config import Protocol
-from ..results.store import RunStore
+from ..protocol.vocabulary import METHODS
 from ..protocol.words import count_text
+from ..results.store import RunStore
+from . import reference
 
 REFERENCE = "reference (shipped with the app)"
 CACHE = "your runs"
@@ -131,10 +132,50 @@ def _record_accuracy(bundle: Path, repeat: int) -> dict[str, float]:
 
 
 def _accuracy(measured: dict[str, Any] | None) -> dict[str, float]:
-    return {m: float(measured[m]) for m in ("stage1", "adam", "sgd")} if measured else {}
+    return {m: float(measured[m]) for m in METHODS} if measured else {}
 
 
 def _accuracy_text(accuracy: dict[str, float]) -> str:
     if not accuracy:
         return "test accuracy unknown"
     return f"test accuracy {100 * accuracy['stage1']:.1f} % (CNN), {100 * accuracy['adam']:.1f} % (two-stage, Adam)"
+
+
+# ------------------------------------------------------------------------------------ choosing and labelling
+
+def provenance(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Repeats, protocol, backend, device and date range of a set of runs: what every 'ours' number carries."""
+    if not runs:
+        return {"repeats": 0}
+    dates = sorted(r.get("finished_at", "")[:10] for r in runs)
+    return {"repeats": len(runs), "protocol": runs[0].get("describe", ""),
+            "backend": runs[0]["env"].get("backend"), "device": runs[0]["env"].get("device"),
+            "date": dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
+            "keras": runs[0]["env"].get("versions", {}).get("keras")}
+
+
+def provenance_line(runs: list[dict[str, Any]], source: str | None = None) -> str:
+    """:func:`provenance` in one line, with where the runs come from."""
+    p = provenance(runs)
+    if not p["repeats"]:
+        return "no repeats"
+    n = p["repeats"]
+    text = (f"{count_text(n, 'repeat')} · protocol: {p['protocol']} · backend {p['backend']} on "
+            f"{p['device']} · {p['date']}")
+    return f"{text} · {source}" if source else text
+
+
+def best_experiment(experiments: list[Experiment], dataset: str) -> Experiment | None:
+    """The experiment to show for a dataset: most repeats, then most recent."""
+    mine = [e for e in experiments if e.protocol.dataset == dataset and e.runs]
+    if not mine:
+        return None
+    return max(mine, key=lambda e: (len(e.runs), max(r["finished_at"] for r in e.runs)))
+
+
+def protocol_differences(protocols: list[Protocol]) -> list[str]:
+    """Names of the protocol fields that differ between experiments (what an option-effect table varies)."""
+    if len(protocols) < 2:
+        return []
+    dicts = [p.to_dict() for p in protocols]
+    return [k for k in dicts[0] if k not in ("data_path",) and any(d[k] != dicts[0][k] for d in dicts[1:])]

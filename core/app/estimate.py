@@ -26,6 +26,7 @@ from statistics import median
 from typing import Any
 
 from ..protocol.config import Protocol
+from ..protocol.vocabulary import HEADS, METHODS
 
 
 @dataclass
@@ -60,24 +61,24 @@ def record_rates(run: dict[str, Any]) -> tuple[float, float, float] | None:
     train = int(sizes.get("train") or 0)
     every = train + int(sizes.get("val") or 0) + int(sizes.get("test") or 0)
     s1 = run["stage1"].get("history", {}).get("seconds") or []
-    heads = [run[h].get("history", {}).get("seconds") or [] for h in ("adam", "sgd")]
+    heads = [run[h].get("history", {}).get("seconds") or [] for h in HEADS]
     if not train or not s1 or not all(heads):
         return None
     head = sum(sum(h) / len(h) for h in heads) / 2 / train
     extra = (float(run["stage1"].get("eval_seconds") or 0.0)
              + float(run["stage1"].get("batchnorm", {}).get("seconds") or 0.0)
              + float(run.get("features", {}).get("seconds") or 0.0)
-             + sum(float(run[h].get("eval_seconds") or 0.0) for h in ("adam", "sgd")))
+             + sum(float(run[h].get("eval_seconds") or 0.0) for h in HEADS))
     return sum(s1) / len(s1) / train, head, extra / max(every, 1)
 
 
 def measured_seconds(run: dict[str, Any]) -> float:
     """Every timed part of one repeat: all epochs of the three stages, evaluations, BatchNorm, features."""
-    epochs = sum(sum(run[m].get("history", {}).get("seconds") or []) for m in ("stage1", "adam", "sgd"))
+    epochs = sum(sum(run[m].get("history", {}).get("seconds") or []) for m in METHODS)
     return (epochs + float(run["stage1"].get("eval_seconds") or 0.0)
             + float(run["stage1"].get("batchnorm", {}).get("seconds") or 0.0)
             + float(run.get("features", {}).get("seconds") or 0.0)
-            + sum(float(run[h].get("eval_seconds") or 0.0) for h in ("adam", "sgd")))
+            + sum(float(run[h].get("eval_seconds") or 0.0) for h in HEADS))
 
 
 def fixed_seconds(runs: list[dict[str, Any]]) -> float:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..protocol.vocabulary import is_keras_dataset
 from ..results import predictions
 
 OUTCOMES = {"fixed": "fixed by the head", "broken": "broken by the head", "both wrong": "both wrong, differently"}
@@ -157,7 +158,7 @@ def image_source(run: dict[str, Any]) -> str | None:
 
     name = run["dataset"]["name"]
     given = run["protocol"].get("data_path")
-    if name in ("fashion-mnist", "cifar10"):
+    if is_keras_dataset(name):
         return local_source(name, given) or (local_source(name, run["dataset"].get("source"))
                                              if run["dataset"].get("source") else None)
     for candidate in (run["dataset"].get("source"), given):
@@ -170,7 +171,7 @@ def image(dataset: str, image_id: str, source: str | None) -> np.ndarray | None:
     """The pixels (uint8, HxWxC) of a test image named in a record, or None when they are not here."""
     if not source:
         return None
-    if dataset in ("fashion-mnist", "cifar10"):
+    if is_keras_dataset(dataset):
         return _keras_image(dataset, source, image_id)
     return _folder_image(source, image_id)
 

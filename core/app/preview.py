@@ -1,5 +1,5 @@
 """Non-UI helpers for the app's pages: dataset availability and split sizes without loading pixels, sample
-grids, augmentation previews, architecture diagrams, and picking "our" experiment for a paper column.
+grids, augmentation previews and architecture diagrams.
 
 Nothing here imports Streamlit; the pages cache these results themselves.
 """
@@ -12,20 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from ..protocol import paper
-from ..protocol.config import PHOTO_DATASETS, Augmentation, Protocol
-from ..data.datasets import (CIFAR_CLASSES, FASHION_CLASSES, FASHION_SYSTEM_DIR, HOW_TO_GET, KERAS_DATASETS_DIR,
-                       DatasetUnavailable, class_pick_count, load_raw, scan_image_folder)
+from ..data.datasets import (FASHION_SYSTEM_DIR, HOW_TO_GET, KERAS_DATASETS_DIR, DatasetUnavailable,
+                             class_pick_count, load_raw, scan_image_folder)
 from ..data.imageio import ImageError, decode_image
-from ..protocol.words import count_text
+from ..protocol.config import Augmentation, Protocol
+from ..protocol.vocabulary import INPUT_SHAPES, NUM_CLASSES, is_keras_dataset, is_photo_dataset
 
-DATASET_TITLES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "dogs-cats": "Dogs & Cats",
-                  "face-mask": "Face Mask Detection", "folder": "Your own folder"}
-INPUT_SHAPES = {"fashion-mnist": (28, 28, 1), "cifar10": (32, 32, 3), "dogs-cats": (128, 128, 3),
-                "face-mask": (128, 128, 3)}
-NUM_CLASSES = {"fashion-mnist": 10, "cifar10": 10, "dogs-cats": 2, "face-mask": 3}
-KNOWN_CLASSES = {"fashion-mnist": FASHION_CLASSES, "cifar10": CIFAR_CLASSES, "dogs-cats": ["cats", "dogs"],
-                 "face-mask": ["mask_weared_incorrect", "with_mask", "without_mask"]}
 _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
               "t10k-labels-idx1-ubyte")
 
@@ -93,7 +85,7 @@ class DatasetSummary:
 def summarize(dataset: str, data_path: str | None = None) -> DatasetSummary:
     """Availability and class counts, decoding no pixel of a folder dataset."""
     try:
-        if dataset in ("fashion-mnist", "cifar10"):
+        if is_keras_dataset(dataset):
             source = local_source(dataset, data_path)
             if source is None:
                 return DatasetSummary(dataset, False, f"No local copy found. {HOW_TO_GET[dataset]}")
@@ -282,7 +274,7 @@ def architecture(dataset: str, with_augmentation: bool | None = None) -> dict[st
     arch = "dogs-cats" if dataset == "folder" else dataset
     shape = INPUT_SHAPES[arch]
     classes = NUM_CLASSES[arch]
-    augment = dataset in PHOTO_DATASETS if with_augmentation is None else with_augmentation
+    augment = is_photo_dataset(dataset) if with_augmentation is None else with_augmentation
     model = build_stage1(arch, shape, classes, Augmentation() if augment else None)
     rows = layer_table(model)
     if not rows or rows[0]["type"] != "InputLayer":
@@ -362,52 +354,3 @@ cnn -> feat [label="cut here, freeze", style=dashed, color="#c0392b"];
 sm1 -> p1; p1 [label="CNN accuracy", shape=note, fillcolor="#ffffff"];
 adam -> p2; sgd -> p2; p2 [label="two-stage accuracy\\n(paired t-test vs CNN)", shape=note, fillcolor="#ffffff"];
 }"""
-
-
-# ---------------------------------------------------------------------------------------- paper vs ours
-
-def paper_column(protocol: Protocol) -> str | None:
-    """The paper's Table 1/2 column that a protocol reproduces (Face Mask v2 = patience 5 + ReduceLR)."""
-    columns = paper.columns_for(protocol.dataset)
-    if not columns:
-        return None
-    if protocol.dataset == "face-mask":
-        return "Face Mask Detection v2" if protocol.reduce_lr else "Face Mask Detection v1"
-    return columns[0]
-
-
-def provenance(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Repeats, protocol, backend, device and date range of a set of runs: what every 'ours' number carries."""
-    if not runs:
-        return {"repeats": 0}
-    dates = sorted(r.get("finished_at", "")[:10] for r in runs)
-    return {"repeats": len(runs), "protocol": runs[0].get("describe", ""),
-            "backend": runs[0]["env"].get("backend"), "device": runs[0]["env"].get("device"),
-            "date": dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
-            "keras": runs[0]["env"].get("versions", {}).get("keras")}
-
-
-def provenance_line(runs: list[dict[str, Any]], source: str | None = None) -> str:
-    p = provenance(runs)
-    if not p["repeats"]:
-        return "no repeats"
-    n = p["repeats"]
-    text = (f"{count_text(n, 'repeat')} · protocol: {p['protocol']} · backend {p['backend']} on "
-            f"{p['device']} · {p['date']}")
-    return f"{text} · {source}" if source else text
-
-
-def best_experiment(experiments: list[Any], dataset: str) -> Any | None:
-    """The experiment to show for a dataset: most repeats, then most recent."""
-    mine = [e for e in experiments if e.protocol.dataset == dataset and e.runs]
-    if not mine:
-        return None
-    return max(mine, key=lambda e: (len(e.runs), max(r["finished_at"] for r in e.runs)))
-
-
-def protocol_differences(protocols: list[Protocol]) -> list[str]:
-    """Names of the protocol fields that differ between experiments (what an option-effect table varies)."""
-    if len(protocols) < 2:
-        return []
-    dicts = [p.to_dict() for p in protocols]
-    return [k for k in dicts[0] if k not in ("data_path",) and any(d[k] != dicts[0][k] for d in dicts[1:])]

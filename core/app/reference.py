@@ -33,7 +33,8 @@ import numpy as np
 
 from ..models import compact
 from ..protocol.config import Protocol
-from .preview import DATASET_TITLES, paper_column
+from ..protocol.paper import paper_column
+from ..protocol.vocabulary import HEADS, dataset_title
 from ..results.store import PROJECT_ROOT, RunStore, export_json
 
 REFERENCE_ENV = "TWO_STAGE_REFERENCE"
@@ -83,7 +84,7 @@ def model_info(bundle: Path) -> dict[str, Any] | None:
 
 def bundle_name(protocol: Protocol) -> str:
     """The folder an experiment ships in: its dataset, and for Face Mask the paper's version (v2 is the one
-    with ReduceLROnPlateau, as :func:`core.app.preview.paper_column` reads it)."""
+    with ReduceLROnPlateau, as :func:`core.protocol.paper.paper_column` reads it)."""
     if protocol.dataset == "face-mask":
         return "face-mask-v2" if protocol.reduce_lr else "face-mask-v1"
     return protocol.dataset
@@ -92,7 +93,7 @@ def bundle_name(protocol: Protocol) -> str:
 def experiment_title(protocol: Protocol) -> str:
     """"Fashion-MNIST", "Dogs & Cats", "Face Mask Detection v1"/"v2", "Your own folder": the paper's column
     name where there is one."""
-    return paper_column(protocol) or DATASET_TITLES.get(protocol.dataset, protocol.dataset)
+    return paper_column(protocol) or dataset_title(protocol.dataset)
 
 
 def total_size_mb(root: Path | None = None) -> float:
@@ -257,7 +258,7 @@ def _head_probabilities(stage1: Any, paths: dict[str, Path], work: Path, x: np.n
 
     features = np.asarray(feature_extractor(stage1).predict(x, batch_size=256, verbose=0))
     out = {}
-    for head in ("adam", "sgd"):
+    for head in HEADS:
         shutil.copy(paths[head], work / MODEL_FILES[head])
         out[head] = np.asarray(compact.load_model_file(paths[head]).predict(features, batch_size=256, verbose=0))
     return out

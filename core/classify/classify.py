@@ -24,12 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..data.datasets import CIFAR_CLASSES, FASHION_CLASSES
 from ..data.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from ..protocol.vocabulary import HEADS, INPUT_SHAPES, KNOWN_CLASSES, METHODS, NUM_CLASSES
 from .ood import OodError, OodStats, Verdict
-
-HEADS = ("adam", "sgd")
-METHOD_LABELS = {"stage1": "Stage one (CNN)", "adam": "Stage two, Adam head", "sgd": "Stage two, SGD head"}
 
 
 @dataclass
@@ -78,10 +75,9 @@ class Prediction:
 
 def guess_class_names(num_classes: int, input_shape: tuple[int, ...]) -> list[str]:
     """Class names when the caller has none: the Keras datasets' by shape, else ``class 0..n-1``."""
-    if num_classes == 10 and tuple(input_shape) == (28, 28, 1):
-        return list(FASHION_CLASSES)
-    if num_classes == 10 and tuple(input_shape) == (32, 32, 3):
-        return list(CIFAR_CLASSES)
+    for dataset in ("fashion-mnist", "cifar10"):
+        if num_classes == NUM_CLASSES[dataset] and tuple(input_shape) == INPUT_SHAPES[dataset]:
+            return list(KNOWN_CLASSES[dataset])
     return [f"class {i}" for i in range(num_classes)]
 
 
@@ -95,7 +91,7 @@ def load_models(paths: dict[str, Path], class_names: list[str] | None = None,
     from ..models.models import FEATURE_LAYER, feature_extractor
     from .ood import probe_outputs
 
-    missing = [name for name in ("stage1", *HEADS) if name not in paths or not Path(paths[name]).is_file()]
+    missing = [name for name in METHODS if name not in paths or not Path(paths[name]).is_file()]
     if missing:
         raise FileNotFoundError(f"model file(s) missing: {', '.join(missing)}")
     stage1 = load_model_file(paths["stage1"])
@@ -169,7 +165,7 @@ def predict_with_features(models: Models, image: np.ndarray) -> tuple[dict[str, 
     x = image[None].astype(np.float32)  # uint8 values as float; the model's Rescaling layer does the rest
     with models.lock:
         outputs = models.fused.predict_on_batch(x)
-    probs = {name: np.asarray(out[0], dtype=np.float64) for name, out in zip(("stage1", *HEADS), outputs)}
+    probs = {name: np.asarray(out[0], dtype=np.float64) for name, out in zip(METHODS, outputs)}
     return probs, [np.asarray(out[0], dtype=np.float64) for out in outputs[1 + len(HEADS):]]
 
 

@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-OUTPUTS = ("stage1", "adam", "sgd")
+from ..protocol.vocabulary import METHODS
+
+OUTPUTS = METHODS
 CONVERT_TIMEOUT_S = 300
 _ONE_CONVERSION = threading.Lock()
 """A conversion holds a few hundred MB for a large model; the server runs one at a time."""

@@ -172,9 +172,10 @@ def sample_images(dataset: str, data_path: str | None, count: int, seed: int = 0
 
     from ..data.datasets import load_raw
     from ..data.imageio import IMAGE_SUFFIXES
+    from ..protocol.vocabulary import is_keras_dataset
 
     rng = np.random.default_rng(seed)
-    if dataset in ("fashion-mnist", "cifar10"):
+    if is_keras_dataset(dataset):
         raw = load_raw(dataset, data_path)
         x = np.concatenate([raw.x_train, raw.x_test])
         picks = rng.choice(len(x), min(count, len(x)), replace=False)

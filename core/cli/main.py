@@ -11,6 +11,8 @@ from typing import Any
 
 from ..protocol.arch_spec import ARCH_INFO
 from ..protocol.config import AUGMENT_PRESETS, DATASETS, ENGINES, MAX_REPEATS, OPTIMIZERS, PRECISIONS, Protocol
+from ..protocol.events import (BatchNormEvent, EpochEvent, LoadingEvent, RepeatEvent, ResumedEvent, StoredEvent,
+                               WaitingEvent, event_kind)
 from ..protocol.words import count_text
 
 COMMANDS: dict[str, Any] = {}
@@ -185,26 +187,47 @@ class ProgressPrinter:
         self.out, self.started = out or sys.stderr, time.monotonic()
 
     def __call__(self, event: dict) -> None:
-        stage = event.get("stage")
-        if stage == "loading":
-            self._say(f"loading {event['dataset']} ...")
-        elif stage == "repeat":
-            where = f" on {event['node']} (pid {event['pid']})" if "node" in event else ""  # a Ray task
-            self._say(f"repeat {event['repeat'] + 1}/{event['repeats']}{where}")
-        elif "epoch" in event:
-            logs = event["logs"]
-            self._say(f"  repeat {event['repeat'] + 1} {stage} epoch {event['epoch']}/{event['epochs']}: "
-                      f"acc {logs.get('accuracy', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f} "
-                      f"({logs.get('seconds', 0):.1f}s)")
-        elif stage == "stored":
-            self._say(f"  repeat {event['repeat'] + 1} stored" + (f" (by {event['by']})" if "by" in event else ""))
-        elif stage == "waiting":
-            self._say(f"  repeat {event['repeat'] + 1} is being trained by another process (pid "
-                      f"{event.get('holder_pid')} on {event.get('holder_host')}); waiting for it")
-        elif stage == "batchnorm" and event.get("layers"):
-            self._say(f"  repeat {event['repeat'] + 1}: re-estimating {event['layers']} BatchNorm layer(s)")
-        elif "resumed_at_epoch" in event:
-            self._say(f"  resumed {stage} after epoch {event['resumed_at_epoch']}")
+        kind = event_kind(event)
+        line = getattr(self, f"_{kind}", None)
+        if line is not None:
+            text = line(event)
+            if text:
+                self._say(text)
+
+    @staticmethod
+    def _loading(event: LoadingEvent) -> str:
+        return f"loading {event['dataset']} ..."
+
+    @staticmethod
+    def _repeat(event: RepeatEvent) -> str:
+        where = f" on {event['node']} (pid {event['pid']})" if "node" in event else ""  # a Ray task
+        return f"repeat {event['repeat'] + 1}/{event['repeats']}{where}"
+
+    @staticmethod
+    def _epoch(event: EpochEvent) -> str:
+        logs = event["logs"]
+        return (f"  repeat {event['repeat'] + 1} {event['stage']} epoch {event['epoch']}/{event['epochs']}: "
+                f"acc {logs.get('accuracy', 0):.4f} val_acc {logs.get('val_accuracy', 0):.4f} "
+                f"({logs.get('seconds', 0):.1f}s)")
+
+    @staticmethod
+    def _stored(event: StoredEvent) -> str:
+        return f"  repeat {event['repeat'] + 1} stored" + (f" (by {event['by']})" if "by" in event else "")
+
+    @staticmethod
+    def _waiting(event: WaitingEvent) -> str:
+        return (f"  repeat {event['repeat'] + 1} is being trained by another process (pid "
+                f"{event.get('holder_pid')} on {event.get('holder_host')}); waiting for it")
+
+    @staticmethod
+    def _batchnorm(event: BatchNormEvent) -> str:
+        if not event.get("layers"):
+            return ""
+        return f"  repeat {event['repeat'] + 1}: re-estimating {event['layers']} BatchNorm layer(s)"
+
+    @staticmethod
+    def _resumed(event: ResumedEvent) -> str:
+        return f"  resumed {event['stage']} after epoch {event['resumed_at_epoch']}"
 
     def _say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:7.1f}s] {text}", file=self.out, flush=True)

@@ -16,8 +16,10 @@ import time
 from typing import Any, Iterator
 
 from .main import ProgressPrinter, add_cache_argument, add_protocol_arguments, command, protocol_from_args
-from ..studies.reports import REPORTS, SIZES
+from ..protocol.events import BackboneEvent, GanEvent, SweepPointEvent
+from ..protocol.vocabulary import HEADS, METHOD_NAMES, STAGE_ONE
 from ..protocol.words import count_text
+from ..studies.reports import REPORTS, SIZES
 
 
 # ------------------------------------------------------------------------------------------ architectures
@@ -49,11 +51,12 @@ def _architectures(args: argparse.Namespace) -> int:
 
 def architecture_row(architecture: str) -> dict[str, Any]:
     """One line of ``architectures``: the model built at its source's input, counted by Keras."""
+    from ..models.counts import source_parameter_counts
     from ..protocol.arch_spec import info
     from ..studies.reports import published_params
 
     arch = info(architecture)
-    counts = parameter_counts(architecture)
+    counts = source_parameter_counts(architecture)
     published = published_params(architecture)
     return {
         "id": arch.id, "source": "paper" if arch.source == "paper" else f"report {arch.source}",
@@ -64,25 +67,6 @@ def architecture_row(architecture: str) -> dict[str, Any]:
         "match": ("yes" if published[1] == counts["total"] else "NO") if published else "-",
         "model": arch.title,
     }
-
-
-def parameter_counts(architecture: str) -> dict[str, int]:
-    """Total/trainable/non-trainable parameters at the source's input; a frozen backbone's count is the
-    backbone's (frozen) plus the new final layer's."""
-    from ..models import backbones
-    from ..protocol.arch_spec import info
-    from ..models.models import build_stage1
-    from ..models.models import parameter_counts as count
-
-    arch = info(architecture)
-    if not arch.frozen:
-        return count(build_stage1(architecture, arch.input_shape, arch.num_classes))
-    backbone = backbones.build_backbone(architecture, None)
-    dim = int(backbone.output_shape[-1])
-    head = count(build_stage1(architecture, (dim,), arch.num_classes))
-    frozen = int(backbone.count_params())
-    return {"total": frozen + head["total"], "trainable": head["trainable"],
-            "non_trainable": frozen + head["non_trainable"]}
 
 
 # -------------------------------------------------------------------------------------------------- sweep
@@ -174,20 +158,23 @@ def print_sweep(points, param: str, base, out=sys.stdout) -> None:
 class SweepPrinter(ProgressPrinter):
     """Progress lines, plus the sweep's point, frozen-backbone caching and GAN training."""
 
-    def __call__(self, event: dict) -> None:
-        stage = event.get("stage")
-        if stage == "sweep_point":
-            self._say(f"point {event['sweep_index'] + 1}/{event['points']}: {event['param']} = "
-                      f"{event['sweep_value']}")
-        elif stage == "backbone":
-            what = "read from the feature cache" if event["cached"] else f"computed ({event.get('images')} images)"
-            self._say(f"  backbone features, {event['split']}: {what} in {event['seconds']:.1f}s")
-        elif stage == "gan" and "gan_epoch" in event:
-            if event["gan_epoch"] in (1, event["gan_epochs"]) or event["gan_epoch"] % 10 == 0:
-                self._say(f"  GAN {event['gan_class']} epoch {event['gan_epoch']}/{event['gan_epochs']}: "
-                          f"D loss {event['d_loss']:.3f} G loss {event['g_loss']:.3f}")
-        else:
-            super().__call__(event)
+    @staticmethod
+    def _sweep_point(event: SweepPointEvent) -> str:
+        return f"point {event['sweep_index'] + 1}/{event['points']}: {event['param']} = {event['sweep_value']}"
+
+    @staticmethod
+    def _backbone(event: BackboneEvent) -> str:
+        what = "read from the feature cache" if event["cached"] else f"computed ({event.get('images')} images)"
+        return f"  backbone features, {event['split']}: {what} in {event['seconds']:.1f}s"
+
+    @staticmethod
+    def _gan(event: GanEvent) -> str:
+        if "gan_epoch" not in event:
+            return ""
+        if event["gan_epoch"] in (1, event["gan_epochs"]) or event["gan_epoch"] % 10 == 0:
+            return (f"  GAN {event['gan_class']} epoch {event['gan_epoch']}/{event['gan_epochs']}: "
+                    f"D loss {event['d_loss']:.3f} G loss {event['g_loss']:.3f}")
+        return ""
 
 
 # ------------------------------------------------------------------------------------------------- report
@@ -242,7 +229,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _run_plan(args: argparse.Namespace, report, plan) -> bool:
     """Run every step in this process, printing ours beside the report's; False when interrupted."""
-    for step, base, repeats in plan:
+    for planned in plan:
+        step, base, repeats = planned.step, planned.protocol, planned.repeats
         print(f"\n=== {step.title} ===", flush=True)
         if step.sweep is not None:
             points = run_points(args, base, step.sweep, repeats)
@@ -261,27 +249,16 @@ def _run_plan(args: argparse.Namespace, report, plan) -> bool:
     return True
 
 
-def step_protocols(report, args: argparse.Namespace) -> list[tuple[Any, Any, int]]:
-    """``(step, base protocol, repeats)`` for every step of the chosen plan, all validated before any training."""
-    overrides: dict[str, Any] = {"seed": args.seed}
-    if args.weights is not None:
-        overrides["weights"] = None if args.weights.lower() == "none" else args.weights
-    dataset = args.dataset or report.dataset
-    out = []
-    for step in report.plans[args.size]:
-        options = dict(overrides)
-        if dataset in ("fashion-mnist", "cifar10"):
-            options["image_size"] = 128  # ignored by the Keras datasets; keeps the key independent of the plan
-        if "weights" in options and options["weights"] is not None and "architecture" in step.options:
-            from ..protocol.arch_spec import info
+def step_protocols(report, args: argparse.Namespace) -> list[Any]:
+    """The chosen plan's steps as protocols (:func:`core.studies.reports.plan`); the first step that does not
+    fit the dataset or options stops the command with its one-line reason, before anything trains."""
+    from ..studies import reports
 
-            if info(step.options["architecture"]).kind == "cnn":
-                options.pop("weights")
-        repeats = args.repeats or step.repeats
-        out.append((step, step.protocol(dataset, args.data, **options), repeats))
-        if step.sweep is not None:
-            step.sweep.protocols(out[-1][1])
-    return out
+    steps = reports.plan(report, args.size, args.dataset, args.data, args.weights, args.seed, args.repeats)
+    problem = next((s.problem for s in steps if s.problem), None)
+    if problem:
+        raise ValueError(problem)
+    return steps
 
 
 def _submit_plan(args: argparse.Namespace, plan) -> int:
@@ -289,9 +266,11 @@ def _submit_plan(args: argparse.Namespace, plan) -> int:
     from .jobs import submit_job
 
     queue = JobQueue(args.cache)
-    for step, base, repeats in plan:
+    for planned in plan:
+        step = planned.step
         try:
-            submit_job(queue, base, repeats, label=step.title, sweep=step.sweep.to_dict() if step.sweep else None)
+            submit_job(queue, planned.protocol, planned.repeats, label=step.title,
+                       sweep=step.sweep.to_dict() if step.sweep else None)
         except QueueFull as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 3
@@ -339,7 +318,7 @@ def print_metrics(runs: list[dict], out=sys.stdout) -> None:
     from ..results import metrics
 
     names = runs[0]["dataset"]["class_names"]
-    for method, title in (("stage1", "stage one"), ("adam", "stage two, Adam head"), ("sgd", "stage two, SGD head")):
+    for method, title in {"stage1": STAGE_ONE, **{h: METHOD_NAMES[h] for h in HEADS}}.items():
         matrix, n = metrics.experiment_confusion(runs, method)
         if matrix is None:
             continue

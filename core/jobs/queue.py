@@ -54,9 +54,10 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from ..protocol.config import Protocol
+from ..protocol.events import EpochEvent, JobProgress, PlanEvent, ProgressEvent, ResumedEvent, event_kind
 from ..training.leases import STALE_AFTER_S, hostname, pid_alive
 from ..results.store import (PROJECT_ROOT, RunStore, StoreError, create_cache_dir, default_cache_dir, is_read_only,
                     open_json_cache, read_only_message)
@@ -433,7 +434,7 @@ def _worker_key(worker_id: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ progress
-def apply_event(progress: dict[str, Any], event: dict[str, Any], attempt: int = 1) -> None:
+def apply_event(progress: JobProgress, event: ProgressEvent, attempt: int = 1) -> None:
     """Fold one event into a job's ``progress`` dict (pure; the worker and tests call it).
 
     Events are ``run_repeat``'s (``stage`` + ``epoch``/``epochs``/``logs``, ``resumed_at_epoch``,
@@ -446,13 +447,13 @@ def apply_event(progress: dict[str, Any], event: dict[str, Any], attempt: int = 
     their interleaved events would otherwise make the live curve restart at every event. The others still
     count when they are stored.
     """
-    stage = event.get("stage")
-    if "repeat" in event and stage not in ("plan", "stored", "waiting"):
+    stage, kind = event.get("stage"), event_kind(event)
+    if "repeat" in event and kind not in ("plan", "stored", "waiting"):
         training = progress.setdefault("training", [])
         if event["repeat"] not in training:
             training.append(event["repeat"])
-    if stage != "plan" and not _followed(progress, event):
-        if stage == "stored":
+    if kind != "plan" and not _followed(progress, event):
+        if kind == "stored":
             _count_stored(progress, event["repeat"])
             progress["eta_seconds"] = eta_seconds(progress)
         return
@@ -460,27 +461,29 @@ def apply_event(progress: dict[str, Any], event: dict[str, Any], attempt: int = 
         if event["repeat"] != progress.get("repeat"):
             progress["history"] = []
         progress["repeat"] = event["repeat"]
-    if stage == "plan":
-        progress.update(todo=list(event["todo"]), repeats=event["repeats"], repeats_done=event["repeats_done"])
-    elif stage == "stored":
+    if kind == "plan":
+        plan = cast(PlanEvent, event)
+        progress.update(todo=list(plan["todo"]), repeats=plan["repeats"], repeats_done=plan["repeats_done"])
+    elif kind == "stored":
         _count_stored(progress, event["repeat"])
         progress.update(stage="stored", epoch=0)
-    elif "resumed_at_epoch" in event:
-        done = int(event["resumed_at_epoch"])
+    elif kind == "resumed":
+        done = int(cast(ResumedEvent, event)["resumed_at_epoch"])
         if progress.get("stage") != stage:
             progress["history"] = []
         progress["history"] = [row for row in progress.get("history", []) if row["epoch"] <= done]
         progress.setdefault("resumed", []).append(
             {"repeat": progress.get("repeat"), "stage": stage, "epoch": done, "attempt": attempt})
         progress.update(stage=stage, epoch=done)
-    elif "epoch" in event:
+    elif kind == "epoch":
+        epoch = cast(EpochEvent, event)
         if progress.get("stage") != stage:
             progress["history"] = []
-        logs = event.get("logs", {})
+        logs = epoch.get("logs", {})
         row = {k: logs[k] for k in HISTORY_KEYS if k in logs}
-        row["epoch"] = event["epoch"]
-        progress["history"] = [r for r in progress.get("history", []) if r["epoch"] < event["epoch"]] + [row]
-        progress.update(stage=stage, epoch=event["epoch"], epochs=event["epochs"], logs=logs)
+        row["epoch"] = epoch["epoch"]
+        progress["history"] = [r for r in progress.get("history", []) if r["epoch"] < epoch["epoch"]] + [row]
+        progress.update(stage=stage, epoch=epoch["epoch"], epochs=epoch["epochs"], logs=logs)
         group = "stage1" if stage == "stage1" else "stage2"
         total, n = progress.setdefault("epoch_seconds", {}).get(group, [0.0, 0])
         progress["epoch_seconds"][group] = [total + float(logs.get("seconds", 0.0)), n + 1]

@@ -7,7 +7,14 @@ outlier experiment the paper excludes. The paper reports 20 repeats per dataset 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
+
+from .vocabulary import TABLE_METHOD_NAMES
+
+if TYPE_CHECKING:
+    from .config import Protocol
 
 SOURCE = "Zhou, Image Classification by CNN with Two-stage Training, Tables 1-2 (20 repeats, RTX 2080 Ti)"
 REPEATS = 20
@@ -58,20 +65,27 @@ DATA_SIZES: dict[str, tuple[int, int]] = {
     "face-mask": (7_185, 1_797),
 }
 
-METHOD_LABELS = {"stage1": "CNN (Adam)", "adam": "CNN + second stage (Adam)",
-                 "sgd": "CNN + second stage (SGD)"}
-
 
 def columns_for(dataset: str) -> list[str]:
     """The paper's table columns that report ``dataset``."""
     return [col for col, (ds, _) in COLUMNS.items() if ds == dataset]
 
 
+def paper_column(protocol: Protocol) -> str | None:
+    """The paper's Table 1/2 column that a protocol reproduces (Face Mask v2 = patience 5 + ReduceLR)."""
+    columns = columns_for(protocol.dataset)
+    if not columns:
+        return None
+    if protocol.dataset == "face-mask":
+        return "Face Mask Detection v2" if protocol.reduce_lr else "Face Mask Detection v1"
+    return columns[0]
+
+
 def table1(column: str) -> pd.DataFrame:
     """The paper's Table 1 for one column, shaped like :func:`core.results.stats.table1` (means only)."""
     rows = []
     for method, (train, val, test) in TABLE1[column].items():
-        rows.append({"method": METHOD_LABELS[method], "repeats": REPEATS, "train mean": train,
+        rows.append({"method": TABLE_METHOD_NAMES[method], "repeats": REPEATS, "train mean": train,
                      "val mean": val, "test mean": test})
     return pd.DataFrame(rows).set_index("method")
 

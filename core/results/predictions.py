@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from ..protocol.vocabulary import METHODS
+
 LABEL_SETS = ("stage1_last", "stage1_best", "stage1_last_bn", "stage1_best_bn", "adam", "sgd")
 """Every predicted-label vector a record holds: stage one under the four weight choices, and both heads
 (under the protocol's ``stage2_eval`` weights)."""
-PROB_SETS = ("stage1", "adam", "sgd")
+PROB_SETS = METHODS
 """Methods whose probabilities are kept (stage one under the protocol's ``stage1_eval`` weights)."""
 
 

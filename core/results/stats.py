@@ -18,14 +18,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..protocol.vocabulary import HEADS, SPLITS
+from ..protocol.vocabulary import TABLE_METHOD_NAMES as METHODS
 from ..protocol.words import count_text, repeats_named
-
-METHODS = {
-    "stage1": "CNN (Adam)",
-    "adam": "CNN + second stage (Adam)",
-    "sgd": "CNN + second stage (SGD)",
-}
-SPLITS = ("train", "val", "test")
 OUTLIER_K = 1.5
 """Tukey's fence multiplier: a repeat is an outlier when its stage-one test accuracy lies more than 1.5
 inter-quartile ranges outside the quartiles. This reproduces the paper's "exclude one outlier" row without
@@ -153,7 +148,7 @@ def table2(runs: list[dict[str, Any]], stage1_weights: str | None = None, stage2
     first = frame["stage1_test_accuracy"].to_numpy()
     outliers = outlier_mask(first)
     rows = []
-    for head in ("adam", "sgd"):
+    for head in HEADS:
         second = frame[f"{head}_test_accuracy"].to_numpy()
         subsets = [("all repeats", np.ones(len(first), bool))]
         if outliers.any():
@@ -179,7 +174,7 @@ def option_effects(runs: list[dict[str, Any]]) -> pd.DataFrame:
             frame = runs_frame(runs, s1, s2)
             if frame.empty:
                 continue
-            for head in ("adam", "sgd"):
+            for head in HEADS:
                 diff = frame[f"{head}_test_accuracy"] - frame["stage1_test_accuracy"]
                 rows.append({"stage-one weights": s1, "stage-two weights": s2, "head": head,
                              "repeats": len(frame), "mean stage-one test": frame["stage1_test_accuracy"].mean(),
@@ -218,7 +213,7 @@ def table3(runs: list[dict[str, Any]], alpha: float = 0.05) -> pd.DataFrame:
     if not runs:
         return pd.DataFrame()
     rows = []
-    for head in ("adam", "sgd"):
+    for head in HEADS:
         second = np.array([metric(r, head, "test") for r in runs])
         reported = np.array([metric(r, "stage1", "test", baseline_weights(r, "reported")) for r in runs])
         gain = float(np.mean(second - reported))

@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ..protocol.config import Protocol
+from ..protocol.vocabulary import HEAD_NAMES, is_keras_dataset
 from .sweeps import Sweep
 
 
@@ -105,7 +106,7 @@ class Report:
 
     def command(self, size: str = "small", data: str | None = None) -> str:
         """The one CLI command that runs this report's experiment."""
-        data_arg = f" --data {data}" if data else (" --data PATH" if self.dataset not in ("cifar10",) else "")
+        data_arg = f" --data {data}" if data else ("" if is_keras_dataset(self.dataset) else " --data PATH")
         size_arg = "" if size == "small" else f" --size {size}"
         return f"python -m core report {self.id}{data_arg}{size_arg}"
 
@@ -404,6 +405,59 @@ def published_params(architecture: str) -> tuple[str, int] | None:
     return None
 
 
+# ------------------------------------------------------------------------------------------ plan -> protocols
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One step of a chosen plan, made concrete: its base protocol and repeats, or why it cannot run."""
+
+    step: Step
+    protocol: Protocol | None
+    repeats: int
+    problem: str | None = None
+    """The protocol's one-line ValueError when this dataset or these options do not fit the step."""
+
+
+def plan(report: Report, size: str = "small", dataset: str | None = None, data_path: str | None = None,
+         weights: str | None = None, seed: int = 0, repeats: int | None = None) -> list[PlannedStep]:
+    """Every step of ``report``'s ``size`` plan as a protocol, each validated before anything trains.
+
+    The one translation of a plan and the user's choices into protocols, shared by ``python -m core report``
+    and the Related reports page. ``weights`` (``"imagenet"``, a file, or ``"none"`` for random initialisation)
+    goes only to the steps whose model has ImageNet weights: a step that trains a CNN from scratch ignores it,
+    as a protocol must (:class:`~core.protocol.config.Protocol` refuses weights for a CNN). ``repeats``
+    overrides every step's own.
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown plan size {size!r}; choose one of {', '.join(SIZES)}")
+    dataset = dataset or report.dataset
+    out = []
+    for step in report.plans[size]:
+        try:
+            base = step.protocol(dataset, data_path, **_step_overrides(step, dataset, weights, seed))
+            if step.sweep is not None:
+                step.sweep.protocols(base)
+            out.append(PlannedStep(step, base, repeats or step.repeats))
+        except ValueError as exc:
+            out.append(PlannedStep(step, None, repeats or step.repeats, str(exc)))
+    return out
+
+
+def _step_overrides(step: Step, dataset: str, weights: str | None, seed: int) -> dict[str, Any]:
+    """The user's choices as protocol overrides of one step (see :func:`plan`)."""
+    from ..protocol.arch_spec import info
+
+    options: dict[str, Any] = {"seed": seed}
+    if is_keras_dataset(dataset):
+        options["image_size"] = 128  # ignored by the Keras datasets; keeps the key independent of the plan
+    if weights is not None:
+        chosen = None if weights.lower() == "none" else weights
+        architecture = step.options.get("architecture")
+        if chosen is None or architecture is None or info(architecture).kind != "cnn":
+            options["weights"] = chosen
+    return options
+
+
 # ------------------------------------------------------------------------------------- ours beside theirs
 
 def experiments_of(report: Report, experiments: list[Any]) -> list[Any]:
@@ -451,7 +505,8 @@ def two_stage_rows(experiments: list[Any]) -> pd.DataFrame:
         row["Adam gain"] = row["Adam head"] - row["stage one"]
         row["SGD gain"] = row["SGD head"] - row["stage one"]
         first = tests[tests["repeats used"] == "all repeats"] if not tests.empty else tests
-        for head, label in (("adam", "Adam"), ("sgd", "SGD")):
+        for head, name in HEAD_NAMES.items():
+            label = name.removesuffix(" head")
             match = first[first["comparison"].str.contains(label)] if not first.empty else first
             row[f"p ({label})"] = float(match["p (t-test)"].iloc[0]) if len(match) else float("nan")
         rows.append(row)

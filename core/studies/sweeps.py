@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..protocol.config import Protocol
+from ..protocol.vocabulary import HEAD_NAMES, HEADS, METHODS
 
 SWEEPABLE: dict[str, type] = {
     "learning_rate": float, "batch_size": int, "epochs": int, "patience": int, "optimizer": str,
@@ -35,8 +36,8 @@ DATA_FIELDS = ("dataset", "data_path", "image_size", "limit", "test_limit", "per
                "validation_split", "test_split")
 """Fields that change a protocol's data split: sweeping any other field loads the dataset once for all points."""
 MAX_POINTS = 50
-METHODS = ("stage1", "adam", "sgd")
-METHOD_TITLES = {"stage1": "stage one", "adam": "+ Adam head", "sgd": "+ SGD head"}
+SWEEP_COLUMNS = {h: f"+ {name}" for h, name in HEAD_NAMES.items()}
+"""A head's column in a sweep's table: "+ Adam head"."""
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -222,8 +223,8 @@ def table(points: list[Point], param: str) -> pd.DataFrame:
                "mean epochs": f"{s1['mean epochs']:.1f}", "macro P": _pct(s1["macro precision"]),
                "macro R": _pct(s1["macro recall"]), "macro F1": _pct(s1["macro F1"]),
                "BN re-est.": _pct(s1["test mean, BatchNorm re-estimated"])}
-        for method in ("adam", "sgd"):
-            row[METHOD_TITLES[method]] = _pct(by.loc[method, "test mean"])
+        for head in HEADS:
+            row[SWEEP_COLUMNS[head]] = _pct(by.loc[head, "test mean"])
         out.append(row)
     return pd.DataFrame(out)
 
