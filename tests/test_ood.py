@@ -99,3 +99,19 @@ def test_every_shipped_dataset_says_what_its_model_knows():
     for dataset in ("fashion-mnist", "cifar10", "dogs-cats", "face-mask"):
         assert len(ood.what_it_knows(dataset, [])) > 20
     assert ood.what_it_knows("folder", ["apples", "pears"]) == "2 classes: apples, pears"
+
+
+def test_saving_over_a_bundles_statistics_is_all_or_nothing(tmp_path, monkeypatch):
+    """A bundle being rebuilt is read meanwhile: a save that fails leaves the previous statistics readable."""
+    train, y = gaussian_classes(60, 4, seed=3)
+    stats = ood.fit(["features"], [train], y, 3, [train], np.full((len(train), 3), 1 / 3))
+    path = stats.save(tmp_path / "ood.npz")
+
+    def torn(file, **arrays):
+        file.write(b"PK\x03\x04 half a zip")
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", torn)
+    with pytest.raises(OSError):
+        stats.save(path)
+    assert ood.OodStats.load(path).threshold == stats.threshold

@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from ..protocol.files import atomic_write
+
 PERCENTILE = 99.0
 """Percentile of the test images' scores used as the threshold (and as each depth's normaliser)."""
 MIN_SHRINKAGE = 1e-3
@@ -161,6 +163,7 @@ class OodStats:
                 "test_msp_median": float(np.median(self.test_msp)) if len(self.test_msp) else None}
 
     def save(self, path: str | Path) -> Path:
+        """Write the statistics (``.npz``, no pickles) whole or not at all: a bundle being rebuilt is read meanwhile."""
         arrays: dict[str, Any] = {"layers": np.array(self.layers), "threshold": self.threshold,
                                   "test_scores": self.test_scores.astype(np.float32),
                                   "test_msp": self.test_msp.astype(np.float32), "train_images": self.train_images,
@@ -169,7 +172,7 @@ class OodStats:
             arrays.update({f"means_{i}": g.means.astype(np.float32), f"precision_{i}": g.precision.astype(np.float32),
                            f"shrinkage_{i}": g.shrinkage, f"scale_{i}": g.scale})
         path = Path(path)
-        with open(path, "wb") as f:
+        with atomic_write(path) as f:
             np.savez_compressed(f, **arrays)
         return path
 

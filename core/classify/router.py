@@ -28,6 +28,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..protocol.files import atomic_write
+
 FILE = "router.npz"
 L2 = 1e-2
 """Penalty on the squared weights (inputs are standardised, loss averaged over images); a fixed choice: on the
@@ -84,12 +86,11 @@ class Router:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, datasets=np.array(self.datasets, dtype=str), models=np.array(self.models, dtype=str),
-                 mean=self.mean, scale=self.scale, weights=self.weights, bias=self.bias, accuracy=self.accuracy,
-                 rank_accuracy=self.rank_accuracy, images=self.images, l2=np.float64(self.l2),
-                 provenance=np.array(self.provenance))
-        tmp.replace(path)
+        with atomic_write(path) as f:
+            np.savez(f, datasets=np.array(self.datasets, dtype=str), models=np.array(self.models, dtype=str),
+                     mean=self.mean, scale=self.scale, weights=self.weights, bias=self.bias, accuracy=self.accuracy,
+                     rank_accuracy=self.rank_accuracy, images=self.images, l2=np.float64(self.l2),
+                     provenance=np.array(self.provenance))
         return path
 
     @classmethod

@@ -28,7 +28,6 @@ download (needs a network once), or a local file. Report 004's fine-tuned ResNet
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 from keras import layers
 
 from ..protocol.arch_spec import FEATURE_LAYER, SOFTMAX_LAYER
+from ..protocol.files import atomic_write
 
 INPUT_SIZE = 224
 """Side the images are resized to before the backbone (report 002: the backbones' ImageNet training size)."""
@@ -278,9 +278,8 @@ def cached_features(architecture: str, weights: str | None, splits: dict[str, np
         if model is None:
             model = build_backbone(architecture, weights)
         out[split] = compute_features(model, spec.normalisation, images)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, out[split], allow_pickle=False)
-        os.replace(tmp, path)
+        with atomic_write(path) as f:  # two processes may compute the same split: the last rename wins, whole
+            np.save(f, out[split], allow_pickle=False)
         report({"stage": "backbone", "split": split, "cached": False, "images": len(images),
                 "seconds": time.perf_counter() - started})
     return out

@@ -36,6 +36,7 @@ import numpy as np
 from keras import layers
 
 from ..protocol.config import Protocol
+from ..protocol.files import atomic_write, write_text
 from ..data.datasets import Dataset
 
 Progress = Callable[[dict[str, Any]], None]
@@ -252,8 +253,9 @@ def with_synthetic(data: Dataset, protocol: Protocol, seed: int, workdir: Path,
         report({"stage": "gan", "reused": True, "images": len(synthetic.y)})
     else:
         synthetic = synthesize(data, protocol, seed, report)
-        np.savez(store, x=synthetic.x, y=synthetic.y)
-        meta.write_text(json.dumps(synthetic.info))
+        with atomic_write(store) as f:  # the images first: the info file says they are complete
+            np.savez(f, x=synthetic.x, y=synthetic.y)
+        write_text(meta, json.dumps(synthetic.info))
     ids = dict(data.ids)
     ids["train"] = np.concatenate([data.ids["train"], np.full(len(synthetic.y), -1, dtype=data.ids["train"].dtype)])
     augmented = replace(data, x_train=np.concatenate([data.x_train, synthetic.x]),
