@@ -297,6 +297,7 @@ def case2(args) -> None:
 
     from bench import reference
     from core.training import two_stage
+    from core.training.record import EVAL_BATCH
     from core.models.models import build_head, build_stage1, feature_extractor
 
     print("case 2: stage two as a share of stage one (full Fashion-MNIST repeat, projected)", flush=True)
@@ -328,8 +329,8 @@ def case2(args) -> None:
     costs = {}
     for _ in range(2):  # interleaved twice, keep the faster of each (less disturbed by the other jobs)
         for name, fn in (
-            ("eval", lambda: model.evaluate(x, onehot, batch_size=two_stage.EVAL_BATCH, verbose=0)),
-            ("extract", lambda: extractor.predict(x, batch_size=two_stage.EVAL_BATCH, verbose=0)),
+            ("eval", lambda: model.evaluate(x, onehot, batch_size=EVAL_BATCH, verbose=0)),
+            ("extract", lambda: extractor.predict(x, batch_size=EVAL_BATCH, verbose=0)),
             ("ref_extract", lambda: ref_extractor.predict(xf, verbose=0)),
             ("ref_predict", lambda: ref_model.predict(xf, verbose=0)),
         ):
@@ -362,7 +363,7 @@ def case2(args) -> None:
                              keras.utils.to_categorical(yv_h, k), cbs))
     interleave(heads, args.rounds)
     head_eval = min(_time_call(lambda: heads[1].model.evaluate(f_train, keras.utils.to_categorical(y_h, k),
-                                                                batch_size=two_stage.EVAL_BATCH, verbose=0))
+                                                                batch_size=EVAL_BATCH, verbose=0))
                     for _ in range(2)) / n_head
     head_epoch = {h.label: h.seconds / h.images for h in heads}
 

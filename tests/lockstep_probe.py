@@ -73,7 +73,7 @@ def follow_curves(curves: list[list[float]], protocol: Protocol) -> dict:
     what each member's callbacks decided, and its weights at each of its epochs."""
     calls = {"epoch": 0}
 
-    def fake_scores(model, num_classes):
+    def fake_scores(model, num_classes, **options):
         def run(trainable, non_trainable, x, sources, y):
             epoch = calls["epoch"]
             calls["epoch"] += 1

@@ -19,9 +19,9 @@ import keras
 import numpy as np
 import pytest
 
-from core.training import two_stage
-from core.protocol.config import Protocol
 from core.models.models import build_head
+from core.protocol.config import Protocol
+from core.training import record, two_stage
 
 from .conftest import needs_fashion
 
@@ -106,22 +106,6 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_ends_the_same(probe):
 @pytest.mark.slow
 def test_cancellation_is_honoured(probe):
     assert probe["cancel"]["cancelled"] == "stage2_adam"
-
-
-def test_the_callbacks_follow_keras_rules_without_jax():
-    """Monitors alone (numpy): a curve that improves by less than ReduceLROnPlateau's min_delta still counts as
-    an improvement for EarlyStopping/ModelCheckpoint (min_delta 0) but not for the learning rate."""
-    from core.training.lockstep import Monitors
-
-    monitors = Monitors.start(CALLBACKS.with_(patience=3), 1)
-    lr = np.array([1e-3])
-    decisions = []
-    for epoch, value in enumerate([0.5, 0.50005, 0.50009, 0.4, 0.4, 0.4]):
-        improved, lr = monitors.end_epoch(epoch, np.array([value]), lr)
-        decisions.append((bool(improved[0]), float(lr[0]), bool(monitors.stopped[0])))
-    assert [d[0] for d in decisions] == [True, True, True, False, False, False]
-    assert [d[1] for d in decisions] == pytest.approx([1e-3, 5e-4, 2.5e-4, 2e-4, 2e-4, 2e-4])
-    assert [d[2] for d in decisions] == [False, False, False, False, False, True]
 
 
 def test_lockstep_refuses_what_it_cannot_do_in_one_line(monkeypatch):
@@ -211,8 +195,8 @@ def test_resplit_lockstep_repeats_each_use_the_split_the_plain_path_draws(photo_
     path's: the stored CNN (last weights) evaluated here by Keras on TensorFlow, before and after
     ``reestimate_batchnorm``, gives the record's ``last`` and ``last_bn`` (one BatchNorm layer, which one
     epoch leaves far from the data's statistics)."""
-    from core.models.compact import load_model_file
     from core.data.datasets import load_dataset
+    from core.models.compact import load_model_file
     from core.models.models import reestimate_batchnorm
     from core.results.predictions import decode
 
@@ -239,13 +223,13 @@ def test_resplit_lockstep_repeats_each_use_the_split_the_plain_path_draws(photo_
         test_sets.append(tuple(data.ids["test"]))
         model = load_model_file(tmp_path / "cache" / "artefacts" / run["key"] / f"{run['repeat']:04d}" / "stage1.keras")
         two_stage.compile_model(model, keras.optimizers.Adam(), 1)
-        inputs = {split: getattr(data, f"x_{split}") for split in two_stage.SPLITS}
-        labels = {split: keras.utils.to_categorical(getattr(data, f"y_{split}"), 3) for split in two_stage.SPLITS}
+        inputs = {split: getattr(data, f"x_{split}") for split in record.SPLITS}
+        labels = {split: keras.utils.to_categorical(getattr(data, f"y_{split}"), 3) for split in record.SPLITS}
         for kind in ("last", "last_bn"):
             if kind == "last_bn":
                 assert reestimate_batchnorm(model, data.x_train) == run["stage1"]["batchnorm"]["layers"] == 1
-            ours, stored = two_stage._evaluate(model, inputs, labels), run["stage1"][kind]
-            for split in two_stage.SPLITS:  # one image may flip between backends' convolutions, no more
+            ours, stored = record.evaluate(model, inputs, labels), run["stage1"][kind]
+            for split in record.SPLITS:  # one image may flip between backends' convolutions, no more
                 assert abs(ours[f"{split}_accuracy"] - stored[f"{split}_accuracy"]) <= 1 / len(labels[split]) + 1e-9
                 assert ours[f"{split}_loss"] == pytest.approx(stored[f"{split}_loss"], rel=1e-3), (kind, split)
     assert len(set(test_sets)) == 2

@@ -4,13 +4,13 @@ import keras
 import numpy as np
 import pytest
 
-from core.training import env
-from core.training import experiment
-from core.results import predictions
-from core.protocol.config import Protocol
 from core.data.datasets import load_dataset
+from core.protocol.config import Protocol
+from core.results import predictions
 from core.results.store import RunStore
-from core.training.two_stage import Cancelled, run_repeat
+from core.training import env, experiment
+from core.training.record import Cancelled
+from core.training.two_stage import run_repeat
 
 from .conftest import needs_fashion
 

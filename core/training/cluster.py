@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from ..protocol.words import repeats_named
 
 if TYPE_CHECKING:
-    from ..protocol.config import Protocol
     from ..data.datasets import Dataset, RawData
+    from ..protocol.config import Protocol
     from ..results.store import RunStore
 
 EXECUTORS = ("local", "ray")
@@ -131,9 +131,9 @@ def run_repeats(protocol: Protocol, repeats: int, claimed: list[int], store: Run
     """Train the ``claimed`` repeats as Ray tasks; yield each record once its models are in the store.
 
     The caller stores the record (``store.put``) and holds the repeats' leases. Raises
-    :class:`~core.training.two_stage.Cancelled` when ``stop()`` turns true, after cancelling every outstanding task.
+    :class:`~core.training.record.Cancelled` when ``stop()`` turns true, after cancelling every outstanding task.
     """
-    from .two_stage import Cancelled
+    from .record import Cancelled
 
     ray = require_ray()
     owned = _connect(ray, executor)

@@ -12,12 +12,13 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..protocol.config import Protocol
 from ..data.datasets import Dataset, RawData, load_raw, split_raw
-from .leases import Leases
-from ..results.store import RunStore
-from .two_stage import Cancelled, Progress, run_repeat
+from ..protocol.config import Protocol
 from ..protocol.words import repeats_named
+from ..results.store import RunStore
+from .leases import Leases
+from .record import Cancelled, Progress
+from .two_stage import run_repeat
 
 if TYPE_CHECKING:
     from .cluster import Executor

@@ -17,9 +17,9 @@ members: features from the stacked stage-one extractors, then every repeat's Ada
 
 Records: stage one's evaluations and BatchNorm diagnostics run for all repeats at once on the device, with the
 plain path's losses and re-estimation arithmetic, and are put into the plain path's record parts
-(:func:`core.training.two_stage.fit_summary`, :func:`core.training.two_stage.add_diagnostics`); each head's weights are set into
-an ordinary Keras model and evaluated by the plain path's own code (:func:`core.training.two_stage.summarise_fit`,
-predictions, :func:`core.training.two_stage.make_record`), so both engines store one schema. What differs, besides
+(:func:`core.training.record.fit_summary`, :func:`core.training.record.add_diagnostics`); each head's weights are set into
+an ordinary Keras model and evaluated by the plain path's own code (:func:`core.training.record.summarise_fit`,
+predictions, :func:`core.training.record.make_record`), so both engines store one schema. What differs, besides
 ``protocol.engine``: a repeat's shuffling comes from JAX keys (its numbers match the plain path's in
 distribution, not bit for bit); validation and stage one's evaluations run in batches of 256 (same values up to
 rounding); and the time fields (``history.seconds``, ``fit_seconds``, ``features.seconds``, stage one's
@@ -44,20 +44,21 @@ import os
 import shutil
 import time
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import keras
 import numpy as np
 
-from . import env, two_stage
-from ..protocol.config import Protocol
 from ..data.datasets import Dataset
 from ..models.models import (batchnorm_layers, build_for_protocol, build_head, combine_moments, feature_extractor,
-                     moments_of)
+                             moments_of)
 from ..models.optim import stage1_optimizer
-from .two_stage import EVAL_BATCH, HEADS, SPLITS, Cancelled, Progress
+from ..protocol.config import Protocol
+from . import env, record, two_stage
+from .record import HEADS, SPLITS, Cancelled, Progress
+from .stacked import (CHUNK_STEPS, conv_form, Cohort, DeviceSplit, EngineUnavailable, epoch_batches, inference_program,
+                      score_program, stack_members, steps_per_call, train_program, upload_split, variable_values)
 
 try:  # JAX is a test/GPU requirement, not the hosted app's: check_available reports a missing one
     import jax
@@ -65,21 +66,12 @@ try:  # JAX is a test/GPU requirement, not the hosted app's: check_available rep
 except ImportError:  # pragma: no cover - depends on the environment
     jax = jnp = None
 
-CHUNK_STEPS = 50
-"""Most training steps one compiled call runs on an accelerator (:func:`steps_per_call`), and how often, in
-steps, ``should_stop`` is polled (the plain path polls every 50 batches too)."""
-LR_MIN_DELTA = 1e-4
-"""ReduceLROnPlateau's default ``min_delta`` (the plain path uses Keras' defaults; EarlyStopping's is 0)."""
 CHECKPOINT_EVERY_S = 60.0
 """Least seconds between two checkpoints of the stacked state (taken after an epoch): 20 Dogs & Cats CNNs with
 their best copies and Adam slots are about 4 GB, too much to write after every fast GPU epoch. A killed run
 loses at most this much training."""
 STAGE2_DONE = "lockstep_stage2.json"
 """Written to a repeat's folder once its heads are trained (their histories); marks stage two as done."""
-
-
-class EngineUnavailable(ValueError):
-    """The lock-step engine cannot run in this process (wrong backend, JAX missing, an unsupported option)."""
 
 
 def check_available(protocol: Protocol) -> None:
@@ -94,312 +86,14 @@ def check_available(protocol: Protocol) -> None:
 
 # --------------------------------------------------------------------------------------------- callbacks
 
-@dataclass
-class Monitors:
-    """The paper's callbacks for M models side by side, with the rules of Keras' own (mode "max" on
-    ``val_accuracy``): EarlyStopping and ModelCheckpoint(save_best_only) share ``best`` (``min_delta`` 0);
-    ReduceLROnPlateau keeps its own (``min_delta`` 1e-4, no cooldown), as in :func:`two_stage.paper_callbacks`."""
-
-    patience: int
-    reduce_lr: bool
-    lr_factor: float
-    lr_patience: int
-    min_lr: float
-    best: np.ndarray
-    wait: np.ndarray
-    stopped: np.ndarray
-    lr_best: np.ndarray
-    lr_wait: np.ndarray
-
-    @classmethod
-    def start(cls, protocol: Protocol, members: int) -> Monitors:
-        return cls(protocol.patience, protocol.reduce_lr, protocol.lr_factor, protocol.lr_patience,
-                   protocol.min_lr, best=np.full(members, -np.inf), wait=np.zeros(members, np.int64),
-                   stopped=np.zeros(members, bool), lr_best=np.full(members, -np.inf),
-                   lr_wait=np.zeros(members, np.int64))
-
-    def end_epoch(self, epoch: int, val_accuracy: np.ndarray,
-                  learning_rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Apply one epoch's ``val_accuracy`` to the members still training (0-based ``epoch``).
-
-        Returns which members improved (their weights become the best checkpoint) and the learning rates
-        after ReduceLROnPlateau. Members that reach their patience are marked stopped.
-        """
-        active = ~self.stopped
-        improved = active & (val_accuracy > self.best)
-        self.wait[active] += 1  # EarlyStopping counts the epoch, then resets on an improvement
-        self.best[improved] = val_accuracy[improved]
-        self.wait[improved] = 0
-        stop_now = active & ~improved & (self.wait >= self.patience) & (epoch > 0)
-        learning_rate = np.asarray(learning_rate, np.float64).copy()
-        if self.reduce_lr:
-            lr_improved = active & (val_accuracy - LR_MIN_DELTA > self.lr_best)
-            self.lr_best[lr_improved] = val_accuracy[lr_improved]
-            self.lr_wait[lr_improved] = 0
-            plateau = active & ~lr_improved
-            self.lr_wait[plateau] += 1
-            reduce = plateau & (self.lr_wait >= self.lr_patience) & (learning_rate > np.float32(self.min_lr))
-            learning_rate[reduce] = np.maximum(learning_rate[reduce] * self.lr_factor, self.min_lr)
-            self.lr_wait[reduce] = 0
-        self.stopped |= stop_now
-        return improved, learning_rate
-
-    def to_json(self) -> dict[str, list]:
-        return {name: getattr(self, name).tolist() for name in ("best", "wait", "stopped", "lr_best", "lr_wait")}
-
-    def restore(self, saved: dict[str, list]) -> None:
-        for name, values in saved.items():
-            setattr(self, name, np.asarray(values, dtype=getattr(self, name).dtype))
-
 
 # ---------------------------------------------------------------------------------------------- cohorts
-
-@dataclass
-class Cohort:
-    """Models of one kind trained side by side (stage one's CNNs, or all heads of one optimizer): one Keras
-    model and optimizer whose stateless functions serve every member, and the members' state stacked on axis 0.
-
-    ``state`` holds lists of stacked arrays, in the order of ``model.trainable_variables``,
-    ``model.non_trainable_variables`` and ``optimizer.variables``, plus the best-epoch copies of the first two.
-    ``sources[m]`` is the row of the stacked input member ``m`` trains on (stage one: 0, the images; heads:
-    its repeat's features).
-    """
-
-    stage: str
-    model: keras.Model
-    optimizer: keras.optimizers.Optimizer
-    repeats: list[int]
-    shuffle_seeds: list[int]
-    sources: np.ndarray
-    state: dict[str, list]
-    monitors: Monitors
-    history: list[dict[str, list]] = field(default_factory=list)
-
-    @classmethod
-    def create(cls, stage: str, model: keras.Model, optimizer: keras.optimizers.Optimizer, repeats: list[int],
-               shuffle_seeds: list[int], sources: list[int], weights: list[tuple[list, list]],
-               protocol: Protocol) -> Cohort:
-        """Stack the members' ``(trainable, non_trainable)`` values; every member starts with fresh optimizer
-        slots (``optimizer`` must be built on ``model.trainable_variables``)."""
-        members = len(repeats)
-        trainable, non_trainable = stack_members(weights)
-        slots = [jnp.stack([v.value] * members) for v in optimizer.variables]
-        state = {"trainable": trainable, "non_trainable": non_trainable, "optimizer": slots,
-                 "best_trainable": list(trainable), "best_non_trainable": list(non_trainable)}
-        return cls(stage, model, optimizer, list(repeats), list(shuffle_seeds), np.asarray(sources, np.int32),
-                   state, Monitors.start(protocol, members), [{} for _ in repeats])
-
-    @property
-    def lr_index(self) -> int:
-        return [v.name for v in self.optimizer.variables].index("learning_rate")
-
-    def member_weights(self, m: int, best: bool = False) -> tuple[list, list]:
-        prefix = "best_" if best else ""
-        return ([a[m] for a in self.state[f"{prefix}trainable"]],
-                [a[m] for a in self.state[f"{prefix}non_trainable"]])
-
-    def write_member(self, m: int, folder: Path) -> None:
-        """Save member ``m``'s last and best weights as the plain path's ``<stage>_{last,best}.weights.h5``."""
-        for kind in ("best", "last"):
-            assign(self.model, self.member_weights(m, best=kind == "best"))
-            self.model.save_weights(folder / f"{self.stage}_{kind}.weights.h5")
-
-
-def assign(model: keras.Model, weights: tuple[list, list]) -> None:
-    """Set one member's ``(trainable, non_trainable)`` values into an ordinary Keras model."""
-    trainable, non_trainable = weights
-    for variable, value in zip(model.trainable_variables, trainable):
-        variable.assign(value)
-    for variable, value in zip(model.non_trainable_variables, non_trainable):
-        variable.assign(value)
-
-
-def stack_members(weights: list[tuple[list, list]]) -> tuple[list, list]:
-    """Members' ``(trainable, non_trainable)`` values stacked variable by variable on a leading member axis."""
-    return ([jnp.stack(values) for values in zip(*(w[0] for w in weights))],
-            [jnp.stack(values) for values in zip(*(w[1] for w in weights))])
-
-
-def variable_values(model: keras.Model) -> tuple[list, list]:
-    return [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables]
 
 
 # ------------------------------------------------------------------------------------- compiled programs
 
-def _member_step(model: keras.Model, optimizer: keras.optimizers.Optimizer, num_classes: int) -> Callable:
-    """One training step of one member (vmapped over members): forward in training mode, loss and gradients,
-    the optimizer's update; everything kept unchanged where ``keep`` is false (a stopped member, a padding
-    step). Returns the new state and ``[loss * batch, correct, batch]`` for the epoch's training metrics."""
-
-    def loss_fn(trainable, non_trainable, x, y):
-        probs, non_trainable, losses = model.stateless_call(trainable, non_trainable, x, training=True,
-                                                            return_losses=True)
-        loss = jnp.mean(keras.losses.categorical_crossentropy(y, probs))
-        for extra in losses:  # layer regularisers, as Keras' train step adds them (none in our models)
-            loss = loss + extra
-        return loss, (non_trainable, probs)
-
-    gradient = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def step(trainable, non_trainable, slots, source, index, keep, x, y):
-        labels = y[source, index]
-        (loss, (new_non_trainable, probs)), grads = gradient(
-            trainable, non_trainable, x[source, index], jax.nn.one_hot(labels, num_classes))
-        new_trainable, new_slots = optimizer.stateless_apply(slots, grads, trainable)
-        kept = jax.tree.map(lambda new, old: jnp.where(keep, new, old),
-                            (new_trainable, new_non_trainable, new_slots), (trainable, non_trainable, slots))
-        correct = jnp.sum(jnp.argmax(probs, axis=-1) == labels)
-        batch = index.shape[0]
-        sums = jnp.stack([loss * batch, correct.astype(jnp.float32), jnp.float32(batch)])
-        return (*kept, jnp.where(keep, sums, 0.0))
-
-    return jax.vmap(step, in_axes=(0, 0, 0, 0, 0, 0, None, None))
-
-
-def train_program(cohorts: list[Cohort], num_classes: int) -> Callable:
-    """A jitted function running T training steps for every member of every cohort.
-
-    ``run(states, sums, xs, y, sources, batches, keeps)``: per cohort its ``(trainable, non_trainable,
-    optimizer)`` state, its ``(M, 3)`` metric sums, its stacked input, its sources; ``y`` the stacked labels;
-    per cohort ``batches`` ``(T, M, b)`` row indices and ``keeps`` ``(T, M)``. The T steps are a
-    ``jax.lax.scan``; a single step is unrolled (see :func:`steps_per_call`). Compiled once per shape: the
-    epoch's full calls and its short last batch.
-    """
-    steps = [_member_step(c.model, c.optimizer, num_classes) for c in cohorts]
-
-    def run(states, sums, xs, y, sources, batches, keeps):
-        def body(carry, per_step):
-            states, sums = carry
-            new_states, new_sums = [], []
-            for step, state, total, x, source, (index, keep) in zip(steps, states, sums, xs, sources, per_step):
-                *state, got = step(*state, source, index, keep, x, y)
-                new_states.append(tuple(state))
-                new_sums.append(total + got)
-            return (tuple(new_states), tuple(new_sums)), None
-
-        length = batches[0].shape[0]
-        (states, sums), _ = jax.lax.scan(body, (states, sums), tuple(zip(batches, keeps)),
-                                         unroll=True if length == 1 else 1)
-        return states, sums
-
-    return jax.jit(run)
-
-
-def inference_program(model: keras.Model, batch: int = EVAL_BATCH) -> Callable:
-    """``run(trainable, non_trainable, x, sources) -> (M, N, ...)``: every member's inference-mode outputs
-    (float32; a model with several outputs gives each so) on its source rows of ``x``, whose length must be a
-    multiple of ``batch``.
-
-    One jitted call per batch from a Python loop, not a loop inside the program: XLA's CPU backend runs loop
-    bodies several times slower (see :func:`steps_per_call`), and on a GPU a few hundred dispatches are cheap.
-    """
-
-    def member(trainable, non_trainable, x):
-        out, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-        return jax.tree.map(lambda a: a.astype(jnp.float32), out)
-
-    @jax.jit
-    def one_batch(trainable, non_trainable, x, sources, start):
-        rows = jax.lax.dynamic_slice_in_dim(x, start, batch, axis=1)[sources]
-        return jax.vmap(member)(trainable, non_trainable, rows)
-
-    def run(trainable, non_trainable, x, sources):
-        parts = [one_batch(trainable, non_trainable, x, sources, start) for start in range(0, x.shape[1], batch)]
-        return jax.tree.map(lambda *blocks: jnp.concatenate(blocks, axis=1), *parts)
-
-    return run
-
-
-def score_program(model: keras.Model, num_classes: int, batch: int = EVAL_BATCH) -> Callable:
-    """``run(trainable, non_trainable, x, sources, y) -> (loss, accuracy)``, each ``(M,)``: what Keras'
-    validation reports (mean categorical cross-entropy and accuracy), on the rows where ``y >= 0`` (the rest
-    is padding). Batched like :func:`inference_program`; only the two vectors leave the device."""
-
-    def member(trainable, non_trainable, x, y):
-        probs, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-        probs = probs.astype(jnp.float32)
-        valid = y >= 0
-        loss = keras.losses.categorical_crossentropy(jax.nn.one_hot(y, num_classes), probs)
-        correct = (jnp.argmax(probs, axis=-1) == y) & valid
-        return jnp.stack([jnp.sum(jnp.where(valid, loss, 0.0)), jnp.sum(correct).astype(jnp.float32)])
-
-    @jax.jit
-    def one_batch(trainable, non_trainable, x, sources, y, start):
-        rows = jax.lax.dynamic_slice_in_dim(x, start, batch, axis=1)[sources]
-        labels = jax.lax.dynamic_slice_in_dim(y, start, batch, axis=1)[sources]
-        return jax.vmap(member)(trainable, non_trainable, rows, labels)
-
-    def run(trainable, non_trainable, x, sources, y):
-        total = sum(one_batch(trainable, non_trainable, x, sources, y, start)
-                    for start in range(0, x.shape[1], batch))
-        count = jnp.sum(y[0] >= 0)  # every source has the same number of rows
-        return total[:, 0] / count, total[:, 1] / count
-
-    return run
-
 
 # ------------------------------------------------------------------------------------------------- data
-
-@dataclass
-class DeviceSplit:
-    """One split on the device: ``x`` stacked ``(sources, N_padded, ...)`` (images stay uint8), ``y``
-    ``(sources, N_padded)`` int32 with -1 on the padding; ``n`` real rows, the same for every source. Padded
-    to a multiple of EVAL_BATCH so inference runs in fixed-size batches; training only ever draws rows below
-    ``n``. Several sources: every repeat's own split (``resplit``), or every repeat's own features."""
-
-    x: Any
-    y: Any
-    n: int
-
-    @classmethod
-    def upload(cls, xs: list[np.ndarray], ys: list[np.ndarray]) -> DeviceSplit:
-        """Every source's ``x`` ``(N, ...)`` and ``y`` ``(N,)``, stacked and padded in one host buffer (no
-        intermediate copy: 20 re-split Face Mask repeats are 9 GB), then copied to the device."""
-        n = len(ys[0])
-        rows = n + (-n % EVAL_BATCH)
-        x = np.zeros((len(xs), rows, *xs[0].shape[1:]), xs[0].dtype)
-        y = np.full((len(ys), rows), -1, np.int32)
-        for source, (x_source, y_source) in enumerate(zip(xs, ys)):
-            x[source, :n], y[source, :n] = x_source, y_source
-        return cls(jnp.asarray(x), jnp.asarray(y), n)
-
-
-def epoch_batches(seeds: list[int], epoch: int, n: int, batch: int, per_call: int) -> tuple[Any, Any, Any]:
-    """Each member's shuffled batches for one epoch, from its own key (``seed``, ``epoch``): ``(steps, M,
-    batch)`` full batches padded with dummy steps to a multiple of ``per_call``, their validity ``(steps,)``,
-    and the ``(1, M, n % batch)`` short last batch (Keras keeps it too)."""
-    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), epoch))(jnp.asarray(seeds, jnp.uint32))
-    order = jax.vmap(lambda k: jax.random.permutation(k, n))(keys).astype(jnp.int32)  # (M, n)
-    full = n // batch
-    steps = -(-full // per_call) * per_call
-    batches = jnp.swapaxes(order[:, :full * batch].reshape(len(seeds), full, batch), 0, 1)
-    batches = jnp.concatenate([batches, jnp.zeros((steps - full, len(seeds), batch), jnp.int32)])
-    valid = jnp.arange(steps) < full
-    return batches, valid, order[None, :, full * batch:]
-
-
-def steps_per_call(full_steps: int) -> int:
-    """Training steps one compiled call runs.
-
-    On an accelerator: up to CHUNK_STEPS, split evenly so that few padding steps are wasted. On a CPU: one.
-    XLA's CPU backend runs a step inside a loop about four times slower than the same step on its own
-    (measured on this project's 2-core machine, Fashion-MNIST model: 31 vs 119 img/s, ``lax.scan`` of 1 and 5
-    steps alike; fully unrolled: 119), and unrolling many steps multiplies the compile time.
-    """
-    if jax.default_backend() == "cpu":
-        return 1
-    calls = max(1, -(-full_steps // CHUNK_STEPS))
-    return max(1, -(-full_steps // calls))
-
-
-def upload_split(sources: list[Dataset], split: str) -> DeviceSplit:
-    """One split of every source, stacked on the device. Re-split repeats draw the same split sizes from the
-    same pool (stratified fractions), so their rows stack; anything else is refused in one line."""
-    sizes = sorted({len(getattr(d, f"y_{split}")) for d in sources})
-    if len(sizes) > 1:
-        raise EngineUnavailable(f"the re-split repeats' {split} splits differ in size ({sizes}); the lockstep "
-                                f"engine needs equal sizes, use --engine plain")
-    return DeviceSplit.upload([getattr(d, f"x_{split}") for d in sources], [getattr(d, f"y_{split}") for d in sources])
 
 
 # ------------------------------------------------------------------------------------------- the trainer
@@ -413,11 +107,11 @@ class Trainer:
 
     def __init__(self, cohorts: list[Cohort], train: DeviceSplit, val: DeviceSplit, num_classes: int,
                  protocol: Protocol, checkpoint: Path, meta: dict[str, Any], report: Progress,
-                 should_stop: Callable[[], bool]):
+                 should_stop: Callable[[], bool], conv: str = "vmap"):
         self.cohorts, self.train, self.val, self.protocol = cohorts, train, val, protocol
         self.checkpoint, self.meta, self.report, self.should_stop = checkpoint, meta, report, should_stop
-        self.program = train_program(cohorts, num_classes)
-        self.scores = [score_program(c.model, num_classes) for c in cohorts]
+        self.program = train_program(cohorts, num_classes, conv)
+        self.scores = [score_program(c.model, num_classes, conv=conv) for c in cohorts]
         self.sources = tuple(jnp.asarray(c.sources) for c in cohorts)
 
     def run(self) -> None:
@@ -549,7 +243,7 @@ def run_repeats(data_for: Callable[[int], Dataset], protocol: Protocol, repeats:
     ``data_for(repeat)`` gives a repeat's split (one shared split, or with ``resplit`` each repeat's own).
     ``folder`` is the experiment's artefact folder (``RunStore.artefacts / key``): each repeat keeps its
     models in ``<folder>/<repeat:04d>`` as the plain path does. Progress events are the plain path's, each
-    with its ``repeat``. Raises :class:`core.training.two_stage.Cancelled` once ``should_stop`` returns true.
+    with its ``repeat``. Raises :class:`core.training.record.Cancelled` once ``should_stop`` returns true.
     """
     check_available(protocol)
     env.use_exact_float32(protocol.precision)
@@ -572,7 +266,8 @@ class LockstepRun:
     def __init__(self, datasets: dict[int, Dataset], protocol: Protocol, repeats: list[int], folder: Path,
                  report: Progress, should_stop: Callable[[], bool]):
         self.datasets, self.protocol, self.repeats = datasets, protocol, repeats
-        self.started_at = two_stage.now_iso()
+        self.started_at = record.now_iso()
+        self.conv = conv_form()
         self.data = datasets[repeats[0]]  # classes and shapes, the same in every repeat's split
         self.report, self.should_stop = report, should_stop
         self.workdir = folder / f"lockstep-{repeats[0]:04d}-{repeats[-1]:04d}"
@@ -638,7 +333,7 @@ class LockstepRun:
         self._trainer([cohort], self.device["train"], self.device["val"], checkpoint).run()
         for m, repeat in enumerate(repeats):
             cohort.write_member(m, self.folders[repeat])
-            two_stage.write_json(self.folders[repeat] / "lockstep_stage1.json", cohort.history[m])
+            record.write_json(self.folders[repeat] / "lockstep_stage1.json", cohort.history[m])
         checkpoint.unlink(missing_ok=True)
 
     def _diagnose_stage1(self, repeats: list[int]) -> None:
@@ -656,7 +351,8 @@ class LockstepRun:
         for repeat in repeats:
             self.report({"stage": "batchnorm", "layers": layers, "repeat": repeat})
         sources = jnp.asarray([self._source(r) for r in repeats], jnp.int32)
-        score, predict = score_program(self.model, self.data.num_classes), inference_program(self.model)
+        score = score_program(self.model, self.data.num_classes, conv=self.conv)
+        predict = inference_program(self.model, conv=self.conv)
         test = self.device["test"]
         evaluations: dict[str, dict[str, list]] = {}  # "last", "last_bn", ... -> "test_accuracy" -> (M,)
         probs: dict[str, np.ndarray] = {}
@@ -675,16 +371,16 @@ class LockstepRun:
             folder = self.folders[repeat]
             history = json.loads((folder / "lockstep_stage1.json").read_text())
             own = {kind: {name: values[m] for name, values in splits.items()} for kind, splits in evaluations.items()}
-            stage1 = two_stage.fit_summary(own["last"], own["best"], history, self.protocol,
+            stage1 = record.fit_summary(own["last"], own["best"], history, self.protocol,
                                            seconds["plain"] / len(repeats))
             reestimated = {w: own[f"{w}_bn"] for w in ("last", "best") if layers}
-            two_stage.add_diagnostics(stage1, layers, reestimated, len(self.datasets[repeat].y_train),
+            record.add_diagnostics(stage1, layers, reestimated, len(self.datasets[repeat].y_train),
                                       seconds["batchnorm"] / len(repeats))
             test_probs = {name: block[m] for name, block in probs.items()}
             for weights in ("last", "best"):
                 test_probs.setdefault(f"stage1_{weights}_bn", test_probs[f"stage1_{weights}"])
             np.savez(folder / "stage1_test_probs.npz", **test_probs)
-            two_stage.write_json(folder / "stage1.json", stage1)
+            record.write_json(folder / "stage1.json", stage1)
 
     def _stacked(self, repeats: list[int], filename: str, model: keras.Model | None = None) -> tuple[list, list]:
         """``repeats``' weights from their ``filename`` (loaded through ``self.model``; ``model``, a part
@@ -734,7 +430,7 @@ class LockstepRun:
             for layer in self.model.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     probe = keras.Model(self.model.input, moments_of(layer, layer.input))
-                    self._probe_models.append((layer, probe, inference_program(probe)))
+                    self._probe_models.append((layer, probe, inference_program(probe, conv=self.conv)))
         return self._probe_models
 
     # ------------------------------------------------------------------------------------------ stage two
@@ -744,7 +440,7 @@ class LockstepRun:
         extractor = feature_extractor(self.model)
         trainable, non_trainable = self._stacked(self.repeats, f"stage1_{self.protocol.features_from}.weights.h5",
                                                  extractor)
-        infer = inference_program(extractor)
+        infer = inference_program(extractor, conv=self.conv)
         sources = jnp.asarray([self._source(r) for r in self.repeats], jnp.int32)
         started = time.perf_counter()
         features = {split: DeviceSplit(infer(trainable, non_trainable, d.x, sources), d.y[sources], d.n)
@@ -792,13 +488,13 @@ class LockstepRun:
         for m, repeat in enumerate(repeats):
             for cohort in cohorts:
                 cohort.write_member(m, self.folders[repeat])
-            two_stage.write_json(self.folders[repeat] / STAGE2_DONE, {c.stage: c.history[m] for c in cohorts})
+            record.write_json(self.folders[repeat] / STAGE2_DONE, {c.stage: c.history[m] for c in cohorts})
         checkpoint.unlink(missing_ok=True)
 
     def _trainer(self, cohorts: list[Cohort], train: DeviceSplit, val: DeviceSplit, checkpoint: Path) -> Trainer:
         meta = {"key": self.protocol.key(), "stages": [c.stage for c in cohorts], "repeats": cohorts[0].repeats}
         return Trainer(cohorts, train, val, self.data.num_classes, self.protocol, checkpoint, meta, self.report,
-                       self.should_stop)
+                       self.should_stop, self.conv)
 
     # ------------------------------------------------------------------------------------------- records
     def _record(self, repeat: int, features: dict[str, DeviceSplit], seconds: float) -> dict[str, Any]:
@@ -815,14 +511,14 @@ class LockstepRun:
         for name in HEADS:
             stage, head = f"stage2_{name}", self._head_model(name, dim)
             head.load_weights(folder / f"{stage}_last.weights.h5")
-            heads[name] = two_stage.summarise_fit(head, own, self.labels[repeat], p, folder, stage,
+            heads[name] = record.summarise_fit(head, own, self.labels[repeat], p, folder, stage,
                                                   histories[stage])
             head.load_weights(folder / f"{stage}_{p.stage2_eval}.weights.h5")
-            test_probs[name] = two_stage.predict_probabilities(head, own["test"])
+            test_probs[name] = record.predict_probabilities(head, own["test"])
             head.save(folder / f"head_{name}.keras")
         self.model.load_weights(folder / f"stage1_{p.features_from}.weights.h5")
         self.model.save(folder / "stage1.keras")
-        two_stage.tidy_workdir(folder)
+        record.tidy_workdir(folder)
         feature_info = {"dim": dim, "from": p.features_from, "seconds": seconds / len(self.repeats)}
-        return two_stage.make_record(self.datasets[repeat], p, repeat, stage1, feature_info, heads, test_probs,
-                                     self.started_at)
+        return record.make_record(self.datasets[repeat], p, repeat, stage1, feature_info, heads, test_probs,
+                                  self.started_at, formulation=f"stacked, {self.conv} convolutions")

@@ -17,10 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from ..data.datasets import Dataset
 from ..models import backbones, gan
 from ..protocol.arch_spec import info as arch_info
 from ..protocol.config import Protocol
-from ..data.datasets import Dataset
 
 Progress = Callable[[dict[str, Any]], None]
 
