@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from ui.common import count_text, guard, limits, model_choices
+from core.protocol.words import count_text
+from ui.common import guard, limits, model_choices
 
 TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 INVERT = {"auto (by the border)": None, "invert": True, "do not invert": False}

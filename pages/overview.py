@@ -5,8 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from core.protocol.vocabulary import dataset_title, is_keras_dataset
-from ui.common import (count_text, data_path, experiment_id, experiments, guard, job_progress, job_queue, limits,
-                       p_text, pct, results_link, run_estimate, signed_pct, submit)
+from core.app.catalog import experiment_id
+from core.jobs.progress import job_progress
+from core.protocol.words import count_text
+from ui.common import data_path, experiments, guard, limits
+from ui.experiments import results_link
+from ui.format import p_text, pct, signed_pct
+from ui.jobs import job_queue, run_estimate, submit
 
 QUICK = {"dataset": "fashion-mnist", "limit": 3000, "test_limit": 1000, "epochs": 12}
 QUICK_REPEATS = 2

@@ -8,8 +8,10 @@ import math
 import streamlit as st
 
 from core.protocol.vocabulary import DATASETS, HEAD_NAMES, METHODS, STAGE_ONE, is_photo_dataset
-from ui.common import (count_text, data_path, data_path_key, experiments, guard, limits, pct, signed_pct,
-                       submit)
+from core.protocol.words import count_text
+from ui.common import data_path, data_path_key, experiments, guard, limits
+from ui.format import pct, signed_pct
+from ui.jobs import submit
 
 REPORT_PARAM = "report"
 SWEPT = ("learning_rate", "epochs", "batch_size", "augment_preset", "architecture")

@@ -11,8 +11,12 @@ import math
 import streamlit as st
 
 from core.protocol.vocabulary import HEAD_NAMES, HEADS, METHOD_NAMES, dataset_title
-from ui.common import (EXPERIMENT_PARAM, count_text, curves_figure, experiment_id, experiment_label, experiments,
-                       find_experiment, guard, p_text, pct, repeat_name, signed_pct)
+from core.app.catalog import experiment_id, experiment_label, find_experiment
+from core.protocol.words import count_text, repeat_name
+from ui.charts import curves_figure
+from ui.common import experiments, guard
+from ui.experiments import EXPERIMENT_PARAM
+from ui.format import p_text, pct, signed_pct
 
 WEIGHT_CHOICES = {"protocol's": None, "last epoch": "last", "best checkpoint": "best"}
 STAGE1_BN_CHOICES = {"last epoch, BatchNorm re-estimated": "last_bn",

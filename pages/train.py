@@ -9,9 +9,14 @@ import streamlit as st
 
 from core.protocol.vocabulary import (DATASETS, HEAD_NAMES, METHOD_NAMES, dataset_title, is_photo_dataset,
                                      method_title)
-from ui.common import (count_text, curves_figure, data_path, data_path_key, guard, job_progress, job_queue, limits,
-                       live_title, p_text, pct, protocol_summary, repeat_name, results_link, run_estimate, signed_pct,
-                       store, submit)
+from core.app.catalog import protocol_summary
+from core.jobs.progress import job_progress, live_title
+from core.protocol.words import count_text, repeat_name
+from ui.charts import curves_figure
+from ui.common import data_path, data_path_key, guard, limits, store
+from ui.experiments import results_link
+from ui.format import p_text, pct, signed_pct
+from ui.jobs import WATCH_KEY, job_queue, run_estimate, submit
 
 WEIGHTS = ("last", "best")
 
@@ -172,11 +177,11 @@ def live_queue() -> None:
             "error": j.get("error") or ""} for j in jobs])
         st.dataframe(table, hide_index=True, placeholder="–", height=min(35 * (len(table) + 1) + 3, 250))
         ids = [j["id"] for j in jobs]
-        if st.session_state.get("train_watch") not in ids:
+        if st.session_state.get(WATCH_KEY) not in ids:
             active = [j["id"] for j in jobs if j["state"] in ("running", "queued")]
-            st.session_state["train_watch"] = active[0] if active else ids[0]
+            st.session_state[WATCH_KEY] = active[0] if active else ids[0]
         by_id = {j["id"]: j for j in jobs}
-        chosen = st.selectbox("Watch job", ids, key="train_watch", format_func=lambda i: job_label(by_id[i]))
+        chosen = st.selectbox("Watch job", ids, key=WATCH_KEY, format_func=lambda i: job_label(by_id[i]))
         job = by_id[chosen]
         frac, text = job_progress(job)
         st.progress(frac, text=text)

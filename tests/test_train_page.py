@@ -15,7 +15,6 @@ from core.protocol.config import Protocol
 from core.jobs.queue import JobQueue
 from core.results.store import RunStore
 from tests.conftest import synthetic_images, write_class_folders
-from ui.common import job_progress, live_title
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 RECORDS = Path(__file__).resolve().parent / "data" / "dogs_cats_records.json"
@@ -95,25 +94,3 @@ def test_after_the_quick_run_see_the_results_opens_that_experiment(stored):
     table = at.table[0].value
     verdict = table.loc["Dogs & Cats", "verdict (ours)"]
     assert verdict.startswith("The second stage's (Adam head) gain")
-
-
-def running_job(stage: str, epoch: int, repeat: int = 1, done: int = 1) -> dict:
-    return {"state": "running", "repeats": 3, "protocol": {"epochs": 5},
-            "progress": {"repeat": repeat, "repeats_done": done, "stage": stage, "epoch": epoch, "epochs": 5}}
-
-
-def test_progress_counts_epochs_across_repeats_and_stages_in_words():
-    frac, text = job_progress(running_job("stage2_adam", 2))
-    assert frac == pytest.approx((15 + 5 + 2) / 45)  # one repeat done, stage one, then 2 Adam epochs
-    assert "22 of 45 epochs" in text and "repeat 2" in text and "stage two, Adam head" in text
-    assert "stage2_adam" not in text
-    steps = [job_progress(running_job(s, e))[0] for s, e in
-             (("repeat", 0), ("stage1", 3), ("features", 0), ("stage2_adam", 5), ("stage2_sgd", 4))]
-    assert steps == sorted(steps), "the bar never moves back within a repeat"
-    assert job_progress({"state": "done", "repeats": 3, "protocol": {"epochs": 5}, "progress": {}})[0] == 1.0
-
-
-def test_the_live_title_is_never_half_filled():
-    assert live_title(running_job("stage2_sgd", 1, repeat=0)) == "Live: repeat 1 of 3, stage two, SGD head"
-    assert live_title(running_job("repeat", 0, repeat=0)) == "Live: repeat 1 of 3 (starting the repeat)"
-    assert live_title(running_job("batchnorm", 0)) == "Live: repeat 2 of 3 (re-estimating BatchNorm statistics)"

@@ -123,3 +123,25 @@ def cell_from_selection(selection: Any, class_names: list[str]) -> tuple[int, in
         if isinstance(index, int) and 0 <= index < k * k:
             return divmod(index, k)
     return None
+
+
+def curves_figure(history: Any, title: str = ""):
+    """Train/validation accuracy and loss per epoch (the paper's Figure 15), from a per-epoch row list or a
+    column dict (``{"epoch": [...], "accuracy": [...], ...}``)."""
+    from plotly.subplots import make_subplots
+
+    frame = pd.DataFrame(history)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "loss"))
+    if frame.empty or "epoch" not in frame:
+        fig.update_layout(height=300, title=title or "no epochs yet")
+        return fig
+    styles = {"accuracy": ("train", "#1f77b4", 1), "val_accuracy": ("validation", "#ff7f0e", 1),
+              "loss": ("train", "#1f77b4", 2), "val_loss": ("validation", "#ff7f0e", 2)}
+    for column, (name, color, col) in styles.items():
+        if column in frame:
+            fig.add_scatter(x=frame["epoch"], y=frame[column], mode="lines+markers", name=name,
+                            line=dict(color=color), legendgroup=name, showlegend=col == 1, row=1, col=col)
+    fig.update_xaxes(title_text="epoch", dtick=1 if len(frame) <= 20 else None)
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=50, b=10), title=title,
+                      legend=dict(orientation="h", y=-0.25))
+    return fig

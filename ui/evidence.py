@@ -13,9 +13,9 @@ import numpy as np
 import streamlit as st
 
 from core.protocol.vocabulary import HEAD_NAMES, METHOD_NAMES
-from core.protocol.words import repeats_named
+from core.protocol.words import count_text, repeat_name, repeats_named
 from ui.charts import cell_from_selection, confusion_figure
-from ui.common import count_text, pct, repeat_name, signed_pct
+from ui.format import pct, signed_pct
 
 CELL_KEY = "cm_cell"
 CHART_KEY = "cm_chart"

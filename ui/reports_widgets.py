@@ -1,5 +1,5 @@
 """Page helpers for the related reports: plotting a sweep with error bars (queueing one is
-:func:`ui.common.submit` with ``sweep=``).
+:func:`ui.jobs.submit` with ``sweep=``).
 
 Kept apart from :mod:`ui.common` (shared by every page); this module adds what only the reports page needs.
 """

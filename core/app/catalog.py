@@ -19,6 +19,15 @@ from . import reference
 
 REFERENCE = "reference (shipped with the app)"
 CACHE = "your runs"
+SHORT_SOURCE = {REFERENCE: "shipped reference", CACHE: "your run"}
+REFERENCE_SUFFIX = "-reference"
+"""Added to an experiment's id when the shipped reference and the user's cache both hold its key."""
+_LABEL_FIELDS = {"epochs": "{} epochs", "limit": "{:,} training images", "test_limit": "{:,} test images",
+                 "patience": "patience {}", "reduce_lr": "ReduceLROnPlateau", "augment": "augmentation {}",
+                 "head_init": "{} head", "stage1_eval": "stage one {}", "features_from": "features from {}",
+                 "stage2_eval": "stage two {}", "resplit": "new split per repeat", "precision": "{}",
+                 "engine": "{} engine", "batch_size": "batch {}", "sgd_momentum": "momentum {}", "seed": "seed {}"}
+"""Protocol fields a short label names when they differ from the paper's, and how."""
 
 
 @dataclass
@@ -179,3 +188,48 @@ def protocol_differences(protocols: list[Protocol]) -> list[str]:
         return []
     dicts = [p.to_dict() for p in protocols]
     return [k for k in dicts[0] if k not in ("data_path",) and any(d[k] != dicts[0][k] for d in dicts[1:])]
+
+
+def experiment_id(exp: Experiment, exps: list[Experiment]) -> str:
+    """The id a deep link names ``exp`` by: its protocol key, with ``-reference`` added when the shipped
+    reference and the user's cache both hold that key (a bundle keeps the key of the run it came from)."""
+    twins = [e for e in exps if e.key == exp.key]
+    return f"{exp.key}{REFERENCE_SUFFIX}" if len(twins) > 1 and exp.source == REFERENCE else exp.key
+
+
+def find_experiment(exps: list[Experiment], wanted: str | None) -> Experiment | None:
+    """The experiment a deep link names: an exact id first, else the experiment with that key and the most
+    repeats (a link made before a reference bundle of the same key existed still opens something)."""
+    if not wanted:
+        return None
+    exact = [e for e in exps if experiment_id(e, exps) == wanted]
+    if exact:
+        return exact[0]
+    key = wanted.removesuffix(REFERENCE_SUFFIX)
+    same = [e for e in exps if e.key == key]
+    return max(same, key=lambda e: len(e.runs)) if same else None
+
+
+def protocol_summary(protocol: Protocol) -> str:
+    """What sets a protocol apart from the paper's for its dataset, in a few words ("paper protocol" if
+    nothing does); the full protocol goes in a caption."""
+    base = Protocol(dataset=protocol.dataset, data_path=protocol.data_path).to_dict()
+    mine = protocol.to_dict()
+    parts = []
+    for name, template in _LABEL_FIELDS.items():
+        value = mine.get(name)
+        if value == base.get(name) or value is None:
+            continue
+        if isinstance(value, bool):
+            parts.append(template.format("on" if value else "off") if "{}" in template
+                         else (template if value else f"no {template}"))
+        else:
+            parts.append(template.format(value))
+    return ", ".join(parts) or "paper protocol"
+
+
+def experiment_label(exp: Experiment) -> str:
+    """A short selectbox label: repeats, where it comes from, what differs from the paper, when."""
+    when = max(r["finished_at"] for r in exp.runs)[:10]
+    return (f"{count_text(len(exp.runs), 'repeat')} · {SHORT_SOURCE.get(exp.source, exp.source)} · "
+            f"{protocol_summary(exp.protocol)} · {when}")

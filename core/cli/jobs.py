@@ -10,11 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from .main import (add_cache_argument, add_executor_arguments, add_protocol_arguments, command, executor_from_args,
                   protocol_from_args)
+from ..jobs.progress import progress_text
+from ..jobs.submit import submit_and_start
 from ..protocol.words import count_text
 
 if TYPE_CHECKING:
     from ..protocol.config import Protocol
     from ..jobs.queue import JobQueue
+
+
+WORKER_LINES = {"running": "a worker is running; it will pick the job up",
+                "started": "started a local worker (log in {log})",
+                "none": "no worker could be started; run `python -m core worker`",
+                "failed": "starting a worker failed ({error}); run `python -m core worker`"}
 
 
 def _queue(args: argparse.Namespace):
@@ -23,32 +31,14 @@ def _queue(args: argparse.Namespace):
     return JobQueue(args.cache)
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def describe_progress(job: dict[str, Any]) -> str:
-    p = job["progress"]
-    if job["state"] in ("failed",):
+    """Where a job stands, in the words the Train page uses (:func:`core.jobs.progress.progress_text`); a
+    failed job's error instead."""
+    if job["state"] == "failed":
         return f"error: {job['error']}"
-    if job["state"] == "done":
-        return f"{p['repeats_done']}/{job['repeats']} repeats" + (" (all from cache)" if job.get("from_cache") else "")
-    if job["state"] == "cancelled":
-        return f"{p['repeats_done']}/{job['repeats']} repeats kept"
-    text = f"{p['repeats_done']}/{job['repeats']} done"
-    if job["state"] == "running":
-        text += f", repeat {p['repeat'] + 1} {p['stage']}"
-        if p.get("epoch"):
-            text += f" epoch {p['epoch']}/{p['epochs']}"
-            logs = p.get("logs") or {}
-            if "val_accuracy" in logs:
-                text += f" val_acc {logs['val_accuracy']:.4f}"
-        text += f", ETA {_fmt_eta(p.get('eta_seconds'))}"
-    elif p.get("stage", "queued") != "queued":
-        text += f", {p['stage']}"
+    text = progress_text(job)
+    if job["state"] == "done" and job.get("from_cache"):
+        text += " (all from the cache, nothing retrained)"
     return text
 
 
@@ -81,16 +71,13 @@ def submit_job(queue: JobQueue, protocol: Protocol, repeats: int, *, start_worke
     they all say the same thing and start a worker the same way. ``options`` go to :meth:`JobQueue.submit`
     (``executor``, ``sweep``); :class:`core.jobs.queue.QueueFull` is left to the caller, which knows its exit code.
     """
-    job_id = queue.submit(protocol, repeats, **options)
-    job = queue.job(job_id)
-    print(f"{job_id}  {label}".rstrip())
+    submitted = submit_and_start(queue, protocol, repeats, start_worker=start_worker, **options)
+    job = submitted.job
+    print(f"{submitted.job_id}  {label}".rstrip())
     print(f"{job['state']}: {job['describe']}, {count_text(job['repeats'], 'repeat')}", file=sys.stderr)
-    if job["state"] == "queued" and start_worker:
-        if queue.workers():
-            print("a worker is running; it will pick the job up", file=sys.stderr)
-        elif queue.ensure_worker():
-            print(f"started a local worker (log in {queue.dir})", file=sys.stderr)
-    return job_id
+    if submitted.worker in WORKER_LINES:
+        print(WORKER_LINES[submitted.worker].format(log=queue.dir, error=submitted.error), file=sys.stderr)
+    return submitted.job_id
 
 
 @command("submit", "queue an experiment for background workers (same options as run)", _submit_arguments)

@@ -6,6 +6,7 @@ Repeats are stored 0-based and shown 1-based; a count takes its noun in the righ
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 
@@ -25,3 +26,18 @@ def repeats_named(repeats: Iterable[Any], most: int | None = None) -> str:
     cut = shown if most is None else shown[:most]
     return (("repeat " if len(shown) == 1 else "repeats ") + ", ".join(map(str, cut))
             + ("…" if len(cut) < len(shown) else ""))
+
+
+def duration(seconds: Any) -> str:
+    """"45 s", "12 min", "2.5 h"; a dash for a time that is unknown or cannot be."""
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return "–"
+    if math.isnan(s) or s < 0:
+        return "–"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"

@@ -1,0 +1,15 @@
+"""Links to one experiment on the Results page (``/results?experiment=<id>``); the ids and labels themselves are
+:mod:`core.app.catalog`'s."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+EXPERIMENT_PARAM = "experiment"
+"""The query parameter of a deep link to one experiment on the Results page (``/results?experiment=<id>``)."""
+RESULTS_PAGE = "pages/results.py"
+
+
+def results_link(key: str | None, label: str, icon: str = ":material/table_chart:") -> None:
+    """A link to the Results page that opens experiment ``key`` (a deep link), or the page as it is."""
+    st.page_link(RESULTS_PAGE, label=label, icon=icon, query_params={EXPERIMENT_PARAM: key} if key else None)
