@@ -83,3 +83,20 @@ def test_stage_one_learning_rate_defaults_to_the_optimizers_paper_value():
 def test_report_options_that_cannot_work_say_why_in_one_line(bad, says):
     with pytest.raises(ValueError, match=says):
         Protocol(**bad)
+
+
+def test_bn_momentum_is_a_new_experiment_when_set_and_is_checked():
+    """The BatchNorm intervention's option: hashed only when set (older records keep their keys), described,
+    refused outside [0, 1) in one line."""
+    assert Protocol(bn_momentum=0.99).key() == Protocol().key() == "331fd390860ac1bc"
+    assert Protocol(bn_momentum=0.9).key() != Protocol().key()
+    assert "BatchNorm momentum 0.9" in Protocol(bn_momentum=0.9).describe()
+    assert "BatchNorm" not in Protocol().describe()
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ValueError, match="bn_momentum must be in"):
+            Protocol(bn_momentum=bad)
+
+
+def test_tf32_is_a_precision_of_its_own():
+    assert Protocol(precision="tf32").key() not in (Protocol().key(), Protocol(precision="bfloat16").key())
+    assert "tf32" in Protocol(precision="tf32").describe()

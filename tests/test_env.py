@@ -19,27 +19,32 @@ def jax_precision():
     jax.config.update("jax_default_matmul_precision", before)
 
 
-def test_a_tensorflow_run_has_no_float32_note():
-    assert env.backend() == "tensorflow"
-    env.use_exact_float32("float32")
+def test_a_cpu_run_computes_float32_anyway_and_says_nothing_about_it():
+    assert env.backend() == "tensorflow" and env.device().startswith("CPU")
+    env.apply_precision("float32")
     assert env.precision_support("float32") == {"name": "float32", "bf16_units": None, "note": None}
+    assert env.precision_support("tf32")["note"] == env.TF32_ON_CPU  # asked for, not available here
 
 
-@pytest.mark.parametrize("accelerator", ["gpu", "cpu"])
-def test_a_float32_jax_run_on_a_gpu_computes_in_full_float32_and_its_record_says_so(monkeypatch, jax_precision,
-                                                                                    accelerator):
+@pytest.mark.parametrize("precision, expected", [("float32", "highest"), ("tf32", "tensorfloat32")])
+def test_a_jax_run_on_a_gpu_computes_at_its_protocol_s_precision_and_its_record_says_so(monkeypatch, jax_precision,
+                                                                                       precision, expected):
     monkeypatch.setattr(env, "backend", lambda: "jax")
-    monkeypatch.setattr(jax, "default_backend", lambda: accelerator)
+    monkeypatch.setattr(env, "device", lambda: "GPU: NVIDIA H200")
     jax.config.update("jax_default_matmul_precision", None)
-    env.use_exact_float32("bfloat16")
-    assert jax.config.jax_default_matmul_precision is None  # bfloat16 stays as asked
-    env.use_exact_float32("float32")
-    if accelerator == "gpu":  # XLA could otherwise use TF32 for float32 products on an NVIDIA GPU
-        assert jax.config.jax_default_matmul_precision == "highest"
-        assert env.precision_support("float32")["note"] == env.EXACT_FLOAT32
-    else:  # a CPU computes float32 in float32 anyway
-        assert jax.config.jax_default_matmul_precision is None
-        assert env.precision_support("float32")["note"] is None
+    env.apply_precision("bfloat16")
+    assert jax.config.jax_default_matmul_precision is None  # bfloat16 is a dtype policy, not this setting
+    env.apply_precision(precision)  # XLA would otherwise use TF32 for float32 products on an NVIDIA GPU
+    assert jax.config.jax_default_matmul_precision == expected
+    note = env.precision_support(precision)["note"]
+    assert note == (env.EXACT_FLOAT32 if precision == "float32" else env.TF32)
+
+
+def test_on_a_cpu_jax_keeps_its_default_precision(monkeypatch, jax_precision):
+    monkeypatch.setattr(env, "backend", lambda: "jax")
+    jax.config.update("jax_default_matmul_precision", None)
+    env.apply_precision("float32")
+    assert jax.config.jax_default_matmul_precision is None
 
 
 def test_the_code_version_is_the_checkout_s_commit_or_what_the_copier_said(monkeypatch):

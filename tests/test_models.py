@@ -160,3 +160,24 @@ def test_batchnorm_reestimation_reaches_into_a_nested_backbone():
     assert np.allclose(first.moving_mean.numpy(), x_data.mean(axis=0), atol=1e-5)
     assert np.allclose(first.moving_variance.numpy(), x_data.var(axis=0), atol=1e-4)
     assert np.allclose(second.moving_mean.numpy(), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("architecture, shape, classes", [
+    ("cifar10", (32, 32, 3), 10), ("dogs-cats", (32, 32, 3), 2), ("face-mask", (32, 32, 3), 3),
+    ("001-final", (128, 128, 3), 3), ("004-model2", (32, 32, 3), 10), ("004-resnet50", (32, 32, 3), 10)])
+def test_bn_momentum_reaches_every_batchnorm_layer_of_every_architecture_that_has_them(architecture, shape, classes):
+    """--bn-momentum: every BatchNormalization layer of stage one, nested backbones' included (report 004's
+    ResNet50 has 53), trains with the protocol's momentum, and the saved model says so."""
+    from core.models.models import batchnorm_layers, build_for_protocol
+    from core.protocol.config import Protocol
+
+    dataset = {(32, 32, 3): "cifar10"}.get(shape, "folder") if architecture not in ("dogs-cats", "face-mask") \
+        else architecture
+    protocol = Protocol(dataset=dataset, data_path="/x" if dataset != "cifar10" else None, image_size=shape[0],
+                        architecture=architecture, bn_momentum=0.9, augment=False)
+    model = build_for_protocol(protocol, shape, classes, seed=0)
+    found = batchnorm_layers(model)
+    assert found and {layer.momentum for layer in found} == {0.9}
+    assert all(layer.get_config()["momentum"] == 0.9 for layer in found)
+    default = build_for_protocol(protocol.with_(bn_momentum=0.99), shape, classes, seed=0)
+    assert {layer.momentum for layer in batchnorm_layers(default)} == {0.99}

@@ -54,12 +54,15 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
                    help="stage-two weights reported")
     p.add_argument("--sgd-momentum", type=float, default=default.sgd_momentum,
                    help="SGD head's momentum, in [0, 1) (the paper: 'SGD with momentum', no value; 0.9)")
+    p.add_argument("--bn-momentum", type=float, default=default.bn_momentum,
+                   help="momentum of stage one's BatchNorm moving statistics, in [0, 1) (Keras' default 0.99)")
     p.add_argument("--seed", type=int, default=default.seed, help="split seed; repeat i trains with seed+i")
     p.add_argument("--resplit", action="store_true",
                    help="a new train/validation(/test) split per repeat (seed+i), as the paper's unseeded "
                         "train_test_split did; default: one split shared by all repeats")
     p.add_argument("--precision", choices=PRECISIONS, default=default.precision,
-                   help="stage one's compute type (bfloat16 pays off only on CPUs with AMX/AVX-512 BF16 or GPUs)")
+                   help="stage one's compute type: float32 (the paper's), tf32 (a GPU's TF32 tensor cores) or "
+                        "bfloat16 (pays off only on CPUs with AMX/AVX-512 BF16 or GPUs)")
     p.add_argument("--engine", choices=ENGINES, default=default.engine,
                    help="plain: one Keras fit per repeat (any backend); lockstep: all repeats as one compiled "
                         "JAX program (KERAS_BACKEND=jax)")
@@ -93,7 +96,7 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
         patience=args.patience, reduce_lr=args.reduce_lr, augment=args.augment, limit=args.limit,
         test_limit=args.test_limit, image_size=args.image_size, stage1_eval=args.stage1_eval,
         features_from=args.features_from, head_init=args.head_init, stage2_eval=args.stage2_eval,
-        sgd_momentum=args.sgd_momentum, seed=args.seed, resplit=args.resplit, precision=args.precision,
+        sgd_momentum=args.sgd_momentum, bn_momentum=args.bn_momentum, seed=args.seed, resplit=args.resplit, precision=args.precision,
         engine=args.engine, architecture=args.architecture, weights=args.weights, optimizer=args.optimizer,
         learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
         augment_preset=args.augment_preset, per_class=args.per_class, gan_images=args.gan_images,

@@ -183,9 +183,19 @@ def build_for_protocol(protocol: Protocol, input_shape: tuple[int, ...], num_cla
     data-dependent preprocessing (ZCA whitening) fitted on ``x_train``, the training split only."""
     model = build_stage1(protocol.model_id, input_shape, num_classes, augment.preset_for(protocol), seed,
                          protocol.precision, weights=protocol.weights)
+    set_batchnorm_momentum(model, protocol.bn_momentum)
     if x_train is not None:
         augment.fit_whitening(model, x_train)
     return model
+
+
+def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
+    """Give every BatchNormalization layer (nested backbones' too) this moving-average momentum; returns how
+    many layers it set. Keras reads the attribute at each training step and saves it with the model."""
+    found = batchnorm_layers(model)
+    for layer in found:
+        layer.momentum = float(momentum)
+    return len(found)
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

@@ -22,7 +22,7 @@ PHOTO_DATASETS = ("dogs-cats", "face-mask", "folder")
 """Datasets read from class folders with OpenCV; the paper augments these (small photo sets)."""
 
 WeightChoice = Literal["last", "best"]
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "tf32", "bfloat16")
 ENGINES = ("plain", "lockstep")
 MAX_REPEATS = 1000
 """Upper bound on repeats per experiment (the paper ran 20); it keeps a typo from queueing years of work."""
@@ -103,13 +103,22 @@ class Protocol:
     stage2_eval: WeightChoice = "last"
     """Which stage-two weights are reported. Both are recorded; the paper does not say."""
 
+    bn_momentum: float = 0.99
+    """Momentum of every BatchNormalization layer's moving mean and variance in stage one: Keras' default
+    0.99 (what the paper's Keras models used; the statistics average over roughly the last 100 steps). Lower
+    values make the inference-mode statistics follow the weights more closely: the intervention that tests
+    whether the second stage's gain is BatchNorm statistics lagging behind the weights."""
+
     resplit: bool = False
     """Draw a new train/validation(/test) split for every repeat (seed ``seed + repeat``), as the paper's
     ``train_test_split(shuffle=True)`` without a fixed seed did, instead of one split shared by all repeats.
     Stage one and stage two of a repeat always share its split, so comparisons stay paired."""
     precision: str = "float32"
-    """Stage one's compute type: ``float32`` (the paper's) or ``bfloat16`` (Keras ``mixed_bfloat16``: bf16
-    compute, float32 weights, softmax and loss). Stage two's heads always run in float32."""
+    """Stage one's compute type: ``float32`` (the paper's: float32 arithmetic throughout, TF32 switched off
+    on GPUs), ``tf32`` (float32 weights and activations, matrix products and convolutions on a GPU's TF32
+    tensor cores: 10-bit mantissa inputs, float32 accumulation; the same as float32 on a CPU) or ``bfloat16``
+    (Keras ``mixed_bfloat16``: bf16 compute, float32 weights, softmax and loss). Stage two's heads always run
+    in float32."""
     engine: str = "plain"
     """``plain``: one Keras ``fit`` per repeat (every backend). ``lockstep``: all repeats as one compiled
     JAX program (:mod:`core.training.lockstep`, ``KERAS_BACKEND=jax``)."""
@@ -172,6 +181,8 @@ class Protocol:
                 raise ValueError(f"{name} must be a positive learning rate of at most 10 (got {getattr(self, name)})")
         if not 0.0 <= self.sgd_momentum < 1.0:
             raise ValueError(f"sgd_momentum must be in [0, 1) (got {self.sgd_momentum})")
+        if isinstance(self.bn_momentum, bool) or not 0.0 <= self.bn_momentum < 1.0:
+            raise ValueError(f"bn_momentum must be in [0, 1) (got {self.bn_momentum})")
         if not 0.0 < self.lr_factor < 1.0:
             raise ValueError(f"lr_factor must be between 0 and 1 (got {self.lr_factor})")
         for name in ("limit", "test_limit"):
@@ -310,6 +321,8 @@ class Protocol:
         parts.append("augmented" if self.use_augmentation else "no augmentation")
         parts.append(f"stage-1 {self.stage1_eval} weights, features from {self.features_from}, "
                      f"{self.head_init} head")
+        if self.bn_momentum != _DEFAULTS["bn_momentum"]:
+            parts.append(f"BatchNorm momentum {self.bn_momentum:g}")
         if self.resplit:
             parts.append("new split per repeat")
         if self.precision != "float32":
@@ -347,7 +360,7 @@ class Protocol:
 REPORT_FIELDS = ("optimizer", "learning_rate", "momentum", "weight_decay", "augment_preset", "per_class",
                  "weights", "gan_images", "gan_epochs", "gan_latent", "gan_filters")
 """Options added for the related reports' systems (issue 13)."""
-KEYED_WHEN_SET = ("resplit", "precision", "engine") + REPORT_FIELDS
+KEYED_WHEN_SET = ("resplit", "precision", "engine", "bn_momentum") + REPORT_FIELDS
 """Protocol fields that entered the key after records existed; see :meth:`Protocol.key`."""
 _DEFAULTS = {f.name: f.default for f in fields(Protocol) if f.name in KEYED_WHEN_SET}
 

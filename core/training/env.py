@@ -73,34 +73,52 @@ NO_BF16 = ("this CPU has no bfloat16 units (no amx_bf16 or avx512_bf16 flag): bf
 
 
 EXACT_FLOAT32 = "float32 matrix products and convolutions at JAX precision 'highest' (no TF32)"
+EXACT_FLOAT32_TF = "float32 matrix products and convolutions with TensorFlow's TF32 execution switched off"
+TF32 = ("tf32: float32 weights and activations; matrix products and convolutions on the GPU's TF32 tensor "
+        "cores (inputs rounded to a 10-bit mantissa, float32 accumulation)")
+TF32_ON_CPU = "tf32 asked for on a CPU, which has no TF32 units: every product is computed in float32"
 
 
-def use_exact_float32(precision: str) -> None:
-    """Under JAX on an accelerator, make a float32 run compute in float32. XLA may run float32 matrix products
-    and convolutions on an NVIDIA GPU's TF32 units (10-bit mantissa) by default; a record labelled float32 must
-    not hide that. CPUs (TensorFlow's or XLA's) compute float32 in float32 already. Called by both training
-    engines before they compile anything."""
-    if precision == "float32" and backend() == "jax":
+def apply_precision(precision: str) -> None:
+    """Make the process compute matrix products and convolutions at the protocol's precision, before anything
+    is compiled (both training engines call it first).
+
+    Why: on an NVIDIA GPU, XLA (JAX) and TensorFlow run float32 products on TF32 units (10-bit mantissa) by
+    default; a record labelled float32 must not hide that, and one labelled tf32 must really use them. CPUs
+    compute float32 in float32 either way. bfloat16 is a Keras dtype policy (:mod:`core.models.models`), not
+    a setting here."""
+    if precision not in ("float32", "tf32") or device().startswith("CPU"):
+        return
+    if backend() == "jax":
         import jax
 
-        if jax.default_backend() != "cpu":
-            jax.config.update("jax_default_matmul_precision", "highest")
+        jax.config.update("jax_default_matmul_precision", "highest" if precision == "float32" else "tensorfloat32")
+    elif backend() == "tensorflow":
+        import tensorflow as tf  # a process setting, like JAX's above; the training path stays backend-agnostic
+
+        tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
 
 
 def precision_support(precision: str) -> dict[str, str | None]:
     """What a record says about its compute precision and whether the hardware accelerates it."""
-    if precision != "bfloat16":
-        return {"name": precision, "bf16_units": None, "note": _float32_note() if precision == "float32" else None}
-    units = bf16_units()
-    return {"name": precision, "bf16_units": units, "note": None if units else NO_BF16}
+    if precision == "bfloat16":
+        units = bf16_units()
+        return {"name": precision, "bf16_units": units, "note": None if units else NO_BF16}
+    if precision == "tf32":
+        return {"name": precision, "bf16_units": None,
+                "note": TF32_ON_CPU if device().startswith("CPU") else TF32}
+    return {"name": precision, "bf16_units": None, "note": _float32_note()}
 
 
 def _float32_note() -> str | None:
-    if backend() != "jax":
+    """Said only where it had to be enforced: on a GPU (a CPU computes float32 in float32 anyway)."""
+    if device().startswith("CPU"):
         return None
-    import jax
+    if backend() == "jax":
+        import jax
 
-    return EXACT_FLOAT32 if jax.config.jax_default_matmul_precision == "highest" else None
+        return EXACT_FLOAT32 if jax.config.jax_default_matmul_precision == "highest" else None
+    return EXACT_FLOAT32_TF if backend() == "tensorflow" else None
 
 
 @functools.lru_cache(maxsize=1)

@@ -246,7 +246,7 @@ def run_repeats(data_for: Callable[[int], Dataset], protocol: Protocol, repeats:
     with its ``repeat``. Raises :class:`core.training.record.Cancelled` once ``should_stop`` returns true.
     """
     check_available(protocol)
-    env.use_exact_float32(protocol.precision)
+    env.apply_precision(protocol.precision)
     repeats = sorted(repeats)
     datasets = {repeat: data_for(repeat) for repeat in repeats}
     run = LockstepRun(datasets, protocol, repeats, Path(folder), progress or (lambda event: None),

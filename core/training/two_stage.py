@@ -44,7 +44,7 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
     started_at = now_iso()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    env.use_exact_float32(protocol.precision)
+    env.apply_precision(protocol.precision)
     seed = protocol.seed + repeat
     report = progress or (lambda event: None)
     for stage in repair_workdir(workdir):
