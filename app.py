@@ -1,4 +1,9 @@
-"""The report app: ``streamlit run app.py``. Navigation and shared layout only; each page lives in pages/."""
+"""The report app: ``streamlit run app.py``. Navigation and shared layout only; each page lives in app_pages/.
+
+The folder is not called ``pages/``: that name is Streamlit's legacy multipage mechanism, which a server process
+follows until ``st.navigation`` has run once in it, so a shared link opened on a fresh server would bypass the
+navigation below (no page config, no sidebar). With no ``pages/`` folder there is only ``st.navigation``.
+"""
 
 from __future__ import annotations
 
@@ -19,20 +24,17 @@ def _copy_demo_secret() -> None:
 
 
 _copy_demo_secret()
-from ui.common import APP_MARKER  # noqa: E402
-
-st.session_state[APP_MARKER] = True  # see ui.common.ensure_navigation: this session is routed by app.py
 st.set_page_config(page_title="Two-stage CNN training, live", page_icon="🧪", layout="wide")
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/home:", default=True),
-    st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),
-    st.Page("pages/augmentation.py", title="Augmentation", icon=":material/shuffle:"),
-    st.Page("pages/architectures.py", title="Architectures", icon=":material/account_tree:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/results.py", title="Results", icon=":material/table_chart:"),
-    st.Page("pages/classify.py", title="Classify", icon=":material/photo_camera:"),
-    st.Page("pages/reports.py", title="Related reports", icon=":material/library_books:"),
+    st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True),
+    st.Page("app_pages/datasets.py", title="Datasets", icon=":material/dataset:"),
+    st.Page("app_pages/augmentation.py", title="Augmentation", icon=":material/shuffle:"),
+    st.Page("app_pages/architectures.py", title="Architectures", icon=":material/account_tree:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/results.py", title="Results", icon=":material/table_chart:"),
+    st.Page("app_pages/classify.py", title="Classify", icon=":material/photo_camera:"),
+    st.Page("app_pages/reports.py", title="Related reports", icon=":material/library_books:"),
 ]
 page = st.navigation(PAGES)
 

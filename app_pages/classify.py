@@ -319,7 +319,7 @@ def body() -> None:
     if not choices:
         st.info("No trained model yet. Train one (the Overview page's quick run takes about a minute), or ship a "
                 "reference model set in `reference/` with `python -m core bundle`.")
-        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+        st.page_link("app_pages/train.py", label="Go to Train", icon=":material/model_training:")
         return
     data, name = get_photo(lim)
     if data is not None and len(data) > lim.max_upload_mb * 1024 * 1024:

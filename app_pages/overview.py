@@ -116,8 +116,8 @@ def quick_run() -> None:
         quick_status(job_id)
     else:
         c1, c2 = st.columns(2)
-        c1.page_link("pages/train.py", label="Watch it train (live curves)", icon=":material/model_training:")
-        c2.page_link("pages/results.py", label="See the results", icon=":material/table_chart:")
+        c1.page_link("app_pages/train.py", label="Watch it train (live curves)", icon=":material/model_training:")
+        c2.page_link("app_pages/results.py", label="See the results", icon=":material/table_chart:")
 
 
 @st.fragment(run_every=2)
@@ -134,7 +134,7 @@ def quick_status(job_id: str) -> None:
         if job.get("state") == "failed":
             st.error(f"The quick run failed: {job.get('error') or 'unknown error'}")
         c1, c2 = st.columns(2)
-        c1.page_link("pages/train.py", label="Watch it train (live curves)", icon=":material/model_training:")
+        c1.page_link("app_pages/train.py", label="Watch it train (live curves)", icon=":material/model_training:")
         stored = (job.get("progress") or {}).get("repeats_done", 0)
         if stored:
             with c2:

@@ -133,7 +133,7 @@ def queue_plan(plan) -> None:
             st.success(f"{step.title}: job {job_id} queued.")
         if message:
             st.warning(f"{step.title}: {message}")
-    st.page_link("pages/train.py", label="Watch the jobs on the Train page", icon=":material/model_training:")
+    st.page_link("app_pages/train.py", label="Watch the jobs on the Train page", icon=":material/model_training:")
 
 
 def results_section(report) -> None:

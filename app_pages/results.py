@@ -392,7 +392,7 @@ def body() -> None:
         st.info("No finished runs yet: start the quick run on the Overview page or an experiment on the Train "
                 "page; its Tables 1 and 2 appear here as soon as repeats finish. Meanwhile, the paper's Table 2:")
         paper_tables()
-        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+        st.page_link("app_pages/train.py", label="Go to Train", icon=":material/model_training:")
         return
     exp = choose_experiment(exps)
     runs = exp.runs

@@ -48,7 +48,7 @@ def page(shipped, tmp_path, monkeypatch):
     monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/classify.py").run()
+    at.switch_page("app_pages/classify.py").run()
     assert not at.exception
     return at
 
@@ -121,7 +121,7 @@ def test_a_damaged_statistics_file_leaves_the_model_answering_without_the_check(
     monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/classify.py").run()
+    at.switch_page("app_pages/classify.py").run()
     upload(at, "item.png", png_bytes(np.full((28, 28), 40, np.uint8)))
     at.selectbox(key="classify_model").set_value(fashion_index(at)).run()
     assert chosen(at).startswith("Fashion-MNIST") and not at.exception and not at.error
@@ -149,7 +149,7 @@ def test_the_shipped_model_chooser_preselects_the_photos_own_model(photo, title,
     monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/classify.py").run()
+    at.switch_page("app_pages/classify.py").run()
     upload(at, f"{photo}.jpg", photo_bytes()[photo])
     assert chosen(at).startswith(title) and not warnings(at)
     said = next(str(c.value) for c in at.caption if str(c.value).startswith("Preselected by the model chooser"))
@@ -174,7 +174,7 @@ def test_a_damaged_model_chooser_is_one_line_and_the_rank_rule_preselects(tmp_pa
     monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/classify.py").run()
+    at.switch_page("app_pages/classify.py").run()
     upload(at, "dog_1.jpg", photo_bytes()["dog_1"])
     captions = [str(c.value) for c in at.caption]
     assert any(c.startswith("Preselecting without the model chooser: the model chooser router.npz cannot be read")

@@ -13,8 +13,8 @@ from tests.conftest import HAS_FASHION
 from tests.test_classify import jpeg_with_exif_rotation, png_rgba_transparent, tiny_experiment_cache
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ["pages/overview.py", "pages/datasets.py", "pages/augmentation.py", "pages/architectures.py",
-         "pages/train.py", "pages/results.py", "pages/classify.py"]
+PAGES = ["app_pages/overview.py", "app_pages/datasets.py", "app_pages/augmentation.py", "app_pages/architectures.py",
+         "app_pages/train.py", "app_pages/results.py", "app_pages/classify.py"]
 TIMEOUT = 120
 
 
@@ -51,14 +51,14 @@ def test_a_fresh_clone_shows_the_shipped_run_and_classifies_with_it(tmp_path, mo
     monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "fresh_cache"))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/results.py").run()
+    at.switch_page("app_pages/results.py").run()
     assert_clean(at, "results")
     shown = " ".join(texts(at, "info") + texts(at, "caption"))
     dataset = at.selectbox[0].value  # the dataset the page opens on, and its shipped experiments' sizes
     counts = [len(runs) for runs in map(reference.load_runs, reference.bundles())
               if runs[0]["protocol"]["dataset"] == dataset]
     assert any(f"Ours: {n} repeats" in shown for n in counts) and "reference (shipped with the app)" in shown
-    at.switch_page("pages/classify.py").run()
+    at.switch_page("app_pages/classify.py").run()
     assert_clean(at, "classify")
     assert at.file_uploader, "Classify should accept an upload with the shipped model, before any training"
 
@@ -115,7 +115,7 @@ def test_demo_mode_pages(finished, monkeypatch):
     monkeypatch.setenv("TWO_STAGE_DEMO", "1")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert any("Demo mode" in t for t in texts(at, "info")), "the sidebar's demo notice"
-    for page in ("pages/train.py", "pages/classify.py", "pages/datasets.py"):
+    for page in ("app_pages/train.py", "app_pages/classify.py", "app_pages/datasets.py"):
         at.switch_page(page).run()
         assert_clean(at, page)
         if page.endswith("train.py"):
@@ -128,7 +128,7 @@ def test_demo_mode_pages(finished, monkeypatch):
     ("transparent.png", png_rgba_transparent(), "image/png"),
 ])
 def test_classify_real_images(finished, name, data, mime):
-    at = open_page("pages/classify.py")
+    at = open_page("app_pages/classify.py")
     at.file_uploader[0].set_value((name, data, mime)).run()
     assert_clean(at, name)
     assert not texts(at, "error")
@@ -139,7 +139,7 @@ def test_classify_real_images(finished, name, data, mime):
 
 
 def test_classify_garbage_bytes_gives_a_clear_message(finished):
-    at = open_page("pages/classify.py")
+    at = open_page("app_pages/classify.py")
     at.file_uploader[0].set_value(("garbage.png", b"\x00\x01 definitely not an image", "image/png")).run()
     assert_clean(at, "garbage")
     errors = texts(at, "error")
@@ -156,7 +156,7 @@ def test_train_page_shows_a_cached_job_as_done_and_cancels_a_queued_one(finished
     assert queue.job(cached)["state"] == "done"  # everything stored: nothing trains
     queued = queue.submit(Protocol(dataset="fashion-mnist", epochs=2, limit=200, test_limit=100), 1)
     try:
-        at = open_page("pages/train.py")
+        at = open_page("app_pages/train.py")
         assert_clean(at, "train")
         assert at.dataframe, "the queue table"
         cancel = [b for b in at.button if b.label == "Cancel this job"]
@@ -173,7 +173,7 @@ def test_train_page_shows_a_cached_job_as_done_and_cancels_a_queued_one(finished
 
 
 def test_overview_lists_our_numbers_with_provenance(finished):
-    at = open_page("pages/overview.py")
+    at = open_page("app_pages/overview.py")
     captions = " ".join(texts(at, "caption"))
     assert "Ours, Fashion-MNIST" in captions and "2 repeats" in captions
     assert any(b.label == "Start the quick run" for b in at.button)
@@ -186,7 +186,7 @@ def test_datasets_page_points_at_an_image_folder(empty, tmp_path):
     root = write_class_folders(tmp_path / "masks", images, labels, ["incorrect", "with_mask", "without_mask"])
     copied = sorted((root / "with_mask").iterdir())[0]
     (root / "with_mask" / "copy.png").write_bytes(copied.read_bytes())  # like the paper's own Face Mask set
-    at = open_page("pages/datasets.py")
+    at = open_page("app_pages/datasets.py")
     at.text_input(key="data_path::face-mask").set_value(str(root)).run()
     assert_clean(at, "datasets with a folder")
     assert any(str(root) in t for t in texts(at, "success"))
@@ -197,7 +197,7 @@ def test_datasets_page_points_at_an_image_folder(empty, tmp_path):
 
 
 def test_augmentation_regenerates_with_the_next_seed(empty):
-    at = open_page("pages/augmentation.py")
+    at = open_page("app_pages/augmentation.py")
     assert_clean(at, "augmentation")
     seed = at.number_input(key="aug_seed").value
     next(b for b in at.button if b.label.startswith("Regenerate")).click().run()
@@ -213,7 +213,7 @@ def test_no_page_prints_a_stray_string():
     import ast
 
     root = Path(APP).parent
-    for path in [root / "app.py", *sorted((root / "pages").glob("*.py"))]:
+    for path in [root / "app.py", *sorted((root / "app_pages").glob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
             body = getattr(node, "body", None)
             if not isinstance(body, list):

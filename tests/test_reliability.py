@@ -169,8 +169,8 @@ def test_pages_show_the_shipped_reference_beside_a_damaged_cache(finished_cache,
     monkeypatch.setenv("TWO_STAGE_CACHE", str(finished_cache))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    for page in ("pages/overview.py", "pages/results.py", "pages/classify.py"):
-        if page != "pages/overview.py":
+    for page in ("app_pages/overview.py", "app_pages/results.py", "app_pages/classify.py"):
+        if page != "app_pages/overview.py":
             at.switch_page(page).run()
         assert_clean(at, page)
         warning = " ".join(texts(at, "warning"))
@@ -253,14 +253,14 @@ def test_a_page_error_shows_an_id_not_server_paths_and_logs_the_details(cache_di
 
     monkeypatch.setattr(core.app.preview, "demo_image", broken)
     with caplog.at_level(logging.ERROR, logger="two_stage.app"):
-        at = open_demo_page("pages/augmentation.py", monkeypatch)
+        at = open_demo_page("app_pages/augmentation.py", monkeypatch)
     shown = " ".join(str(e.value) for e in [*at.error, *at.caption, *at.warning, *at.markdown])
     assert not at.exception and "Something went wrong on this page (error id " in shown
     assert "/srv/secret" not in shown and "RuntimeError" not in shown
     error_id = shown.split("(error id ")[1][:8]
     logged = [r for r in caplog.records if error_id in r.getMessage()]
     assert logged and "/srv/secret/models/stage1.keras" in str(logged[0].exc_info[1])
-    at = open_demo_page("pages/augmentation.py", monkeypatch, demo=False)  # the user's own machine: details
+    at = open_demo_page("app_pages/augmentation.py", monkeypatch, demo=False)  # the user's own machine: details
     assert any("/srv/secret/models/stage1.keras" in str(c.value) for c in at.caption)
 
 
@@ -271,7 +271,7 @@ def test_the_augmentation_upload_is_size_checked_on_the_server(cache_dir, monkey
     noise = np.random.default_rng(0).integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
     data = cv2.imencode(".png", noise)[1].tobytes()  # a real, decodable 2 MP image of about 6.7 MB
     assert len(data) > 5 * 2**20
-    at = open_demo_page("pages/augmentation.py", monkeypatch)  # demo mode: 5 MB
+    at = open_demo_page("app_pages/augmentation.py", monkeypatch)  # demo mode: 5 MB
     at.radio[0].set_value("Upload an image").run()
     at.file_uploader[0].set_value(("noise.png", data, "image/png")).run()
     assert not at.exception

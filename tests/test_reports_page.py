@@ -27,7 +27,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 def open_reports() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=120).run()
-    at.switch_page("pages/reports.py").run()
+    at.switch_page("app_pages/reports.py").run()
     return at
 
 

@@ -74,7 +74,7 @@ def results_cache(tmp_path, monkeypatch):
 
 def open_results(experiment: str | None = None) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.switch_page("pages/results.py")
+    at.switch_page("app_pages/results.py")
     if experiment:
         at.query_params["experiment"] = experiment
     at.run()
@@ -202,8 +202,8 @@ def test_figure_16_draws_no_mean_over_a_single_repeat():
 def test_a_link_followed_from_another_page_wins_over_the_last_choice(results_cache):
     key = results_cache[0]["key"]
     at = open_results(key)
-    at.switch_page("pages/overview.py").run()
-    at.switch_page("pages/results.py")
+    at.switch_page("app_pages/overview.py").run()
+    at.switch_page("app_pages/results.py")
     at.query_params["experiment"] = key
     at.run()
     assert at.selectbox(key="results_exp").value == key

@@ -51,7 +51,7 @@ def captions(at: AppTest) -> str:
 def test_the_estimate_is_shown_before_submitting_and_subset_fields_follow_their_checkboxes(stored, tmp_path):
     images, labels = synthetic_images(10, 2)
     folder = write_class_folders(tmp_path / "pets", images, labels, ["cats", "dogs"])
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     at.selectbox(key="train_dataset").set_value("dogs-cats").run()
     at.text_input(key="data_path::dogs-cats").set_value(str(folder)).run()
     assert at.number_input(key="train_limit").disabled and at.number_input(key="train_test_limit").disabled
@@ -71,7 +71,7 @@ def test_a_finished_job_shows_its_accuracies_p_values_and_links_to_its_experimen
     queue = JobQueue()
     job_id = queue.submit(protocol, 2)  # every repeat stored: done at once
     queue.close()
-    at = open_page("pages/train.py")
+    at = open_page("app_pages/train.py")
     at.selectbox(key="train_watch").set_value(job_id).run()
     assert [m.label for m in at.metric] == ["Stage one (CNN), test", "Adam head, test", "SGD head, test"]
     assert "p = " in captions(at)
@@ -88,7 +88,7 @@ def test_after_the_quick_run_see_the_results_opens_that_experiment(stored):
     queue = JobQueue()
     job_id = queue.submit(protocol, 2)
     queue.close()
-    at = open_page("pages/overview.py", quick_job=job_id)
+    at = open_page("app_pages/overview.py", quick_job=job_id)
     links = {p.proto.label: p.proto.query_string for p in at.get("page_link") if p.proto.page == "results"}
     assert links["See the results"] == f"experiment={protocol.key()}"
     table = at.table[0].value

@@ -53,7 +53,7 @@ def test_stages_and_methods_read_as_words():
 
 def test_no_page_or_ui_module_spells_a_dataset_list_again():
     """The vocabulary's lists are imported, never written again (a copy drifts: another order, one missing)."""
-    for path in [*sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]:
+    for path in [*sorted((ROOT / "app_pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Tuple | ast.List) and all(isinstance(e, ast.Constant) for e in node.elts):
                 values = {e.value for e in node.elts}

@@ -1,4 +1,4 @@
 """Shared Streamlit helpers for the pages (the no-traceback guard, cached store access, formatting, charts).
 
-Kept outside pages/ so that folder holds only the pages themselves.
+Kept outside app_pages/ so that folder holds only the pages themselves.
 """

@@ -19,30 +19,6 @@ from ui.format import short
 log = logging.getLogger("two_stage.app")
 
 
-APP_MARKER = "_two_stage_app_ran"
-"""Session-state flag app.py sets on every run, before it routes to a page."""
-
-
-def ensure_navigation() -> None:
-    """Make sure the page runs inside app.py's ``st.navigation``.
-
-    Why: Streamlit runs a process's first script in its legacy multipage mode whenever a ``pages/`` folder
-    sits next to the main script, until ``st.navigation`` has been called once in that process. A page opened
-    directly on a fresh server (a shared link to ``/results``) then runs alone: no page config, no sidebar,
-    legacy navigation. app.py marks every session it ran for (:data:`APP_MARKER`); a page that finds no mark
-    runs app.py itself, whose ``st.navigation`` call switches the process to the normal mode and routes to
-    this same page (widget state and the URL's query parameters are kept), and stops the stray run. Only
-    public APIs are used.
-    """
-    if st.session_state.get(APP_MARKER):
-        return
-    import runpy
-    from pathlib import Path
-
-    runpy.run_path(str(Path(__file__).resolve().parent.parent / "app.py"), run_name="__main__")
-    st.stop()
-
-
 def guard(body: Callable[[], None]) -> None:
     """Run a page body; an unexpected error becomes a short message with an error id, never a traceback.
 
@@ -51,7 +27,6 @@ def guard(body: Callable[[], None]) -> None:
     """
     from core.results.store import StoreError
 
-    ensure_navigation()
     try:
         body()
     except StoreError as exc:  # an unusable cache: its message says what to do

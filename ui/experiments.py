@@ -7,7 +7,7 @@ import streamlit as st
 
 EXPERIMENT_PARAM = "experiment"
 """The query parameter of a deep link to one experiment on the Results page (``/results?experiment=<id>``)."""
-RESULTS_PAGE = "pages/results.py"
+RESULTS_PAGE = "app_pages/results.py"
 
 
 def results_link(key: str | None, label: str, icon: str = ":material/table_chart:") -> None:
