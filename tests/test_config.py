@@ -18,8 +18,10 @@ def test_key_changes_with_what_changes_numbers_only():
     assert base.key() == Protocol().key()
     assert base.key() != Protocol(epochs=49).key()
     assert base.key() != Protocol(head_init="warm").key()
-    # the canonical dataset is the same wherever it is read from
+    # Fashion-MNIST has one form, the same wherever it is read from; a CIFAR-10 path may be a re-encoded copy
     assert base.key() == Protocol(data_path="/somewhere/else").key()
+    cifar = Protocol(dataset="cifar10")
+    assert cifar.key() != cifar.with_(data_path="/data/cifar10-jpg").key() != cifar.with_(data_path="/b").key()
     # augment=None resolves to the paper's choice, so spelling it out is the same experiment
     assert base.key() == Protocol(augment=False).key()
 

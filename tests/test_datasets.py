@@ -2,6 +2,7 @@ import gzip
 import pickle
 import tarfile
 
+import cv2
 import numpy as np
 import pytest
 
@@ -236,3 +237,61 @@ def test_per_class_cap_keeps_n_images_of_each_class_before_the_validation_split(
     again = load_dataset(p)
     assert np.array_equal(data.ids["train"], again.ids["train"])  # drawn with the split seed
     assert not set(data.ids["train"]) & set(data.ids["test"])
+
+
+def test_cifar10_from_a_jpeg_copy_keeps_the_official_classes_and_test_set_and_says_it_is_a_copy(tmp_path):
+    """The common "CIFAR-10 images" layout (train/<class>/, test/<class>/, 32x32 JPEG): the official class
+    order and numbers whatever order the folders list in, the test folder as the test split, the paper's
+    validation split of the rest, and an identity that no other copy shares."""
+    from core.data.datasets import CIFAR_CLASSES, load_dataset
+
+    images, labels = synthetic_images(4, 10, size=32)
+    order = list(reversed(CIFAR_CLASSES))  # folder order must not decide the label numbers
+    renamed = np.array([order.index(CIFAR_CLASSES[label]) for label in labels])
+    for part in ("train", "test"):
+        write_class_folders(tmp_path / "cifar10-jpg" / part, images, renamed, order, fmt=".jpg")
+    protocol = Protocol(dataset="cifar10", data_path=str(tmp_path / "cifar10-jpg"), validation_split=0.25)
+    data = load_dataset(protocol)
+    assert data.class_names == CIFAR_CLASSES and data.input_shape == (32, 32, 3)
+    assert data.sizes() == {"train": 30, "val": 10, "test": 40}
+    assert sorted(np.bincount(data.y_test).tolist()) == [4] * 10
+    first = data.image_ids("test", np.flatnonzero(data.y_test == CIFAR_CLASSES.index("airplane"))[:1])[0]
+    assert first.startswith("test/airplane/")
+    identity = data.identity()
+    assert identity["form"] == "jpeg-copy" and identity["image_size"] == 32
+    assert identity["source_sizes"] == {"train": 40, "test": 40}
+    assert identity["test_duplicates_of_train"]  # this toy copy's test folder repeats its training files
+    # the same files elsewhere are the same data; one re-encoded file makes another copy
+    import shutil
+
+    shutil.copytree(tmp_path / "cifar10-jpg", tmp_path / "elsewhere")
+    assert load_dataset(protocol.with_(data_path=str(tmp_path / "elsewhere"))).identity()["fingerprint"] == \
+        identity["fingerprint"]
+    victim = next((tmp_path / "elsewhere" / "train" / "cat").iterdir())
+    cv2.imwrite(str(victim), cv2.imread(str(victim)), [cv2.IMWRITE_JPEG_QUALITY, 50])
+    assert load_dataset(protocol.with_(data_path=str(tmp_path / "elsewhere"))).identity()["fingerprint"] != \
+        identity["fingerprint"]
+
+
+def test_test_images_that_copy_training_files_are_found_per_split(tmp_path):
+    """Face Mask ships byte-identical copies of some images: the record names the test rows whose file
+    equals a training or validation file of the same repeat's split, so a score can be read without them."""
+    import shutil
+
+    from core.data.datasets import load_dataset
+
+    images, labels = synthetic_images(10, 2)
+    root = write_class_folders(tmp_path / "flat", images, labels, ["a", "b"])
+    for i, src in enumerate(sorted((root / "a").iterdir())[:3]):
+        shutil.copy(src, root / "a" / f"copy_{i}{src.suffix}")
+    protocol = Protocol(dataset="folder", data_path=str(root), test_split=0.3, validation_split=0.2)
+    for repeat in range(3):
+        data = load_dataset(protocol.with_(resplit=True), repeat=repeat)
+        rows = data.identity()["test_duplicates_of_train"]
+        names = data.image_ids("test", np.arange(len(data.y_test)))
+        pool = data.info["pool_files"]
+        for row, name in enumerate(names):
+            content = (root / name).read_bytes()
+            in_training = any((root / pool[i]).read_bytes() == content
+                              for split in ("train", "val") for i in data.ids[split])
+            assert (row in rows) == in_training, (repeat, name)

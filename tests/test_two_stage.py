@@ -54,6 +54,10 @@ def test_a_repeat_trains_both_stages_and_records_everything(tiny_data, tmp_path)
     # provenance: the code it ran from and when it started, beside when it finished
     assert record["env"]["code"]["commit"] == env.code_version()["commit"] and record["env"]["code"]["source"]
     assert record["started_at"] <= record["finished_at"]
+    # which data: the official Fashion-MNIST files, the side the model took (not the folder datasets' 128)
+    identity = record["dataset"]
+    assert identity["form"] == "official" and len(identity["fingerprint"]) == 24 and identity["image_size"] == 28
+    assert identity["source_sizes"] == {"train": 60000, "test": 10000}
     stages = {e["stage"] for e in events if "epoch" in e}
     assert stages == {"stage1", "stage2_adam", "stage2_sgd"}
     # crash-recovery files are gone; the three models stay for Classify

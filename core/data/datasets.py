@@ -8,8 +8,10 @@ user's copy may be, in order, and ends with :class:`DatasetUnavailable` saying h
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -33,7 +35,8 @@ HOW_TO_GET = {
                      "train-images-idx3-ubyte.gz and the three other IDX files (--data on the command line).",
     "cifar10": "Let Keras download it once with network access (keras.datasets.cifar10.load_data()), or "
                "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and give the "
-               "archive or its extracted cifar-10-batches-py folder (--data on the command line).",
+               "archive or its extracted cifar-10-batches-py folder, or a 'CIFAR-10 images' copy (train/<class>/ "
+               "and test/<class>/ image folders) (--data on the command line).",
     "dogs-cats": "Download the Kaggle 'cat-and-dog' set (training_set/ and test_set/ with cats/ and dogs/) and "
                  "give the folder that holds them (the Datasets page, or --data on the command line).",
     "face-mask": "Download the Kaggle 'face-mask-detection' set (with_mask/, without_mask/, "
@@ -42,6 +45,18 @@ HOW_TO_GET = {
     "folder": "Give a folder with one sub-folder of images per class (the Datasets page, or --data on the "
               "command line).",
 }
+
+
+FORMS = {
+    "official": "the official files",
+    "jpeg-copy": "JPEG copy",
+    "image-copy": "image-file copy",
+    "folder": "image folder",
+}
+"""Which form of a dataset a loader read (``RawData.info["form"]``): for Fashion-MNIST and CIFAR-10 the
+official files (IDX, the python batches or Keras' download of them) or, for CIFAR-10, a copy re-encoded as
+image files; for photo sets their folder. Two forms of "the same" dataset have different pixels, so their
+runs are different experiments."""
 
 
 class DatasetUnavailable(RuntimeError):
@@ -87,6 +102,24 @@ class Dataset:
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+    def identity(self) -> dict[str, Any]:
+        """Which data this is, for the record: its form (:data:`FORMS`), a content fingerprint of the whole
+        source, the source's image counts before any split or limit, the side the model takes, and the test
+        rows whose file is byte-identical to one of this split's training or validation files."""
+        return {"form": self.info.get("form"), "fingerprint": self.info.get("fingerprint"),
+                "source_sizes": self.info.get("source_sizes"), "image_size": int(self.x_train.shape[1]),
+                "test_duplicates_of_train": self.test_duplicates_of_train()}
+
+    def test_duplicates_of_train(self) -> list[int]:
+        """Test rows whose image file has the same bytes as a training or validation file of this split (the
+        Face Mask set ships 155 such copies): a test score that counts them partly measures memory."""
+        hashes = self.info.get("hashes")
+        if not hashes:
+            return []
+        pool, test = hashes["pool"], hashes["test" if self.info.get("test_from_pool") is False else "pool"]
+        seen = {pool[i] for split in ("train", "val") for i in self.ids[split]}
+        return [row for row, i in enumerate(self.ids["test"]) if test[i] in seen]
 
     def class_counts(self) -> dict[str, dict[str, int]]:
         """Images per class in each split (the paper's Figures 9 and 12)."""
@@ -164,14 +197,39 @@ def split_raw(raw: RawData, protocol: Protocol, repeat: int = 0, copy: bool = Fa
 
 def load_raw(dataset: str, data_path: str | None = None, image_size: int = 128,
              progress: Callable[[int, int], None] | None = None) -> RawData:
-    """The dataset as its source ships it (no split, no limit)."""
+    """The dataset as its source ships it (no split, no limit), with its identity in ``info`` (``form``,
+    ``fingerprint``, ``source_sizes``; see :meth:`Dataset.identity`)."""
     if dataset == "fashion-mnist":
-        return load_fashion_mnist(data_path)
-    if dataset == "cifar10":
-        return load_cifar10(data_path)
-    if not data_path:
+        raw = load_fashion_mnist(data_path)
+    elif dataset == "cifar10":
+        raw = load_cifar10(data_path, progress)
+    elif not data_path:
         raise DatasetUnavailable(f"No folder given for {dataset}. {HOW_TO_GET[dataset]}")
-    return load_image_folder(data_path, image_size, progress)
+    else:
+        raw = load_image_folder(data_path, image_size, progress)
+    raw.info.setdefault("form", "official")
+    raw.info["source_sizes"] = {"train": len(raw.y_train), "test": 0 if raw.y_test is None else len(raw.y_test)}
+    raw.info["fingerprint"] = fingerprint(raw)
+    return raw
+
+
+def fingerprint(raw: RawData) -> str:
+    """A content hash of a whole source: its class names, and per image its file's bytes (image folders) or
+    its pixels (the official arrays), with its label, in the source's order. Equal for two byte-identical
+    copies wherever they live; different for a re-encoded copy, a subset, or a relabelled one."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update("\n".join(raw.class_names).encode())
+    hashes = raw.info.get("hashes")
+    for part in ("pool", "test"):
+        y = raw.y_train if part == "pool" else raw.y_test
+        if y is None:
+            continue
+        h.update(part.encode() + np.asarray(y, np.int64).tobytes())
+        if hashes:
+            h.update("".join(hashes[part]).encode())
+        else:
+            h.update(np.ascontiguousarray(raw.x_train if part == "pool" else raw.x_test).data)
+    return h.hexdigest()
 
 
 def stratified_pick(y: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -360,15 +418,19 @@ CIFAR_MAX_MEMBER_BYTES = 64 * 2**20
 """Each real batch is 31 MB; a bigger member is not CIFAR-10 (and would be a decompression bomb)."""
 
 
-def load_cifar10(data_path: str | None = None) -> RawData:
+def load_cifar10(data_path: str | None = None, progress: Callable[[int, int], None] | None = None) -> RawData:
     """``cifar-10-batches-py`` (or its ``.tar.gz``) from ``data_path`` (only there, when given) or Keras' cache,
-    then a download. The batches are pickles: they are read with :func:`~core.data.safe_load.cifar_unpickle`, which
-    accepts dicts, lists, bytes and NumPy arrays and nothing else, and only the six expected members are read."""
+    then a download; or, at ``data_path``, a copy of CIFAR-10 as image files in ``train/<class>/`` and
+    ``test/<class>/`` folders (:func:`_read_cifar_images`). The batches are pickles: they are read with
+    :func:`~core.data.safe_load.cifar_unpickle`, which accepts dicts, lists, bytes and NumPy arrays and nothing
+    else, and only the six expected members are read."""
     if data_path:
         path = Path(data_path).expanduser()
         folder = _cifar_folder(path)
         if folder is not None:
             return _read_cifar_folder(folder)
+        if path.is_dir() and _first_child(_unwrap(path), TRAIN_DIR_NAMES) is not None:
+            return _read_cifar_images(path, progress)
         if path.is_file():
             return _read_cifar_tar(path)
         raise DatasetUnavailable(f"--data {data_path} is neither cifar-10-python.tar.gz nor a folder holding "
@@ -384,6 +446,23 @@ def load_cifar10(data_path: str | None = None) -> RawData:
         if candidate.is_file() and candidate.name.endswith((".tar.gz", ".tgz")):
             return _read_cifar_tar(candidate)
     return _keras_download("cifar10", CIFAR_CLASSES, candidates)
+
+
+def _read_cifar_images(path: Path, progress: Callable[[int, int], None] | None) -> RawData:
+    """The "CIFAR-10 images" layout: ``train/<class>/*.jpg`` (50,000) and ``test/<class>/*.jpg`` (the official
+    10,000 test images) as 32x32 image files. Classes keep the official order and label numbers whatever the
+    folders' order; the test folder is the test split and the validation split is drawn from the training
+    pool, as with the official batches. Its ``form`` is ``jpeg-copy``: not the official pixels."""
+    raw = load_image_folder(path, 32, progress)
+    if sorted(raw.class_names) != sorted(CIFAR_CLASSES) or raw.y_test is None:
+        raise DatasetUnavailable(f"{path} is not a CIFAR-10 image copy: it needs train/ and test/ folders with "
+                                 f"the ten classes {', '.join(CIFAR_CLASSES)} (found {', '.join(raw.class_names)}).")
+    official = np.array([CIFAR_CLASSES.index(name) for name in raw.class_names])
+    raw.y_train, raw.y_test = official[raw.y_train], official[raw.y_test]
+    raw.class_names = list(CIFAR_CLASSES)
+    raw.info["form"] = "jpeg-copy" if any(f.lower().endswith((".jpg", ".jpeg")) for f in raw.info["pool_files"][:50]) \
+        else "image-copy"
+    return raw
 
 
 def _cifar_folder(path: Path) -> Path | None:
@@ -525,37 +604,55 @@ def scan_image_folder(path: str | Path) -> FolderScan:
     return scan
 
 
+DECODE_THREADS = min(8, os.cpu_count() or 1)
+"""Threads decoding a folder's images (OpenCV releases the GIL while it decodes)."""
+
+
 def load_image_folder(path: str | Path, image_size: int = 128,
                       progress: Callable[[int, int], None] | None = None) -> RawData:
-    """Decode every image of a class-folder tree to ``image_size`` square RGB, skipping unreadable files."""
+    """Decode every image of a class-folder tree to ``image_size`` square RGB, skipping unreadable files.
+
+    Each file's bytes are hashed as they are read (``info["hashes"]``), so the dataset's fingerprint and the
+    test images that duplicate training ones come from the files themselves."""
     scan = scan_image_folder(path)
     total = len(scan.train) + len(scan.test)
     done = [0]
     skipped: list[str] = []
 
-    def read_all(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def decode(item: tuple[Path, int]) -> tuple[np.ndarray | None, str, str | None]:
+        file = item[0]
+        try:
+            data = file.read_bytes()
+            digest = hashlib.blake2b(data, digest_size=12).hexdigest()
+            return decode_image(data, size=image_size), digest, None
+        except (ImageError, OSError) as exc:
+            return None, "", f"{file.relative_to(scan.root)}: {exc}"
+
+    def read_all(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
         x = np.empty((len(items), image_size, image_size, 3), dtype=np.uint8)
         ok = np.zeros(len(items), dtype=bool)
-        for i, (file, _) in enumerate(items):
-            try:
-                x[i] = decode_image(file.read_bytes(), size=image_size)
-                ok[i] = True
-            except (ImageError, OSError) as exc:
-                skipped.append(f"{file.relative_to(scan.root)}: {exc}")
-            done[0] += 1
-            if progress and (done[0] % 200 == 0 or done[0] == total):
-                progress(done[0], total)
+        digests = [""] * len(items)
+        with ThreadPoolExecutor(DECODE_THREADS) as pool:
+            for i, (image, digest, error) in enumerate(pool.map(decode, items, chunksize=64)):
+                if error is None:
+                    x[i], digests[i], ok[i] = image, digest, True
+                else:
+                    skipped.append(error)
+                done[0] += 1
+                if progress and (done[0] % 200 == 0 or done[0] == total):
+                    progress(done[0], total)
         y = np.array([label for _, label in items], dtype=np.int64)
         kept = np.flatnonzero(ok)
         x, y = compact(x, y, kept)
-        return x, y, [str(items[i][0].relative_to(scan.root)) for i in kept]
+        return x, y, [str(items[i][0].relative_to(scan.root)) for i in kept], [digests[i] for i in kept]
 
-    x_train, y_train, pool_files = read_all(scan.train)
-    x_test, y_test, test_files = read_all(scan.test) if scan.layout == "pre-split" else (None, None, [])
+    x_train, y_train, pool_files, pool_hashes = read_all(scan.train)
+    x_test, y_test, test_files, test_hashes = (read_all(scan.test) if scan.layout == "pre-split"
+                                               else (None, None, [], []))
     _require_decodable(scan, y_train if y_test is None else np.concatenate([y_train, y_test]), skipped)
     info = {"source": str(scan.root), "layout": scan.layout, "skipped": skipped,
             "ignored": scan.ignored, "empty_classes": scan.empty_classes, "pool_files": pool_files,
-            "test_files": test_files}
+            "test_files": test_files, "form": "folder", "hashes": {"pool": pool_hashes, "test": test_hashes}}
     return RawData(scan.class_names, x_train, y_train, x_test, y_test, info=info)
 
 

@@ -284,13 +284,16 @@ class Protocol:
     def key(self) -> str:
         """Stable hash of everything that changes the numbers.
 
-        The canonical Keras datasets give the same data wherever they are read from, so their path is left
-        out; for folder datasets the resolved path is part of the identity. Fields added after the first
+        Fashion-MNIST has one form (the IDX files, wherever they are read from), so its path is left out, as is
+        CIFAR-10's when none is given (Keras' copy of the official batches). A CIFAR-10 path may hold the
+        official batches or a re-encoded image copy ("CIFAR-10, JPEG copy": other pixels), so, as for folder
+        datasets, the resolved path is part of the identity: runs on different copies are never pooled. The
+        records carry each copy's content fingerprint (:meth:`core.data.datasets.Dataset.identity`). Fields added after the first
         records were stored (:data:`KEYED_WHEN_SET`) are hashed only when they differ from their default: a
         record made before a field existed was made with its default behaviour and keeps its key.
         """
         data = self.to_dict()
-        if self.dataset in ("fashion-mnist", "cifar10"):
+        if self.dataset == "fashion-mnist" or not self.data_path:
             data["data_path"] = None
         elif self.data_path:
             data["data_path"] = str(Path(self.data_path).expanduser().resolve())

@@ -65,7 +65,8 @@ def make_record(data: Dataset, protocol: Protocol, repeat: int, stage1: dict[str
         "describe": protocol.describe(),
         "dataset": {"name": data.name, "class_names": data.class_names, "sizes": data.sizes(),
                     "input_shape": list(data.input_shape), "source": data.info.get("source"),
-                    "split_seed": data.split_seed, "skipped_files": len(data.info.get("skipped", []))},
+                    "split_seed": data.split_seed, "skipped_files": len(data.info.get("skipped", [])),
+                    **data.identity()},
         "stage1": stage1,
         "features": feature_info,
         "adam": heads["adam"],
@@ -158,7 +159,6 @@ def fit_summary(last: dict[str, float], best: dict[str, float], history: dict[st
         "fit_seconds": float(sum(history.get("seconds", []))),
         "eval_seconds": eval_seconds,
     }
-
 
 
 def evaluate(model: keras.Model, inputs: dict, labels: dict) -> dict[str, float]:
