@@ -20,7 +20,7 @@ FITS_KEY = "classify_photo_fits"
 log = logging.getLogger("two_stage.app")
 
 if TYPE_CHECKING:
-    from core.classify.ood import Verdict
+    from core.classify.preselect import Preselection
 
 # index in the model choices -> (the model chooser's probability, its held-out accuracy on that dataset); a
 # comment, not a docstring: Streamlit's magic would print a bare string on the page
@@ -73,69 +73,57 @@ def get_photo(lim) -> tuple[bytes | None, str]:
     return up.getvalue(), getattr(up, "name", "camera photo")
 
 
-def shipped_with_statistics(choices) -> dict[str, object]:
-    """Label -> loaded model set, for every shipped model with statistics (loaded once per server)."""
-    loaded = {}
+def shipped_candidates(choices) -> list[object | None]:
+    """Per choice, its loaded model set when it is shipped with statistics, else None: the models a photo is
+    measured against to preselect one (loaded once per server)."""
+    candidates: list[object | None] = []
     for choice in choices:
+        loaded = None
         if choice.shipped and choice.ood_path:
             try:
-                loaded[choice.label] = load_choice(choice)
+                loaded = load_choice(choice)
             except Exception:  # noqa: BLE001 - one broken bundle must not take Classify down
                 log.exception("could not load %s", choice.label)
-    return loaded
+        candidates.append(loaded)
+    return candidates
 
 
-def shipped_router(choices):
-    """The model chooser (:mod:`core.classify.router`) and the index in ``choices`` of each model it routes to, or None
-    (none shipped, fitted for other models, or unreadable: then the rank rule preselects)."""
+def shipped_chooser(choices):
+    """The model chooser (:mod:`core.classify.router`) and the index in ``choices`` of each model it routes to, or
+    None (none shipped, fitted for other models, or unreadable: then the rank rule preselects)."""
+    from core.app import catalog
     from core.classify import router
 
     try:
-        return router.for_choices(choices)
+        return catalog.model_chooser(choices)
     except router.RouterError as exc:
         st.caption(f"Preselecting without the model chooser: {exc}")
         return None
 
 
-def photo_fits(choices, data: bytes, max_pixels: int) -> tuple[dict[int, Verdict], Route | None, float, bool]:
-    """For the shipped models with statistics: index in ``choices`` -> the model's out-of-distribution verdict
-    on the photo; index -> the model chooser's probability that the photo is of that model's dataset, and how
-    often it was right on held-out images of it (None without a chooser); the seconds that took, and whether
-    the photo is new. Measured once per photo: changing the model or the inversion does not measure again."""
-    from core.classify.classify import fit_predictions
+def measure_photo(choices, data: bytes, max_pixels: int) -> tuple[Preselection, bool]:
+    """The photo against every shipped model (:func:`core.classify.preselect.preselect`), and whether the photo is
+    new. Measured once per photo: changing the model or the inversion does not measure again."""
+    from core.classify.preselect import preselect
 
-    digest = hashlib.sha256(data).hexdigest()
+    digest = (hashlib.sha256(data).hexdigest(), tuple(c.label for c in choices))
     memo = st.session_state.get(FITS_KEY)
     new = memo is None or memo["digest"] != digest
     if new:
-        loaded = shipped_with_statistics(choices)
-        started = time.perf_counter()
-        preds = dict(zip(loaded, fit_predictions(list(loaded.values()), data, max_pixels=max_pixels)))
-        route = None
-        found = shipped_router(choices)
-        if found and all(choices[i].label in preds for i in found[1]):
-            router, order = found
-            probs = router.route([preds[choices[i].label] for i in order])
-            route = {choices[i].label: (float(p), float(a)) for i, p, a in zip(order, probs, router.accuracy)}
-        memo = {"digest": digest, "fits": {label: p.ood for label, p in preds.items() if p is not None},
-                "route": route, "seconds": time.perf_counter() - started}
+        chooser = shipped_chooser(choices)
+        memo = {"digest": digest, "selection": preselect(shipped_candidates(choices), data, chooser,
+                                                         max_pixels=max_pixels)}
         st.session_state[FITS_KEY] = memo
-    fits = {i: memo["fits"][c.label] for i, c in enumerate(choices) if c.label in memo["fits"]}
-    route = ({i: memo["route"][c.label] for i, c in enumerate(choices) if c.label in memo["route"]}
-             if memo["route"] else None)
-    return fits, route, memo["seconds"], new
+    return memo["selection"], new
 
 
-def pick_default(choices, fits: dict[int, Verdict], route: Route | None, new_photo: bool) -> None:
-    """On a new photo, preselect the model the chooser assigns it to (:mod:`core.classify.router`), else the one whose
-    own test images it is most typical of (:func:`core.classify.classify.best_fit`); the visitor's own choice stands
-    until the next photo."""
+def pick_default(choices, selection: Preselection | None, new_photo: bool) -> None:
+    """On a new photo, preselect the model :func:`core.classify.preselect.preselect` chose; the visitor's own
+    choice stands until the next photo."""
     if st.session_state.get(MODEL_KEY, 0) >= len(choices):
         st.session_state[MODEL_KEY] = 0
-    if new_photo and route:
-        st.session_state[MODEL_KEY] = max(route, key=lambda i: route[i][0])
-    elif new_photo and fits:
-        st.session_state[MODEL_KEY] = _fits_in_order(fits)[0]
+    if new_photo and selection is not None and selection.pick is not None:
+        st.session_state[MODEL_KEY] = selection.pick
 
 
 def route_caption(choices, route: Route | None) -> None:
@@ -150,7 +138,7 @@ def route_caption(choices, route: Route | None) -> None:
                "Pick another model under Model to compare its answer.")
 
 
-def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int, problem: str | None) -> None:
+def ood_warning(pred, choice, choices, selection: Preselection | None, picked: int, problem: str | None) -> None:
     from core.classify.ood import what_it_knows
 
     verdict = pred.ood
@@ -158,7 +146,7 @@ def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int, pr
         why = (f"{problem}." if problem else "its statistics of the training images are computed when a model "
                "set is bundled (`python -m core bundle`); the shipped models have them.")
         st.caption(f"No out-of-distribution check for this model: {why}"
-                   + _suggestion(choices, fits, picked, flagged=False))
+                   + _suggestion(choices, selection, picked, flagged=False))
         return
     if verdict.flagged:
         st.warning(
@@ -168,12 +156,12 @@ def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int, pr
             f"images). This model only knows {what_it_knows(choice.dataset, choice.class_names)}, so its answer "
             f"below is the nearest of those classes, not a recognition"
             + (f", however sure it looks ({verdict.msp:.0%})." if verdict.msp >= 0.5 else ".")
-            + _suggestion(choices, fits, picked, flagged=True), icon=":material/warning:")
+            + _suggestion(choices, selection, picked, flagged=True), icon=":material/warning:")
     else:
         st.caption(f"Out-of-distribution check passed: the photo is within the range of the model's test images "
                    f"(further from the classes than {verdict.score_rank:.0%} of them; the threshold is the 99th "
                    f"percentile).")
-        also = _also_within(choices, fits, picked)
+        also = _also_within(choices, selection, picked)
         if also:
             st.info(f"The photo is also within the range of the shipped {also}. Between the photo models this "
                     "check tells little apart (a face passes the pet model's check, a pet the face model's): "
@@ -181,35 +169,31 @@ def ood_warning(pred, choice, choices, fits: dict[int, Verdict], picked: int, pr
                     icon=":material/compare_arrows:")
 
 
-def _fits_in_order(fits: dict[int, Verdict]) -> list[int]:
-    """Indices in ``choices``, the model the photo is most typical of first (:func:`core.classify.classify.fit_order`)."""
-    from core.classify.classify import fit_order
-
-    indices = list(fits)
-    return [indices[j] for j in fit_order([fits[i] for i in indices])]
-
-
-def _others_within(choices, fits: dict[int, Verdict], picked: int) -> list[int]:
+def _others_within(choices, selection: Preselection | None, picked: int) -> list[int]:
     """The other shipped models, of other datasets, whose check the photo passes, most typical first."""
-    return [i for i in _fits_in_order(fits)
-            if not fits[i].flagged and i != picked and choices[i].dataset != choices[picked].dataset]
+    if selection is None:
+        return []
+    verdicts = selection.verdicts
+    return [i for i in selection.typical_first()
+            if not verdicts[i].flagged and i != picked and choices[i].dataset != choices[picked].dataset]
 
 
-def _suggestion(choices, fits: dict[int, Verdict], picked: int, flagged: bool) -> str:
-    better = _others_within(choices, fits, picked)
+def _suggestion(choices, selection: Preselection | None, picked: int, flagged: bool) -> str:
+    better = _others_within(choices, selection, picked)
     if better:
         return (f" Photos like this one are within the range of the shipped **{choices[better[0]].title}** model: "
                 "pick it under Model.")
-    if flagged and fits:
+    if flagged and selection is not None and selection.verdicts:
         return " None of the shipped models has seen photos like this one."
     return ""
 
 
-def _also_within(choices, fits: dict[int, Verdict], picked: int) -> str:
+def _also_within(choices, selection: Preselection | None, picked: int) -> str:
     """:func:`_others_within` in words."""
+    verdicts = selection.verdicts if selection is not None else {}
     return " and the ".join(f"**{choices[i].title}** model (further from its classes than "
-                            f"{fits[i].score_rank:.0%} of its test images)"
-                            for i in _others_within(choices, fits, picked))
+                            f"{verdicts[i].score_rank:.0%} of its test images)"
+                            for i in _others_within(choices, selection, picked))
 
 
 def show_prediction(pred, name: str) -> None:
@@ -283,30 +267,35 @@ def export_downloads(choice, models, demo: bool) -> None:
                                     "Lite interpreter on phones and small devices."))
 
 
-def answer(data: bytes, name: str, choices, pick: int, models, invert, fits: dict[int, Verdict], fit_s: float,
+def answer(data: bytes, name: str, choices, pick: int, models, invert, selection: Preselection | None,
            max_pixels: int) -> None:
-    """The probabilities first (fast), then the out-of-distribution verdict's details and the heat map."""
+    """The probabilities first (fast), then the out-of-distribution verdict's details and the heat map. The
+    preselection's pass already holds the answer of a shipped model read with the automatic inversion."""
     from core.classify.classify import classify
     from core.data.imageio import ImageError
 
+    measured = selection.predictions[pick] if selection is not None and invert is None else None
+    started = time.perf_counter()
     try:
-        started = time.perf_counter()
-        pred = classify(models, data, invert=invert, max_pixels=max_pixels)
-        answer_s = time.perf_counter() - started
+        pred = measured or classify(models, data, invert=invert, max_pixels=max_pixels)
     except ImageError as exc:
         st.error(f"Could not use this file: {exc}")
         return
-    ood_warning(pred, choices[pick], choices, fits, pick, models.ood_problem)
+    answer_s = time.perf_counter() - started
+    ood_warning(pred, choices[pick], choices, selection, pick, models.ood_problem)
     show_prediction(pred, name)
     heat_s = show_input_and_heat_map(pred, models)
-    st.caption(f"Answer in {1000 * answer_s:.0f} ms, heat map in {1000 * heat_s:.0f} ms; measuring the photo "
-               f"against {count_text(len(fits), 'shipped model')} to preselect one took {1000 * fit_s:.0f} ms when "
-               "it was uploaded (this server).")
+    shipped = sum(p is not None for p in selection.predictions) if selection is not None else 0
+    fit_s = selection.seconds if selection is not None else 0.0
+    st.caption(("Answer from the preselection's pass" if measured else f"Answer in {1000 * answer_s:.0f} ms")
+               + f", heat map in {1000 * heat_s:.0f} ms; measuring the photo against "
+               f"{count_text(shipped, 'shipped model')} to preselect one took {1000 * fit_s:.0f} ms when it was "
+               "uploaded (this server).")
 
 
 def body() -> None:
-    from core.data.imageio import ImageError
     from core.classify.ood import what_it_knows
+    from core.data.imageio import ImageError
 
     st.title("Classify")
     st.write("Upload a photo (or take one): it is decoded by the same function that reads the datasets, resized to "
@@ -325,17 +314,16 @@ def body() -> None:
     if data is not None and len(data) > lim.max_upload_mb * 1024 * 1024:
         st.error(f"The file is larger than {lim.max_upload_mb} MB.")
         return
-    fits: dict[int, Verdict] = {}
-    route, fit_s, new_photo = None, 0.0, False
+    selection, new_photo = None, False
     if data is not None:
         try:
-            fits, route, fit_s, new_photo = photo_fits(choices, data, lim.max_pixels)
+            selection, new_photo = measure_photo(choices, data, lim.max_pixels)
         except ImageError as exc:
             st.error(f"Could not use this file: {exc}")
             return
-    pick_default(choices, fits, route, new_photo)
+    pick_default(choices, selection, new_photo)
     pick = st.selectbox("Model", list(range(len(choices))), format_func=lambda i: choices[i].label, key=MODEL_KEY)
-    route_caption(choices, route)
+    route_caption(choices, selection.route if selection is not None else None)
     choice = choices[pick]
     models = load_choice(choice)
     st.caption(f"{choice.title or choice.dataset}: knows {what_it_knows(choice.dataset, choice.class_names)} · "
@@ -345,7 +333,7 @@ def body() -> None:
         invert = INVERT[st.radio("Fashion-MNIST items are light on a dark background; a photo of a dark item on a "
                                  "light background is inverted", list(INVERT), horizontal=True)]
     if data is not None:
-        answer(data, name, choices, pick, models, invert, fits, fit_s, lim.max_pixels)
+        answer(data, name, choices, pick, models, invert, selection, lim.max_pixels)
     export_downloads(choice, models, lim.demo)
 
 

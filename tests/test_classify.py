@@ -399,11 +399,10 @@ def test_the_shipped_chooser_sends_pets_to_the_pet_model_and_faces_to_a_right_fa
     README, "Classify". The faces come from the Face Mask set, so they may have been among the shipped repeat's
     training images; pet answers are not asserted: the shipped pet CNN is right on ~69 % of photos.)"""
     from core.app import catalog
-    from core.classify import router
     from core.classify.classify import fit_predictions
 
     choices = catalog.models()
-    found = router.for_choices(choices)
+    found = catalog.model_chooser(choices)
     if found is None:
         pytest.skip("reference/ ships no model chooser for its current models")
     chooser, order = found

@@ -142,9 +142,8 @@ def test_the_shipped_model_chooser_preselects_the_photos_own_model(photo, title,
     the shipped model chooser picks the face model, says so under the Model box, and the page still names the
     other photo model as one to compare."""
     from core.app import catalog
-    from core.classify import router
 
-    if router.for_choices(catalog.models()) is None:
+    if catalog.model_chooser(catalog.models()) is None:
         pytest.skip("reference/ ships no model chooser for its current models")
     monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
@@ -163,7 +162,7 @@ def test_a_damaged_model_chooser_is_one_line_and_the_rank_rule_preselects(tmp_pa
     from core.app import catalog
     from core.classify import router
 
-    if router.for_choices(catalog.models()) is None:
+    if catalog.model_chooser(catalog.models()) is None:
         pytest.skip("reference/ ships no model chooser for its current models")
     ref = tmp_path / "reference"
     ref.mkdir()

@@ -122,7 +122,7 @@ def test_the_shipped_chooser_fits_the_shipped_models_and_beats_the_rank_rule():
     if len({c.dataset for c in models}) < 2:
         pytest.skip("fewer than two shipped model sets")
     assert (reference.REFERENCE_DIR / router.FILE).is_file(), "run `python -m core router`"
-    found = router.for_choices(models)
+    found = catalog.model_chooser(models)
     assert found is not None, "reference/router.npz was fitted for other models: run `python -m core router`"
     fitted = found[0]
     assert sorted(fitted.datasets) == sorted(c.dataset for c in models)

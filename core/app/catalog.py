@@ -152,6 +152,22 @@ def _accuracy_text(accuracy: dict[str, float]) -> str:
 
 # ------------------------------------------------------------------------------------ choosing and labelling
 
+def model_chooser(choices: list[ModelChoice], root: Path | None = None) -> tuple[Any, list[int]] | None:
+    """Classify's model chooser shipped in ``reference/`` (:mod:`core.classify.router`) and the index in
+    ``choices`` of each model set it routes to; None when there is none for the shipped models. Raises
+    :class:`core.classify.router.RouterError` for a file that cannot be read."""
+    from ..classify import router
+
+    return router.for_choices(choices, root or reference.REFERENCE_DIR)
+
+
+def chooser_file(root: Path | None = None) -> Path:
+    """Where ``python -m core router`` writes the model chooser: beside the shipped bundles."""
+    from ..classify import router
+
+    return (root or reference.REFERENCE_DIR) / router.FILE
+
+
 def provenance(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Repeats, protocol, backend, device and date range of a set of runs: what every 'ours' number carries."""
     if not runs:

@@ -224,18 +224,12 @@ def build_for(models: Sequence[Any], datasets: Sequence[str], fingerprints: Sequ
     return build(datasets, fingerprints, fitted, held, rank, provenance=provenance)
 
 
-def shipped_file(root: Path | None = None) -> Path:
-    """Where the shipped router lives: beside the bundles in ``reference/``."""
-    from ..app import reference
-
-    return (root or reference.REFERENCE_DIR) / FILE
-
-
-def for_choices(choices: Sequence[Any], root: Path | None = None) -> tuple[Router, list[int]] | None:
-    """The shipped router and, per dataset it routes to, the index of that model set in ``choices`` (model
-    choices as :func:`core.app.catalog.models` lists them); None when there is none, or it was fitted with other
-    model sets than the ones shipped now (then the rank rule preselects)."""
-    file = shipped_file(root)
+def for_choices(choices: Sequence[Any], root: Path) -> tuple[Router, list[int]] | None:
+    """The router shipped in the folder of bundles ``root`` and, per dataset it routes to, the index of that
+    model set in ``choices`` (model choices as :func:`core.app.catalog.models` lists them); None when there is
+    none, or it was fitted with other model sets than the ones shipped now (then the rank rule preselects).
+    :func:`core.app.catalog.model_chooser` reads the app's own ``reference/``."""
+    file = Path(root) / FILE
     if not file.is_file():
         return None
     router = Router.load(file)

@@ -366,7 +366,7 @@ def _router(args: argparse.Namespace) -> int:
     except (DatasetUnavailable, router.RouterError, OSError) as exc:
         print(f"error: {exc} Nothing was changed.", file=sys.stderr)
         return 2
-    out = fitted.save(router.shipped_file())
+    out = fitted.save(catalog.chooser_file())
     print(f"wrote {out}: how often the model chooser preselects the model of a held-out image's dataset")
     for name, acc, rank in zip(fitted.datasets, fitted.accuracy, fitted.rank_accuracy):
         print(f"  {name}: {acc:.1%} (the rank rule it replaces: {rank:.1%})")
