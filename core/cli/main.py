@@ -16,7 +16,8 @@ from ..protocol.events import (BatchNormEvent, EpochEvent, LoadingEvent, RepeatE
 from ..protocol.words import count_text
 
 COMMANDS: dict[str, Any] = {}
-"""Sub-command name -> (help, add-arguments function, handler); other modules register theirs here."""
+"""Sub-command name -> (help, add-arguments function, handler); :mod:`core.cli.jobs` and
+:mod:`core.cli.reports` register theirs here too (the package imports them: :mod:`core.cli`)."""
 
 
 def command(name: str, help: str, add_arguments):
@@ -374,7 +375,6 @@ def _router(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    _load_plugins()
     parser = argparse.ArgumentParser(
         prog="python -m core",
         description="Two-stage CNN training (Zhou): run the paper's experiments and keep every run's record.")
@@ -382,18 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, add_arguments, _handler) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     return parser
-
-
-def _load_plugins() -> None:
-    """Import modules that register further sub-commands (the job queue) if they exist."""
-    import importlib
-
-    for module in ("core.cli.jobs", "core.cli.reports"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
 
 
 def main(argv: list[str] | None = None) -> int:
