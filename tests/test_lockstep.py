@@ -233,5 +233,11 @@ def test_resplit_lockstep_repeats_each_use_the_split_the_plain_path_draws(photo_
                 assert abs(ours[f"{split}_accuracy"] - stored[f"{split}_accuracy"]) <= 1 / len(labels[split]) + 1e-9
                 assert ours[f"{split}_loss"] == pytest.approx(stored[f"{split}_loss"], rel=1e-3), (kind, split)
     assert len(set(test_sets)) == 2
+    for run in runs:  # the plain path's second-stage readings, the BatchNorm one included (one BN layer)
+        assert set(run["readings"]) == {"logistic", "heldout", "logistic_bn"}
+        assert run["readings"]["logistic"]["test_accuracy"] >= 1 / 3 - 0.2
+        sizes = run["stage1"]["batchnorm"]["sample_sizes"]
+        assert sizes[-1] == {"images": run["dataset"]["sizes"]["train"],
+                             "test_accuracy": run["stage1"]["last_bn"]["test_accuracy"]}
     assert any(run["stage1"]["last_bn"]["train_loss"] != pytest.approx(run["stage1"]["last"]["train_loss"], rel=1e-3)
                for run in runs)  # the re-estimation changed something, so the check above compared two things

@@ -90,3 +90,20 @@ def test_an_unknown_formulation_is_one_line(monkeypatch):
         stacked.conv_form()
     monkeypatch.delenv(stacked.CONV_FORM_VAR)
     assert stacked.conv_form() == "vmap"
+
+
+def test_a_split_of_chosen_rows_per_member_pads_like_an_uploaded_one():
+    """DeviceSplit.take (the BatchNorm sample-size readings): member m gets rows[m] of its own source, padded
+    to the inference batch with label -1."""
+    jnp = pytest.importorskip("jax.numpy")
+    from core.training.record import EVAL_BATCH
+    from core.training.stacked import DeviceSplit
+
+    x = [np.arange(10 * 2).reshape(10, 2).astype(np.uint8) + 100 * s for s in range(2)]
+    y = [np.arange(10) + 10 * s for s in range(2)]
+    split = DeviceSplit.upload(x, y)
+    subset = split.take(np.array([1, 0, 1]), np.array([[0, 3, 9], [2, 4, 5], [1, 1, 2]]))
+    assert subset.n == 3 and subset.x.shape == (3, EVAL_BATCH, 2)
+    assert np.asarray(subset.y)[:, :3].tolist() == [[10, 13, 19], [2, 4, 5], [11, 11, 12]]
+    assert np.all(np.asarray(subset.y)[:, 3:] == -1)
+    assert np.asarray(subset.x)[0, 1].tolist() == [106, 107] and isinstance(subset.x, jnp.ndarray)

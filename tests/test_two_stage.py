@@ -58,6 +58,10 @@ def test_a_repeat_trains_both_stages_and_records_everything(tiny_data, tmp_path)
     identity = record["dataset"]
     assert identity["form"] == "official" and len(identity["fingerprint"]) == 24 and identity["image_size"] == 28
     assert identity["source_sizes"] == {"train": 60000, "test": 10000}
+    # the second-stage readings that train no network, on the same features (no BatchNorm: no _bn reading)
+    readings = record["readings"]
+    assert set(readings) == {"logistic", "heldout"} and "sample_sizes" not in s1["batchnorm"]
+    assert readings["logistic"]["test_accuracy"] > 0.4 and readings["logistic"]["l2"] > 0
     stages = {e["stage"] for e in events if "epoch" in e}
     assert stages == {"stage1", "stage2_adam", "stage2_sgd"}
     # crash-recovery files are gone; the three models stay for Classify

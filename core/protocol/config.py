@@ -288,14 +288,16 @@ class Protocol:
         CIFAR-10's when none is given (Keras' copy of the official batches). A CIFAR-10 path may hold the
         official batches or a re-encoded image copy ("CIFAR-10, JPEG copy": other pixels), so, as for folder
         datasets, the resolved path is part of the identity: runs on different copies are never pooled. The
-        records carry each copy's content fingerprint (:meth:`core.data.datasets.Dataset.identity`). Fields added after the first
-        records were stored (:data:`KEYED_WHEN_SET`) are hashed only when they differ from their default: a
-        record made before a field existed was made with its default behaviour and keeps its key.
+        records carry each copy's content fingerprint (:meth:`core.data.datasets.Dataset.identity`).
+
+        Fields added after the first records were stored (:data:`KEYED_WHEN_SET`) are hashed only when they
+        differ from their default: a record made before a field existed was made with its default behaviour and
+        keeps its key.
         """
         data = self.to_dict()
         if self.dataset == "fashion-mnist" or not self.data_path:
             data["data_path"] = None
-        elif self.data_path:
+        else:
             data["data_path"] = str(Path(self.data_path).expanduser().resolve())
         data["augment"] = self.use_augmentation
         if not self.use_augmentation:  # no augmentation is one experiment however it was asked for

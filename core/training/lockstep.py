@@ -17,9 +17,11 @@ members: features from the stacked stage-one extractors, then every repeat's Ada
 
 Records: stage one's evaluations and BatchNorm diagnostics run for all repeats at once on the device, with the
 plain path's losses and re-estimation arithmetic, and are put into the plain path's record parts
-(:func:`core.training.record.fit_summary`, :func:`core.training.record.add_diagnostics`); each head's weights are set into
-an ordinary Keras model and evaluated by the plain path's own code (:func:`core.training.record.summarise_fit`,
-predictions, :func:`core.training.record.make_record`), so both engines store one schema. What differs, besides
+(:func:`core.training.record.fit_summary`, :func:`core.training.record.add_diagnostics`); each head's weights
+are set into an ordinary Keras model and evaluated by the plain path's own code
+(:func:`core.training.record.summarise_fit`, predictions, :func:`core.training.record.make_record`), and the
+second-stage readings are the plain path's fits (:mod:`core.training.ceiling`), so both engines store one
+schema. What differs, besides
 ``protocol.engine``: a repeat's shuffling comes from JAX keys (its numbers match the plain path's in
 distribution, not bit for bit); validation and stage one's evaluations run in batches of 256 (same values up to
 rounding); and the time fields (``history.seconds``, ``fit_seconds``, ``features.seconds``, stage one's
@@ -44,6 +46,7 @@ import os
 import shutil
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -55,7 +58,7 @@ from ..models.models import (batchnorm_layers, build_for_protocol, build_head, c
                              moments_of)
 from ..models.optim import stage1_optimizer
 from ..protocol.config import Protocol
-from . import env, record, two_stage
+from . import ceiling, env, record, two_stage
 from .record import HEADS, SPLITS, Cancelled, Progress
 from .stacked import (CHUNK_STEPS, conv_form, Cohort, DeviceSplit, EngineUnavailable, epoch_batches, inference_program,
                       score_program, stack_members, steps_per_call, train_program, upload_split, variable_values)
@@ -292,14 +295,15 @@ class LockstepRun:
         undiagnosed = [r for r in self.repeats if not self._has(r, "stage1.json")]
         if undiagnosed:
             self._diagnose_stage1(undiagnosed)
-        features, seconds = self._features()
+        features, bn_features, seconds = self._features()
         untrained = [r for r in self.repeats if not self._has(r, STAGE2_DONE)]
         if untrained:
             self._train_heads(untrained, features)
+        readings = self._readings(features, bn_features)
         for repeat in self.repeats:
             if self.should_stop():
                 raise Cancelled("records")
-            yield self._record(repeat, features, seconds)
+            yield self._record(repeat, features, seconds, readings[repeat])
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _has(self, repeat: int, *names: str) -> bool:
@@ -357,9 +361,12 @@ class LockstepRun:
         evaluations: dict[str, dict[str, list]] = {}  # "last", "last_bn", ... -> "test_accuracy" -> (M,)
         probs: dict[str, np.ndarray] = {}
         seconds = {"plain": 0.0, "batchnorm": 0.0}
+        sample_sizes: dict[int, np.ndarray] = {}  # images -> (M,) test accuracy after re-estimating on them
         for weights in ("last", "best"):
             started = time.perf_counter()
             trainable, statistics = self._stacked(repeats, f"stage1_{weights}.weights.h5")
+            if layers and weights == "last":
+                sample_sizes = self._sample_sizes(repeats, score, trainable, statistics, sources)
             for kind in ([weights, f"{weights}_bn"] if layers else [weights]):
                 if kind.endswith("_bn"):
                     statistics = self._reestimated(trainable, statistics, sources)
@@ -372,15 +379,31 @@ class LockstepRun:
             history = json.loads((folder / "lockstep_stage1.json").read_text())
             own = {kind: {name: values[m] for name, values in splits.items()} for kind, splits in evaluations.items()}
             stage1 = record.fit_summary(own["last"], own["best"], history, self.protocol,
-                                           seconds["plain"] / len(repeats))
+                                        seconds["plain"] / len(repeats))
             reestimated = {w: own[f"{w}_bn"] for w in ("last", "best") if layers}
             record.add_diagnostics(stage1, layers, reestimated, len(self.datasets[repeat].y_train),
-                                      seconds["batchnorm"] / len(repeats))
+                                   seconds["batchnorm"] / len(repeats),
+                                   {images: float(accuracy[m]) for images, accuracy in sample_sizes.items()})
             test_probs = {name: block[m] for name, block in probs.items()}
             for weights in ("last", "best"):
                 test_probs.setdefault(f"stage1_{weights}_bn", test_probs[f"stage1_{weights}"])
             np.savez(folder / "stage1_test_probs.npz", **test_probs)
             record.write_json(folder / "stage1.json", stage1)
+
+    def _sample_sizes(self, repeats: list[int], score: Callable, trainable: list, statistics: list,
+                      sources: Any) -> dict[int, np.ndarray]:
+        """Test accuracy of each member after re-estimating its BatchNorm statistics on only ``images`` of its
+        training images (:data:`~core.training.record.BN_SAMPLE_SIZES`; the plain path's rows, per repeat)."""
+        train, test = self.device["train"], self.device["test"]
+        members = jnp.arange(len(repeats), dtype=jnp.int32)
+        out = {}
+        for images in (n for n in record.BN_SAMPLE_SIZES if n < train.n):
+            rows = [record.bn_sample_rows(train.n, images, self._seed(r)) for r in repeats]
+            subset = train.take(np.asarray(sources), np.stack(rows))
+            reestimated = self._reestimated(trainable, statistics, members, subset)
+            _, accuracy = score(trainable, reestimated, test.x, sources, test.y)
+            out[images] = np.asarray(accuracy, np.float64)
+        return out
 
     def _stacked(self, repeats: list[int], filename: str, model: keras.Model | None = None) -> tuple[list, list]:
         """``repeats``' weights from their ``filename`` (loaded through ``self.model``; ``model``, a part
@@ -400,7 +423,8 @@ class LockstepRun:
             out[f"{split}_loss"] = np.asarray(loss, np.float64).tolist()
         return out
 
-    def _reestimated(self, trainable: list, non_trainable: list, sources: Any) -> list:
+    def _reestimated(self, trainable: list, non_trainable: list, sources: Any,
+                     train: DeviceSplit | None = None) -> list:
         """``non_trainable`` with every BatchNormalization layer's moving mean and variance replaced, member by
         member, by the statistics of its input over the member's own training split: the plain path's
         :func:`core.models.models.reestimate_batchnorm` (layers in order, upstream layers in inference mode and
@@ -409,7 +433,7 @@ class LockstepRun:
         trainable_at = {id(v): i for i, v in enumerate(self.model.trainable_variables)}
         non_trainable_at = {id(v): i for i, v in enumerate(self.model.non_trainable_variables)}
         statistics = list(non_trainable)
-        train = self.device["train"]
+        train = train or self.device["train"]
         for bn, probe, moments in self._probes():
             probe_trainable = [trainable[trainable_at[id(v)]] for v in probe.trainable_variables]
             probe_non_trainable = [statistics[non_trainable_at[id(v)]] for v in probe.non_trainable_variables]
@@ -449,7 +473,29 @@ class LockstepRun:
         seconds = time.perf_counter() - started
         for repeat in self.repeats:
             self.report({"stage": "features", "seconds": seconds / len(self.repeats), "repeat": repeat})
-        return features, seconds
+        bn_features = None
+        if batchnorm_layers(self.model):  # the same features after re-estimating BatchNorm (for the readings)
+            full, statistics = self._stacked(self.repeats, f"stage1_{self.protocol.features_from}.weights.h5")
+            statistics = self._reestimated(full, statistics, sources)
+            at = {id(v): i for i, v in enumerate(self.model.non_trainable_variables)}
+            bn_statistics = [statistics[at[id(v)]] for v in extractor.non_trainable_variables]
+            bn_features = {split: np.asarray(infer(trainable, bn_statistics, d.x, sources)[:, :d.n])
+                           for split, d in self.device.items()}
+        return features, bn_features, seconds
+
+    def _readings(self, features: dict[str, DeviceSplit], bn_features: dict[str, np.ndarray] | None
+                  ) -> dict[int, dict[str, Any]]:
+        """Every repeat's second-stage readings (:mod:`core.training.ceiling`), fitted on the host in a thread
+        pool (the fits are NumPy/SciPy work, which releases the GIL) while nothing else needs the CPU."""
+        def one(repeat: int) -> dict[str, Any]:
+            row, data = self.repeats.index(repeat), self.datasets[repeat]
+            own = {split: np.asarray(f.x[row, :f.n], np.float32) for split, f in features.items()}
+            bn = {split: block[row] for split, block in bn_features.items()} if bn_features else None
+            labels = {split: getattr(data, f"y_{split}") for split in SPLITS}
+            return ceiling.readings(own, labels, data.num_classes, bn, self._seed(repeat))
+
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            return dict(zip(self.repeats, pool.map(one, self.repeats)))
 
     def _head_model(self, name: str, dim: int) -> keras.Model:
         """A compiled head for evaluating and saving any repeat's trained weights (the plain path's compile)."""
@@ -497,7 +543,8 @@ class LockstepRun:
                        self.should_stop, self.conv)
 
     # ------------------------------------------------------------------------------------------- records
-    def _record(self, repeat: int, features: dict[str, DeviceSplit], seconds: float) -> dict[str, Any]:
+    def _record(self, repeat: int, features: dict[str, DeviceSplit], seconds: float,
+                readings: dict[str, Any]) -> dict[str, Any]:
         """The plain path's evaluation of both heads, the models Classify loads, and the record."""
         folder, p = self.folders[repeat], self.protocol
         stage1 = json.loads((folder / "stage1.json").read_text())
@@ -521,4 +568,5 @@ class LockstepRun:
         record.tidy_workdir(folder)
         feature_info = {"dim": dim, "from": p.features_from, "seconds": seconds / len(self.repeats)}
         return record.make_record(self.datasets[repeat], p, repeat, stage1, feature_info, heads, test_probs,
-                                  self.started_at, formulation=f"stacked, {self.conv} convolutions")
+                                  self.started_at, formulation=f"stacked, {self.conv} convolutions",
+                                  readings=readings)

@@ -48,14 +48,16 @@ class Cancelled(Exception):
 
 def make_record(data: Dataset, protocol: Protocol, repeat: int, stage1: dict[str, Any],
                 feature_info: dict[str, Any], heads: dict[str, Any],
-                test_probs: dict[str, np.ndarray], started_at: str, formulation: str = "keras fit") -> dict[str, Any]:
+                test_probs: dict[str, np.ndarray], started_at: str, formulation: str = "keras fit",
+                readings: dict[str, Any] | None = None) -> dict[str, Any]:
     """One repeat's run record; shared with :mod:`core.training.lockstep`, so both engines store the same schema.
 
     ``started_at`` is when this process began work on the repeat (for the lock-step engine, on all the
     repeats it trains together): with ``finished_at`` it bounds the wall time, which the lock-step engine's
     per-repeat ``seconds`` (shares of a common wall time) cannot show. ``formulation`` says how the engine
     computed (the plain engine's Keras ``fit``; the lock-step engine's convolution formulation, which changes
-    rounding, not the function: :mod:`core.training.stacked`)."""
+    rounding, not the function: :mod:`core.training.stacked`). ``readings`` are the second-stage readings that
+    train no network (:mod:`core.training.ceiling`)."""
     seed = protocol.seed + repeat
     return {
         "key": protocol.key(),
@@ -71,6 +73,7 @@ def make_record(data: Dataset, protocol: Protocol, repeat: int, stage1: dict[str
         "features": feature_info,
         "adam": heads["adam"],
         "sgd": heads["sgd"],
+        "readings": readings or {},
         "predictions": predictions.encode(data.y_test, test_probs, protocol.stage1_eval,
                                           lambda rows: data.image_ids("test", rows)),
         "env": {**env.info(), "precision": env.precision_support(protocol.precision), "formulation": formulation},
@@ -86,8 +89,19 @@ def now_iso() -> str:
 
 
 
+BN_SAMPLE_SIZES = (100, 1000)
+"""Training images stage one's BatchNorm statistics are also re-estimated on (besides all of them), to see how
+many PreciseBN needs here (Wu & Johnson 2021 report 10^3-10^4 suffice)."""
+
+
+def bn_sample_rows(n_train: int, images: int, seed: int) -> np.ndarray:
+    """The training rows a re-estimation on ``images`` images uses: the first of a seeded permutation, sorted
+    (the same rows in both engines)."""
+    return np.sort(np.random.default_rng(seed).permutation(n_train)[:images])
+
+
 def add_diagnostics(stage1: dict[str, Any], layers: int, reestimated: dict[str, dict[str, float]],
-                    images: int, seconds: float) -> None:
+                    images: int, seconds: float, sample_sizes: dict[int, float] | None = None) -> None:
     """The record's explanation of stage one's score, the same for both engines:
 
     - ``last_bn``/``best_bn``: ``reestimated["last"/"best"]``, the evaluations after re-estimating the
@@ -95,7 +109,9 @@ def add_diagnostics(stage1: dict[str, Any], layers: int, reestimated: dict[str, 
       BatchNormalization, and ``batchnorm`` says so);
     - ``fit_train_accuracy``: the training accuracy Keras reported during ``fit`` (dropout and augmentation
       on, weights changing through the epoch) for the last and the best epoch, beside the inference-mode
-      ``train_accuracy`` of ``last``/``best``. The paper does not say which of the two its Table 1 shows.
+      ``train_accuracy`` of ``last``/``best``. The paper does not say which of the two its Table 1 shows;
+    - ``batchnorm.sample_sizes``: the last weights' test accuracy after re-estimating on ``images`` training
+      images (:data:`BN_SAMPLE_SIZES`, then all of them), from ``sample_sizes`` (images -> test accuracy).
     """
     for weights in ("last", "best"):
         stage1[f"{weights}_bn"] = dict(reestimated[weights]) if layers else dict(stage1[weights])
@@ -106,6 +122,10 @@ def add_diagnostics(stage1: dict[str, Any], layers: int, reestimated: dict[str, 
                  "(inference mode, no augmentation, no weight update)") if layers else
                 "the model has no BatchNormalization layer, so *_bn equal the plain evaluations",
     }
+    if layers:
+        sizes = {**(sample_sizes or {}), int(images): reestimated["last"]["test_accuracy"]}
+        stage1["batchnorm"]["sample_sizes"] = [{"images": n, "test_accuracy": float(acc)}
+                                               for n, acc in sorted(sizes.items())]
     acc = stage1["history"].get("accuracy", [])
     best_epoch = stage1["best_epoch"]
     stage1["fit_train_accuracy"] = {

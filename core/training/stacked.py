@@ -444,6 +444,18 @@ class DeviceSplit:
             x[source, :n], y[source, :n] = x_source, y_source
         return cls(jnp.asarray(x), jnp.asarray(y), n)
 
+    def take(self, sources: np.ndarray, rows: np.ndarray) -> DeviceSplit:
+        """A split of one source per member: member ``m``'s ``rows[m]`` of source ``sources[m]``, padded to a
+        multiple of EVAL_BATCH like an uploaded split (all members take the same number of rows)."""
+        n = rows.shape[1]
+        padded = np.zeros((rows.shape[0], n + (-n % EVAL_BATCH)), np.int64)
+        padded[:, :n] = rows
+        valid = np.arange(padded.shape[1]) < n
+        src = jnp.asarray(sources)[:, None]
+        x = self.x[src, jnp.asarray(padded)]
+        y = jnp.where(jnp.asarray(valid)[None], self.y[src, jnp.asarray(padded)], -1)
+        return DeviceSplit(x, y, n)
+
 
 
 def epoch_batches(seeds: list[int], epoch: int, n: int, batch: int, per_call: int) -> tuple[Any, Any, Any]:

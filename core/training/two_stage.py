@@ -22,9 +22,9 @@ from ..data.datasets import Dataset
 from ..models.models import batchnorm_layers, build_for_protocol, build_head, feature_extractor, reestimate_batchnorm
 from ..models.optim import stage1_optimizer
 from ..protocol.config import Protocol
-from . import env, training_data
-from .record import (EVAL_BATCH, HEADS, SPLITS, Cancelled, Progress, add_diagnostics, evaluate, make_record, now_iso,
-                     predict_probabilities, summarise_fit, tidy_workdir, write_json)
+from . import ceiling, env, training_data
+from .record import (BN_SAMPLE_SIZES, EVAL_BATCH, HEADS, SPLITS, Cancelled, Progress, add_diagnostics, bn_sample_rows,
+                     evaluate, make_record, now_iso, predict_probabilities, summarise_fit, tidy_workdir, write_json)
 
 STEPS_PER_EXECUTION = 32
 """Batches of 32 that one compiled call runs in stage one. The same updates in the same order (the batch size
@@ -68,7 +68,7 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
     else:
         stage1 = _fit(model, inputs, labels, protocol, workdir, "stage1", report, should_stop)
         report({"stage": "batchnorm", "layers": len(batchnorm_layers(model))})
-        test_probs = stage1_diagnostics(model, inputs, labels, workdir, stage1)
+        test_probs = stage1_diagnostics(model, inputs, labels, workdir, stage1, seed)
         np.savez(probs_file, **test_probs)
         write_json(stage1_file, stage1)
 
@@ -81,6 +81,8 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
     feature_info = {"dim": int(features["train"].shape[1]), "from": protocol.features_from,
                     "seconds": time.perf_counter() - started}
     report({"stage": "features", "seconds": feature_info["seconds"]})
+    readings = stage2_readings(model, extractor, inputs, trained, features, seed)
+    model.load_weights(workdir / f"stage1_{protocol.features_from}.weights.h5")  # re-estimation changed it
 
     heads: dict[str, Any] = {}
     head_models: dict[str, keras.Model] = {}
@@ -100,29 +102,52 @@ def run_repeat(data: Dataset, protocol: Protocol, repeat: int, workdir: str | Pa
         for name, head in head_models.items():
             head.save(workdir / f"head_{name}.keras")
     tidy_workdir(workdir)
-    record = make_record(data, protocol, repeat, stage1, feature_info, heads, test_probs, started_at)
+    record = make_record(data, protocol, repeat, stage1, feature_info, heads, test_probs, started_at,
+                         readings=readings)
     return {**record, "training_data": prepared} if prepared else record
 
 
+def stage2_readings(model: keras.Model, extractor: keras.Model, inputs: dict, data: Dataset,
+                    features: dict[str, np.ndarray], seed: int) -> dict[str, Any]:
+    """The second-stage readings that train no network (:mod:`core.training.ceiling`), on ``features`` and,
+    for a network with BatchNorm, on the features after re-estimating its statistics (this changes
+    ``model``'s statistics: the caller reloads its weights)."""
+    bn_features = None
+    if batchnorm_layers(model):
+        reestimate_batchnorm(model, inputs["train"], EVAL_BATCH)
+        bn_features = {split: np.asarray(extractor.predict(inputs[split], batch_size=EVAL_BATCH, verbose=0),
+                                         dtype=np.float32) for split in SPLITS}
+    labels = {split: getattr(data, f"y_{split}") for split in SPLITS}
+    return ceiling.readings(features, labels, data.num_classes, bn_features, seed)
+
+
 def stage1_diagnostics(model: keras.Model, inputs: dict, labels: dict, workdir: Path,
-                        stage1: dict[str, Any]) -> dict[str, np.ndarray]:
+                        stage1: dict[str, Any], seed: int = 0) -> dict[str, np.ndarray]:
     """Add to ``stage1`` what explains its score (:func:`add_diagnostics`), and return its test-set
     probabilities: the last and best weights, each also after :func:`reestimate_batchnorm` on the training
-    split (``stage1_last``, ``stage1_last_bn``, ...)."""
+    split (``stage1_last``, ``stage1_last_bn``, ...); the last weights also re-estimated on fewer training
+    images (:data:`~core.training.record.BN_SAMPLE_SIZES`)."""
     count = len(batchnorm_layers(model))
     probs: dict[str, np.ndarray] = {}
     reestimated: dict[str, dict[str, float]] = {}
+    sample_sizes: dict[int, float] = {}
     started = time.perf_counter()
     for weights in ("last", "best"):
         model.load_weights(workdir / f"stage1_{weights}.weights.h5")
         probs[f"stage1_{weights}"] = predict_probabilities(model, inputs["test"])
+        if count and weights == "last":
+            for images in (n for n in BN_SAMPLE_SIZES if n < len(inputs["train"])):
+                rows = bn_sample_rows(len(inputs["train"]), images, seed)
+                reestimate_batchnorm(model, inputs["train"][rows], EVAL_BATCH)
+                sample_sizes[images] = float(model.evaluate(inputs["test"], labels["test"], batch_size=EVAL_BATCH,
+                                                            verbose=0, return_dict=True)["accuracy"])
         if count:
             reestimate_batchnorm(model, inputs["train"], EVAL_BATCH)
             reestimated[weights] = evaluate(model, inputs, labels)
             probs[f"stage1_{weights}_bn"] = predict_probabilities(model, inputs["test"])
         else:
             probs[f"stage1_{weights}_bn"] = probs[f"stage1_{weights}"]
-    add_diagnostics(stage1, count, reestimated, len(inputs["train"]), time.perf_counter() - started)
+    add_diagnostics(stage1, count, reestimated, len(inputs["train"]), time.perf_counter() - started, sample_sizes)
     return probs
 
 
