@@ -158,8 +158,8 @@ def test_classify_a_dog_photo_with_the_shipped_dogs_and_cats_model(tmp_path):
 
     from core.app import reference
 
-    if reference.model_info(reference.REFERENCE_DIR / "dogs-cats") is None:
-        pytest.skip(f"no Dogs & Cats bundle in {reference.REFERENCE_DIR} yet (its reference run is still training)")
+    assert reference.model_info(reference.REFERENCE_DIR / "dogs-cats"), \
+        f"no Dogs & Cats bundle in {reference.REFERENCE_DIR}"
     photo = ROOT / "tests" / "data" / "photos" / "dog_1.jpg"
     env = {**os.environ, "TWO_STAGE_CACHE": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3",
            reference.REFERENCE_ENV: str(reference.REFERENCE_DIR)}

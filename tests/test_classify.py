@@ -396,15 +396,14 @@ def test_the_shipped_chooser_sends_pets_to_the_pet_model_and_faces_to_a_right_fa
     """Classify preselects with the shipped model chooser (core/classify/router.py): every pet photo gets the Dogs & Cats
     model, every face the Face Mask model, which passes the face and tells a mask from none. (The rank rule it
     replaced sent some of these photos to the other photo model, which ones depending on the shipped repeat:
-    README, "Classify". The faces come from the Face Mask set, so they may have been among the shipped repeat's
+    docs/pages.md, "Classify". The faces come from the Face Mask set, so they may have been among the shipped repeat's
     training images; pet answers are not asserted: the shipped pet CNN is right on ~69 % of photos.)"""
     from core.app import catalog
     from core.classify.classify import fit_predictions
 
     choices = catalog.models()
     found = catalog.model_chooser(choices)
-    if found is None:
-        pytest.skip("reference/ ships no model chooser for its current models")
+    assert found is not None, "reference/ ships no model chooser for its models: run `python -m core router`"
     chooser, order = found
     candidates = [load_models(choices[i].paths, choices[i].class_names, choices[i].ood_path) for i in order]
     for name, data in photo_bytes().items():

@@ -138,13 +138,12 @@ def test_the_model_set_can_be_downloaded(page):
 @pytest.mark.parametrize("photo, title", [("face_without_mask", "Face Mask Detection v1"), ("cat_2", "Dogs & Cats")])
 def test_the_shipped_model_chooser_preselects_the_photos_own_model(photo, title, tmp_path, monkeypatch):
     """With the shipped Dogs & Cats and Face Mask models the out-of-distribution check passes a face for the pet
-    model too (the rank rule sent this face to the pet model, as it did ~20-30 % of faces: README, "Classify");
+    model too (the rank rule sent this face to the pet model, as it did ~20-30 % of faces: docs/pages.md, "Classify");
     the shipped model chooser picks the face model, says so under the Model box, and the page still names the
     other photo model as one to compare."""
     from core.app import catalog
 
-    if catalog.model_chooser(catalog.models()) is None:
-        pytest.skip("reference/ ships no model chooser for its current models")
+    assert catalog.model_chooser(catalog.models()), "reference/ ships no model chooser for its models"
     monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
@@ -162,8 +161,7 @@ def test_a_damaged_model_chooser_is_one_line_and_the_rank_rule_preselects(tmp_pa
     from core.app import catalog
     from core.classify import router
 
-    if catalog.model_chooser(catalog.models()) is None:
-        pytest.skip("reference/ ships no model chooser for its current models")
+    assert catalog.model_chooser(catalog.models()), "reference/ ships no model chooser for its models"
     ref = tmp_path / "reference"
     ref.mkdir()
     for bundle in reference.bundles():

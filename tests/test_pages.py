@@ -46,8 +46,8 @@ def empty(tmp_path, monkeypatch, no_reference) -> Path:
     return path
 
 
-@pytest.mark.skipif(not reference.bundles(), reason="no shipped reference bundle")
 def test_a_fresh_clone_shows_the_shipped_run_and_classifies_with_it(tmp_path, monkeypatch):
+    assert reference.bundles(), f"no reference bundle in {reference.REFERENCE_DIR}"
     monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "fresh_cache"))
     monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()

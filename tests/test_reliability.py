@@ -161,8 +161,7 @@ def test_pages_show_the_shipped_reference_beside_a_damaged_cache(finished_cache,
     from tests.test_pages import APP, TIMEOUT, assert_clean, texts
     from streamlit.testing.v1 import AppTest
 
-    if not reference.bundles():
-        pytest.skip("no shipped reference bundle")
+    assert reference.bundles(), f"no reference bundle in {reference.REFERENCE_DIR}"
     filled_queue(finished_cache)
     damage(finished_cache / "runs" / "cache.db", "junk")
     damage(finished_cache / "jobs" / "cache.db", "junk")

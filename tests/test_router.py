@@ -3,7 +3,6 @@ for the model sets it was fitted with, and a damaged file is one clear line."""
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,8 +106,7 @@ def test_it_is_used_only_for_the_model_sets_it_was_fitted_with(fitted, tmp_path)
 
 def test_the_cli_refuses_a_photo_dataset_without_its_folder(capsys):
     shipped = [c for c in catalog.models() if c.shipped and c.ood_path and c.dataset not in ("fashion-mnist",)]
-    if not shipped:
-        pytest.skip("no shipped photo model")
+    assert shipped, "reference/ ships no photo model"
     assert main(["router", "--data", "nonsense"]) == 2
     assert "DATASET=PATH" in capsys.readouterr().err
     assert main(["router"]) == 2
@@ -119,8 +117,7 @@ def test_the_cli_refuses_a_photo_dataset_without_its_folder(capsys):
 def test_the_shipped_chooser_fits_the_shipped_models_and_beats_the_rank_rule():
     """`python -m core router` must be run again whenever `bundle` replaces a shipped model: this fails until it is."""
     models = [c for c in catalog.models() if c.shipped and c.ood_path]
-    if len({c.dataset for c in models}) < 2:
-        pytest.skip("fewer than two shipped model sets")
+    assert len({c.dataset for c in models}) >= 2, "reference/ ships fewer than two model sets"
     assert (reference.REFERENCE_DIR / router.FILE).is_file(), "run `python -m core router`"
     found = catalog.model_chooser(models)
     assert found is not None, "reference/router.npz was fitted for other models: run `python -m core router`"
@@ -130,10 +127,33 @@ def test_the_shipped_chooser_fits_the_shipped_models_and_beats_the_rank_rule():
     assert np.all(fitted.accuracy >= fitted.rank_accuracy)
 
 
-def test_loading_never_unpickles(fitted, tmp_path, monkeypatch):
-    fitted.save(tmp_path / router.FILE)
-    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
-    router.Router.load(tmp_path / router.FILE)
+UNPICKLED: list[str] = []
+
+
+def _ran_on_unpickling() -> str:
+    UNPICKLED.append("code from the file ran")
+    return "a"
+
+
+class Payload:
+    """Unpickling this runs :func:`_ran_on_unpickling`: what a hostile file would run instead."""
+
+    def __reduce__(self):
+        return _ran_on_unpickling, ()
+
+
+def test_loading_never_unpickles(fitted, tmp_path):
+    """A router file whose class names are a pickled object array is refused without running its code (read
+    with ``allow_pickle=True`` it would run, and this test fails)."""
+    path = fitted.save(tmp_path / router.FILE)
+    with np.load(path, allow_pickle=False) as z:
+        fields = {k: z[k] for k in z.files}
+    fields["datasets"] = np.array([Payload() for _ in fitted.datasets], dtype=object)
+    np.savez(path, **fields)
+    UNPICKLED.clear()
+    with pytest.raises(router.RouterError, match="cannot be read"):
+        router.Router.load(path)
+    assert UNPICKLED == []
 
 
 def test_a_photo_is_routed_from_its_predictions_features(fitted):

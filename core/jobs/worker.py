@@ -59,6 +59,7 @@ from ..protocol.config import Protocol
 from .queue import JobQueue
 from ..training.leases import HEARTBEAT_S, hostname
 from ..results.store import RunStore
+from ..protocol.events import event_kind
 from ..protocol.words import count_text, repeats_named
 
 ARTEFACT_BUDGET_MB = os.environ.get("TWO_STAGE_ARTEFACT_MB", "2048")
@@ -176,10 +177,11 @@ class Worker:
                 with self._lock:
                     if self.verdict == "ok":
                         self.verdict = verdict if verdict != "ok" else "lost"
-            if "resumed_at_epoch" in event:
+            kind = event_kind(event)
+            if kind == "resumed":
                 self.log(f"job {job_id} repeat {event.get('repeat')}: resumed {event['stage']} after epoch "
                          f"{event['resumed_at_epoch']}")
-            elif "epoch" in event:
+            elif kind == "epoch":
                 self.log(f"job {job_id} repeat {event.get('repeat')} {event['stage']} epoch "
                          f"{event['epoch']}/{event['epochs']}")
 
