@@ -134,7 +134,7 @@ def route_caption(choices, route: Route | None) -> None:
     said = ", ".join(f"{choices[i].title} {p:.0%}" for i, (p, _) in ranked)
     right = ", ".join(f"{a:.0%} of {choices[i].title}" for i, (_, a) in ranked)
     st.caption(f"Preselected by the model chooser ({said}), a softmax regression on the shipped models' features "
-               f"of the photo. On held-out images it picked the right model for {right} (README, \"Classify\"). "
+               f"of the photo. On held-out images it picked the right model for {right} (docs/pages.md, \"Classify\"). "
                "Pick another model under Model to compare its answer.")
 
 
@@ -302,7 +302,7 @@ def body() -> None:
              "the model's input, and classified by the stage-one CNN and by both stage-two heads on that CNN's "
              "features. The model preselected is the shipped one that a small model chooser, fitted on the "
              "shipped models' features of images from each dataset, assigns the photo to. It is usually right, "
-             "not always (the README's \"Classify\" says how often), so check the Model box.")
+             "not always (docs/pages.md, \"Classify\", says how often), so check the Model box.")
     lim = limits()
     choices = model_choices()
     if not choices:

@@ -147,4 +147,4 @@ def test_every_command_module_registers_whichever_cli_module_is_imported_first()
         code = f"import {first}; from core.cli.main import COMMANDS; print(' '.join(COMMANDS))"
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert set(out.stdout.split()) >= {"run", "bundle", "router", "submit", "jobs", "watch", "cancel", "worker",
-                                           "architectures", "sweep", "reports", "report"}, (first, out.stderr[-500:])
+                                           "architectures", "sweep", "reports", "report", "summary"}, (first, out.stderr[-500:])

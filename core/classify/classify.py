@@ -217,7 +217,7 @@ def best_fit(verdicts: Sequence[Verdict | None]) -> int | None:
     not by the score's ratio to the threshold: a model trained on a varied set (Face Mask) has a long tail of
     test scores and so a high threshold, and by ratio every photo looks at home there. With the shipped
     bundles, lowest ratio picked the photo's own model for 26 % of 150 pet photos; lowest rank for 79 % of pet
-    photos, 80 % of faces and 96 % of Fashion-MNIST items (README, "Classify"). A photo beyond every model's
+    photos, 80 % of faces and 96 % of Fashion-MNIST items (docs/pages.md, "Classify"). A photo beyond every model's
     test images ranks 1.0 everywhere; the ratio then decides.
     """
     order = fit_order(verdicts)

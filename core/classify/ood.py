@@ -16,7 +16,7 @@ it knows. The first convolution's averaged responses (contrast, texture, backgro
 ensemble of all depths flagged 95.0 % of the dog/cat photos and 93.3 % of the face photos, and 1.3 % of 300
 test images it was not calibrated on (our measurement, November 2026). Between two photo sets the check is
 only as sharp as the model's features: barely trained stand-ins for the Dogs & Cats and Face Mask models
-flagged only 1-3 % of each other's photos (README, "Classify"). The maximum softmax
+flagged only 1-3 % of each other's photos (docs/pages.md, "Classify"). The maximum softmax
 probability (MSP) is recorded beside it: a confident answer on an input far from the training data is
 exactly what this check exists for, so the MSP is shown, not used to clear the warning.
 

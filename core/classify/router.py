@@ -4,7 +4,7 @@ Why a learned chooser: each model's out-of-distribution check (:mod:`core.classi
 of *that* model's images, and between the two photo models it tells little apart: the Dogs & Cats model
 passes 96 % of face photos, the Face Mask model 97 % of pet photos. Preselecting the model whose own test images
 the photo ranks best among (:func:`core.classify.classify.best_fit`) picked the photo's own model for only 71-86 % of
-pets and of faces (README, "Classify"). The features the models compute for the photo anyway (the same depths
+pets and of faces (docs/pages.md, "Classify"). The features the models compute for the photo anyway (the same depths
 the check reads: every convolution averaged over the image, and the last hidden layer) do tell the datasets
 apart when they are read *together*: a softmax regression over all shipped models' features, fitted on images of
 each dataset, is the router. It is the paper's own second stage in miniature (a softmax-only model trained on

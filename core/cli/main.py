@@ -114,7 +114,7 @@ def add_cache_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_executor_arguments(parser: argparse.ArgumentParser, default: str) -> None:
     """Where repeats train (shared by ``run``, ``submit`` and ``worker``); never part of the protocol key."""
-    g = parser.add_argument_group("executor (README: Running on a Ray cluster)")
+    g = parser.add_argument_group("executor (docs/ray.md)")
     g.add_argument("--executor", choices=("local", "ray"),
                    help=f"local: in this process; ray: one Ray task per missing repeat (default: {default})")
     g.add_argument("--ray-address", metavar="ADDRESS",

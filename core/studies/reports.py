@@ -6,7 +6,7 @@ labels them with the report they come from. Accuracies are fractions. Each repor
 
 - ``full``: the report's own recipe, as far as it states one (and our stated reading where it does not);
 - ``small``: the same steps cut down to run on a 2-core CPU in under ten minutes (the measured times are in
-  the README's section "The four related reports").
+  docs/reports.md).
 
 Where a report's data is not available here (report 001's own photos; report 003's cows and horses; CIFAR-10
 cannot be downloaded on this machine) the small plan runs on a set that is, and says so; every plan runs on
@@ -55,7 +55,7 @@ class Step:
         return Protocol(**{"dataset": dataset, "data_path": data_path, **self.options, **overrides})
 
     def command(self, dataset: str | None = None, data: str | None = None) -> str:
-        """The equivalent single CLI command (``run`` or ``sweep``), for pages and the README."""
+        """The equivalent single CLI command (``run`` or ``sweep``), for the pages and docs/reports.md."""
         args = [f"--dataset {dataset}"] if dataset else []
         if data:
             args.append(f"--data {data}")

@@ -1,0 +1,154 @@
+"""The results tables of README.md and docs/, generated from the shipped records in ``reference/``.
+
+Why generated: hand-typed numbers drift from the records they describe (a bundle is rebuilt, a run is added).
+``python -m core summary`` prints every table; ``python -m core summary --write README.md docs/results.md``
+rewrites each table between its marker comments (``<!-- summary:NAME -->`` ... ``<!-- /summary:NAME -->``), and
+``tests/test_summary.py`` fails while a committed table differs from what the records give.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable
+
+from ..protocol import paper
+from ..protocol.vocabulary import METHODS
+from ..results import stats
+from . import catalog, reference
+
+BASELINE_ROWS = {"reported": "as the paper reports it (last epoch)", "best": "best checkpoint",
+                 "bn": "BatchNorm statistics re-estimated", "best_bn": "both"}
+"""Table 3's rows in the README's words (:data:`core.results.stats.BASELINES`)."""
+_BLOCK = re.compile(r"(<!-- summary:([a-z0-9-]+) -->\n)(.*?)(<!-- /summary:\2 -->)", re.DOTALL)
+
+
+# ----------------------------------------------------------------------------------------------- numbers
+
+def _pct(value: float) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.2f} %"
+
+
+def _pp(value: float) -> str:
+    return "–" if not math.isfinite(value) else f"{100 * value:+.2f} pp"
+
+
+def _p(value: float) -> str:
+    """Two significant digits, trailing zeros kept: 0.090, 0.00019, 1.6e-05."""
+    return "–" if not math.isfinite(value) else f"{value:#.2g}"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+def headline_experiments() -> list[tuple[str, Any]]:
+    """``(paper column, experiment)`` for every column of the paper's Table 1 that a shipped experiment
+    reproduces: the one with the most repeats (the column without the outlier is a reading of v2, not a run)."""
+    exps = catalog.experiments(None)
+    out = []
+    for column in paper.TABLE2:
+        matching = [e for e in exps if paper.paper_column(e.protocol) == column]
+        best = catalog.best_experiment(matching, paper.COLUMNS[column][0])
+        if best is not None:
+            out.append((column, best))
+    return out
+
+
+def headline() -> str:
+    """Our test accuracy per method (mean ± standard deviation over repeats) beside the paper's."""
+    rows = []
+    for column, exp in headline_experiments():
+        table = stats.table1(exp.runs)
+        sizes = exp.runs[0]["dataset"].get("sizes") or {}
+        images = (f"{sizes['train'] + sizes['val']:,} / {sizes['test']:,}"
+                  if {"train", "val", "test"} <= set(sizes) else "–")
+        ours = [f"{_pct(row['test mean'])} ± {100 * row['test std']:.2f}" for _, row in table.iterrows()]
+        theirs = " / ".join(f"{100 * paper.TABLE1[column][m][2]:.2f}" for m in METHODS) + " %"
+        rows.append([column, str(len(exp.runs)), images, *ours, theirs])
+    return _markdown(["dataset (paper's column)", "repeats", "images: train + val / test", "stage one (test)",
+                      "+ Adam head", "+ SGD head", "paper: stage one / Adam / SGD"], rows)
+
+
+def table3() -> str:
+    """Adam head minus stage one under each reading of stage one (paired over repeats: mean, 95 % CI, t-test
+    p), and the paper's gain."""
+    found = headline_experiments()
+    cells: dict[str, list[str]] = {b: [] for b in BASELINE_ROWS}
+    for _, exp in found:
+        table = stats.table3(exp.runs)
+        adam = table[table["head"] == "adam"].set_index("baseline") if not table.empty else None
+        no_bn = stats.bn_layers(exp.runs) == 0
+        for baseline in BASELINE_ROWS:
+            if no_bn and baseline in ("bn", "best_bn"):
+                cells[baseline].append("same as reported (no BatchNorm layer)" if baseline == "bn"
+                                       else "same as best checkpoint")
+            elif adam is None or baseline not in adam.index:
+                cells[baseline].append("–")
+            else:
+                row = adam.loc[baseline]
+                cells[baseline].append(f"{_pp(row['mean difference'])} ({_pp(row['ci low'])[:-3]} to "
+                                       f"{_pp(row['ci high'])[:-3]}), p = {_p(row['p (t-test)'])}")
+    rows = [[label, *cells[b]] for b, label in BASELINE_ROWS.items()]
+    rows.append(["*the paper's gain*", *(_paper_gain(column) for column, _ in found)])
+    header = ["stage one read as", *(f"{column} ({len(exp.runs)})" for column, exp in found)]
+    return _markdown(header, rows)
+
+
+def _paper_gain(column: str) -> str:
+    a, b, _, p = paper.TABLE2[column]
+    text = f"{_pp(b - a)}, p = {_p(p)}"
+    without = f"{column} (excluding one outlier)"
+    if without in paper.TABLE2:
+        a, b, _, p = paper.TABLE2[without]
+        text += f" ({_pp(b - a)}, p = {_p(p)} without one outlier)"
+    return text
+
+
+def bundles() -> str:
+    """Every shipped experiment: where it ran and its mean test accuracy per method."""
+    rows = []
+    for folder in reference.bundles():
+        runs = reference.load_runs(folder)
+        if not runs:
+            continue
+        env = runs[0]["env"]
+        means = stats.table1(runs)["test mean"]
+        engine = runs[0]["protocol"].get("engine", "plain")
+        models = "models + records" if reference.model_info(folder) else "records only"
+        where = f"{engine} engine, {env.get('backend')} on {env.get('device')}"
+        rows.append([f"`{folder.name}`", str(len(runs)), where, catalog.provenance(runs)["date"], models,
+                     *(_pct(v) for v in means)])
+    return _markdown(["bundle", "repeats", "ran on", "finished", "ships", "stage one (test)", "+ Adam head",
+                      "+ SGD head"], rows)
+
+
+TABLES: dict[str, Callable[[], str]] = {"headline": headline, "table3": table3, "bundles": bundles}
+"""Every generated table by the name its markers use."""
+
+
+# ----------------------------------------------------------------------------------------- the documents
+
+def fill(text: str, tables: dict[str, str]) -> str:
+    """``text`` with every marked block replaced by its table; a ValueError for a marker with no table."""
+    def replace(match: re.Match) -> str:
+        name = match.group(2)
+        if name not in tables:
+            raise ValueError(f"no generated table called {name!r}; the tables are {', '.join(tables)}")
+        return match.group(1) + tables[name] + match.group(4)
+
+    return _BLOCK.sub(replace, text)
+
+
+def marked(text: str) -> list[str]:
+    """The names of the generated tables a document holds, in order."""
+    return [m.group(2) for m in _BLOCK.finditer(text)]
+
+
+def generate() -> dict[str, str]:
+    """Every table, from the records shipped in ``reference/`` (``$TWO_STAGE_REFERENCE``)."""
+    return {name: make() for name, make in TABLES.items()}
