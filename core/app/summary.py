@@ -13,13 +13,14 @@ import re
 from typing import Any, Callable
 
 from ..protocol import paper
-from ..protocol.vocabulary import METHODS
+from ..protocol.vocabulary import HEAD_NAMES, METHODS
 from ..results import stats
 from . import catalog, reference
 
 BASELINE_ROWS = {"reported": "as the paper reports it (last epoch)", "best": "best checkpoint",
                  "bn": "BatchNorm statistics re-estimated", "best_bn": "both"}
 """Table 3's rows in the README's words (:data:`core.results.stats.BASELINES`)."""
+HEAD_COLUMNS = [f"+ {name}" for name in HEAD_NAMES.values()]
 _BLOCK = re.compile(r"(<!-- summary:([a-z0-9-]+) -->\n)(.*?)(<!-- /summary:\2 -->)", re.DOTALL)
 
 
@@ -71,7 +72,7 @@ def headline() -> str:
         theirs = " / ".join(f"{100 * paper.TABLE1[column][m][2]:.2f}" for m in METHODS) + " %"
         rows.append([column, str(len(exp.runs)), images, *ours, theirs])
     return _markdown(["dataset (paper's column)", "repeats", "images: train + val / test", "stage one (test)",
-                      "+ Adam head", "+ SGD head", "paper: stage one / Adam / SGD"], rows)
+                      *HEAD_COLUMNS, "paper: stage one / Adam / SGD"], rows)
 
 
 def table3() -> str:
@@ -123,8 +124,7 @@ def bundles() -> str:
         where = f"{engine} engine, {env.get('backend')} on {env.get('device')}"
         rows.append([f"`{folder.name}`", str(len(runs)), where, catalog.provenance(runs)["date"], models,
                      *(_pct(v) for v in means)])
-    return _markdown(["bundle", "repeats", "ran on", "finished", "ships", "stage one (test)", "+ Adam head",
-                      "+ SGD head"], rows)
+    return _markdown(["bundle", "repeats", "ran on", "finished", "ships", "stage one (test)", *HEAD_COLUMNS], rows)
 
 
 TABLES: dict[str, Callable[[], str]] = {"headline": headline, "table3": table3, "bundles": bundles}

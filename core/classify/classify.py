@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..data.imageio import DEFAULT_MAX_PIXELS, ImageError, decode_image
-from ..protocol.vocabulary import HEADS, INPUT_SHAPES, KNOWN_CLASSES, METHODS, NUM_CLASSES
+from ..protocol.vocabulary import HEADS, INPUT_SHAPES, KERAS_DATASETS, KNOWN_CLASSES, METHODS, NUM_CLASSES
 from .ood import OodError, OodStats, Verdict
 
 
@@ -75,7 +75,7 @@ class Prediction:
 
 def guess_class_names(num_classes: int, input_shape: tuple[int, ...]) -> list[str]:
     """Class names when the caller has none: the Keras datasets' by shape, else ``class 0..n-1``."""
-    for dataset in ("fashion-mnist", "cifar10"):
+    for dataset in KERAS_DATASETS:
         if num_classes == NUM_CLASSES[dataset] and tuple(input_shape) == INPUT_SHAPES[dataset]:
             return list(KNOWN_CLASSES[dataset])
     return [f"class {i}" for i in range(num_classes)]
