@@ -47,7 +47,6 @@ def image_sets(dogs_cats: str | None, face_mask: str | None, n: int, seed: int) 
 
 def main(argv: list[str] | None = None) -> int:
     from core.app import catalog
-    from core.classify import router
     from core.classify.classify import best_fit, fit_predictions, load_models
 
     parser = argparse.ArgumentParser(prog="python -m bench.classify_fit", description=__doc__.splitlines()[0])
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     shipped = [c for c in catalog.models() if c.source == catalog.REFERENCE and c.ood_path]
     models = [load_models(c.paths, c.class_names, c.ood_path) for c in shipped]
     names = [c.dataset for c in shipped]
-    found = router.for_choices(shipped)
+    found = catalog.model_chooser(shipped)
     print("shipped models with statistics:", ", ".join(c.title for c in shipped),
           "· model chooser:", "yes" if found else "none for these models")
     for truth, images in image_sets(args.dogs_cats, args.face_mask, args.n, args.seed).items():

@@ -615,7 +615,7 @@ for name in sys.argv[1:]:
     out[name] = {"cold": cold, "warm": warm, "exceptions": [str(e.value)[:200] for e in at.exception]}
 print(json.dumps(out))
 """
-    targets = [p for p in ("app.py", "pages/results.py") if (ROOT / p).is_file()]
+    targets = [p for p in ("app.py", "app_pages/results.py") if (ROOT / p).is_file()]
     proc2 = subprocess.run([sys.executable, "-c", probe, *targets], cwd=ROOT, capture_output=True, text=True,
                            timeout=900)
     if proc2.returncode != 0:

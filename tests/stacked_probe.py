@@ -133,9 +133,18 @@ def main() -> None:
     import tempfile
 
     folder = Path(tempfile.mkdtemp())
-    print(json.dumps({"compare": {name: compare(name) for name in MODELS},
+    print(json.dumps({"compare": {name: compare(name) for name in ("fashion-mnist", "dogs-cats")},
                       "hlo": convolutions("dogs-cats"),
-                      "train": {form: train(form, folder) for form in stacked.CONV_FORMS}}))
+                      "train": {form: train(form, folder) for form in stacked.CONV_FORMS},
+                      "profile": profile()}))
+
+
+def profile() -> list[dict]:
+    """bench.gpu_profile's timed variants, at 2 members and 2 steps (the code, not a measurement)."""
+    from bench import gpu_profile
+
+    gpu_profile.MEMBERS, gpu_profile.STEPS = 2, 2
+    return gpu_profile._variants("fashion-mnist", ["vmap", "gemm"], "float32", False)
 
 
 if __name__ == "__main__":

@@ -69,10 +69,11 @@ try:  # JAX is a test/GPU requirement, not the hosted app's: check_available rep
 except ImportError:  # pragma: no cover - depends on the environment
     jax = jnp = None
 
-CHECKPOINT_EVERY_S = 60.0
+CHECKPOINT_EVERY_S = float(os.environ.get("TWO_STAGE_CHECKPOINT_S", "60"))
 """Least seconds between two checkpoints of the stacked state (taken after an epoch): 20 Dogs & Cats CNNs with
 their best copies and Adam slots are about 4 GB, too much to write after every fast GPU epoch. A killed run
-loses at most this much training."""
+loses at most this much training. ``TWO_STAGE_CHECKPOINT_S`` changes it (a borrowed GPU that is given back as a
+whole gains nothing from checkpoints: :mod:`bench.gpu` sets it high)."""
 STAGE2_DONE = "lockstep_stage2.json"
 """Written to a repeat's folder once its heads are trained (their histories); marks stage two as done."""
 
