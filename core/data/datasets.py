@@ -106,14 +106,14 @@ class Dataset:
     def identity(self) -> dict[str, Any]:
         """Which data this is, for the record: its form (:data:`FORMS`), a content fingerprint of the whole
         source, the source's image counts before any split or limit, the side the model takes, and the test
-        rows whose file is byte-identical to one of this split's training or validation files."""
+        rows whose pixels equal one of this split's training or validation images."""
         return {"form": self.info.get("form"), "fingerprint": self.info.get("fingerprint"),
                 "source_sizes": self.info.get("source_sizes"), "image_size": int(self.x_train.shape[1]),
                 "test_duplicates_of_train": self.test_duplicates_of_train()}
 
     def test_duplicates_of_train(self) -> list[int]:
-        """Test rows whose image file has the same bytes as a training or validation file of this split (the
-        Face Mask set ships 155 such copies): a test score that counts them partly measures memory."""
+        """Test rows whose image has the same pixels as a training or validation image of this split (the Face
+        Mask set ships 155 byte-identical copies): a test score that counts them partly measures memory."""
         hashes = self.info.get("hashes")
         if not hashes:
             return []
@@ -214,9 +214,9 @@ def load_raw(dataset: str, data_path: str | None = None, image_size: int = 128,
 
 
 def fingerprint(raw: RawData) -> str:
-    """A content hash of a whole source: its class names, and per image its file's bytes (image folders) or
-    its pixels (the official arrays), with its label, in the source's order. Equal for two byte-identical
-    copies wherever they live; different for a re-encoded copy, a subset, or a relabelled one."""
+    """A content hash of a whole source: its class names, and per image its decoded pixels and its label, in
+    the source's order. Equal for two copies with the same pixels wherever they live (a losslessly re-packed
+    JPEG too); different for a re-encoded copy, a subset, or a relabelled one."""
     h = hashlib.blake2b(digest_size=12)
     h.update("\n".join(raw.class_names).encode())
     hashes = raw.info.get("hashes")
@@ -612,8 +612,9 @@ def load_image_folder(path: str | Path, image_size: int = 128,
                       progress: Callable[[int, int], None] | None = None) -> RawData:
     """Decode every image of a class-folder tree to ``image_size`` square RGB, skipping unreadable files.
 
-    Each file's bytes are hashed as they are read (``info["hashes"]``), so the dataset's fingerprint and the
-    test images that duplicate training ones come from the files themselves."""
+    Each image's decoded pixels (what the model sees) are hashed as they are read (``info["hashes"]``): the
+    dataset's fingerprint and the test images that duplicate training ones come from them, so a copy whose
+    files were re-packed losslessly is the same data, and a re-encoded one is not."""
     scan = scan_image_folder(path)
     total = len(scan.train) + len(scan.test)
     done = [0]
@@ -622,9 +623,8 @@ def load_image_folder(path: str | Path, image_size: int = 128,
     def decode(item: tuple[Path, int]) -> tuple[np.ndarray | None, str, str | None]:
         file = item[0]
         try:
-            data = file.read_bytes()
-            digest = hashlib.blake2b(data, digest_size=12).hexdigest()
-            return decode_image(data, size=image_size), digest, None
+            image = decode_image(file.read_bytes(), size=image_size)
+            return image, hashlib.blake2b(image.data, digest_size=12).hexdigest(), None
         except (ImageError, OSError) as exc:
             return None, "", f"{file.relative_to(scan.root)}: {exc}"
 
