@@ -5,8 +5,9 @@ for a person: a profile of the lock-step engine's formulations (which convolutio
 is fastest on this GPU, measured, never assumed), then the experiments, in parallel lanes that share the GPU
 (one lane's host work, compilation and file writing fill another's gaps), each an ordinary
 ``python -m core run`` whose records land in ``--cache`` exactly as anywhere else, then the finished
-experiments bundled for ``reference/``. A deadline (``--budget-s``) is kept: an experiment still running
-then is stopped (its repeats are lost, the others are kept) so that bundling has time.
+experiment bundled for ``reference/`` as soon as it ends. A deadline (``--budget-s``, movable through
+``--deadline-file``) is kept: an experiment still running then is stopped (its repeats are lost, the others
+are kept).
 
     KERAS_BACKEND=jax python -m bench.gpu --out OUT --cache CACHE --budget-s 780 \\
         --data dogs-cats=/data/dogs-cats-paper --data cifar10=/data/cifar10-jpg --data fashion-mnist=/data/fmnist
@@ -110,7 +111,7 @@ class Runner:
             if not self._wait_for(experiment.dataset):
                 self._note(experiment, state="no data")
                 continue
-            if time.time() > self.deadline - 30:
+            if self.remaining() < 30:
                 self._note(experiment, state="not started: out of time")
                 continue
             self.run(experiment)
@@ -126,9 +127,10 @@ class Runner:
         started = time.time()
         with open(log, "w") as fh:
             proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
-            try:
-                code = proc.wait(timeout=max(1.0, self.deadline - time.time()))
-            except subprocess.TimeoutExpired:
+            while proc.poll() is None and self.remaining() > 0:
+                time.sleep(1)
+            code = proc.poll()
+            if code is None:
                 proc.terminate()
                 try:
                     proc.wait(timeout=20)
@@ -137,6 +139,18 @@ class Runner:
                 code = "stopped at the deadline"
         self._note(experiment, state="done" if code == 0 else f"exit {code}", seconds=round(time.time() - started, 1),
                    started=round(started - START, 1), form=env["TWO_STAGE_STACKED_CONV"], command=command[2:])
+        if code == 0 and experiment.bundle:  # now, while the other lanes train, not after the deadline
+            bundle(self.args, experiment)
+
+    def remaining(self) -> float:
+        """Seconds to the deadline; a ``--deadline-file`` (a Unix time, written while the command runs) moves
+        it, e.g. once the device's own clock of what is left is known."""
+        if self.args.deadline_file and Path(self.args.deadline_file).exists():
+            try:
+                self.deadline = float(Path(self.args.deadline_file).read_text()) - self.args.reserve_s
+            except ValueError:
+                pass
+        return self.deadline - time.time()
 
     def _wait_for(self, dataset: str) -> bool:
         if dataset == "fashion-mnist" and "fashion-mnist" not in self.data:
@@ -144,7 +158,7 @@ class Runner:
         path = self.data.get(dataset)
         if not path:
             return False
-        while time.time() < self.deadline - 60:
+        while self.remaining() > 60:
             if Path(path).is_dir() and (Path(path) / READY).exists():
                 return True
             time.sleep(2)
@@ -157,26 +171,19 @@ class Runner:
         print(f"[{time.time() - START:7.1f} s] {experiment.name}: {info}", flush=True)
 
 
-def bundle(args: argparse.Namespace, data: dict[str, str]) -> None:
-    """Bundle every finished experiment of the plan (records, and models where they ship) under OUT/reference."""
+def bundle(args: argparse.Namespace, experiment: Experiment) -> None:
+    """Bundle a finished experiment under OUT/reference (records, and one repeat's models where they ship)."""
     from core.results.store import RunStore
 
-    store = RunStore(args.cache)
-    found = store.experiments()
-    for lane in plan(data, args.smoke, args.only):
-        for experiment in lane:
-            if not experiment.bundle:
-                continue
-            keys = [k for k, p in found.items() if _matches(p, experiment)]
-            if not keys:
-                continue
-            command = [sys.executable, "-m", "core", "bundle", "--cache", args.cache, "--key", keys[0], "--name",
-                       experiment.bundle, "--dest", str(Path(args.out) / "reference")]
-            if not experiment.models:
-                command.append("--records-only")
-            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                                  env={**os.environ, "KERAS_BACKEND": "jax"})
-            print(f"bundle {experiment.bundle}: {done.stdout.strip() or done.stderr.strip()[-400:]}", flush=True)
+    keys = [k for k, p in RunStore(args.cache).experiments().items() if _matches(p, experiment)]
+    if not keys:
+        return
+    command = [sys.executable, "-m", "core", "bundle", "--cache", args.cache, "--key", keys[0], "--name",
+               experiment.bundle, "--dest", str(Path(args.out) / "reference")]
+    if not experiment.models:
+        command.append("--records-only")
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "jax"})
+    print(f"bundle {experiment.bundle}: {done.stdout.strip() or done.stderr.strip()[-400:]}", flush=True)
 
 
 def _matches(protocol, experiment: Experiment) -> bool:
@@ -199,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", required=True, help="run cache (records and models)")
     parser.add_argument("--data", action="append", default=[], metavar="DATASET=PATH")
     parser.add_argument("--budget-s", type=float, default=780.0, help="wall-clock budget of the whole command")
-    parser.add_argument("--reserve-s", type=float, default=75.0, help="kept at the end for bundling")
+    parser.add_argument("--reserve-s", type=float, default=30.0, help="kept before the deadline for the last bundle")
+    parser.add_argument("--deadline-file", help="a file that may hold a new deadline (Unix time) while running")
     parser.add_argument("--skip-profile", action="store_true", help="use --form instead of measuring")
     parser.add_argument("--form", default="gemm", help="formulation when the profile is skipped")
     parser.add_argument("--only", type=lambda text: set(text.split(",")), help="run only these experiments")
@@ -219,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
         lane.start()
     for lane in lanes:
         lane.join()
-    bundle(args, data)
     print(f"[{time.time() - START:7.1f} s] done", flush=True)
     return 0
 
