@@ -86,7 +86,7 @@ def _lanes(data: dict[str, str]) -> list[list[Experiment]]:
                     bundle="fashion-mnist-tf32"),
          Experiment("plain-reference", "fashion-mnist",
                     ["--dataset", "fashion-mnist", *_fmnist(data), "--engine", "plain", "--epochs", "2"],
-                    repeats=2),
+                    repeats=2, bundle="plain-reference"),
          Experiment("fashion-mnist-bf16", "fashion-mnist",
                     ["--dataset", "fashion-mnist", *_fmnist(data), "--precision", "bfloat16"],
                     bundle="fashion-mnist-bf16")],
