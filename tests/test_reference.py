@@ -103,8 +103,9 @@ def test_a_repeat_whose_models_were_pruned_is_refused(finished, tmp_path, capsys
     pruned = RunStore(copy)
     key = runs[0]["key"]
     shutil.rmtree(pruned.workdir(key, 0))
-    assert main(["bundle", "--cache", str(copy), "--dest", str(tmp_path / "ref"), "--repeat", "0"]) == 2
-    assert "kept no models" in capsys.readouterr().err
+    assert main(["bundle", "--cache", str(copy), "--dest", str(tmp_path / "ref"), "--repeat", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--repeat 1: that repeat" in err and "kept no models" in err  # numbered from 1, as people read it
     assert not (tmp_path / "ref" / "fashion-mnist").exists()
 
 
@@ -114,7 +115,7 @@ def test_records_only_ships_the_records_and_no_models(finished, tmp_path, capsys
     dest = tmp_path / "ref"
     args = ["bundle", "--cache", str(store.root), "--dest", str(dest), "--name", "fmnist-records",
             "--key", runs[0]["key"]]
-    assert main(args + ["--records-only", "--repeat", "0"]) == 2
+    assert main(args + ["--records-only", "--repeat", "1"]) == 2
     assert "--records-only ships none" in capsys.readouterr().err and not (dest / "fmnist-records").exists()
     assert main(args + ["--records-only"]) == 0
     bundle = dest / "fmnist-records"
@@ -201,3 +202,31 @@ def test_the_shipped_photo_cnns_agree_with_float32(name):
     storage = info["stage1_storage"]
     assert storage["test_images"] >= 1000 and storage["agreement_with_float32"] >= 0.995
     assert info["paths"]["stage1"].suffix == ".npz" and storage["shipped_mb"] < 30
+
+
+@pytest.mark.slow
+def test_a_crafted_stage_one_file_is_one_line_and_nothing_is_created(finished, tmp_path, capsys):
+    """A stage1.keras whose configuration names os.system: Keras' safe mode refuses it (nothing runs), and
+    `bundle` says so in one line and leaves no folder behind (it once left an empty destination and printed
+    two tracebacks)."""
+    import zipfile
+
+    store, runs = finished
+    copy = tmp_path / "cache"
+    shutil.copytree(store.root, copy)
+    marker = tmp_path / "ran"
+    for run in runs:
+        path = RunStore(copy).model_paths(run["key"], run["repeat"])["stage1"]
+        with zipfile.ZipFile(path) as z:
+            files = {n: z.read(n) for n in z.namelist()}
+        config = json.loads(files["config.json"])
+        config.update(module="os", class_name="system", config={"command": f"touch {marker}"})
+        files["config.json"] = json.dumps(config).encode()
+        with zipfile.ZipFile(path, "w") as z:
+            for n, data in files.items():
+                z.writestr(n, data)
+    dest = tmp_path / "new" / "ref"
+    assert main(["bundle", "--cache", str(copy), "--dest", str(dest)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith(("error", "Traceback"))]
+    assert len(err) == 1 and "stage1.keras cannot be loaded" in err[0] and "Nothing was changed" in err[0]
+    assert not (tmp_path / "new").exists() and not marker.exists()

@@ -276,3 +276,48 @@ def test_the_augmentation_upload_is_size_checked_on_the_server(cache_dir, monkey
     assert not at.exception
     assert any("larger than 5 MB" in str(e.value) for e in at.error)
     assert not at.image, "nothing decoded or augmented"
+
+
+# ------------------------------------------------------------------------------------ hostile input, one line
+
+def test_a_pickled_row_in_the_job_queue_is_one_line_for_every_queue_command(tmp_path, capfd, keep_signal_handlers):
+    """A planted pickle in the jobs database once ended `jobs`, `watch`, `cancel` and `worker` in a traceback
+    (UnsafeCacheError through queue -> store -> safe_load); the run records already said it in one line."""
+    import pickle
+    import sqlite3
+
+    from .test_safe_load import _Payload
+
+    root = tmp_path / "cache"
+    filled_queue(root)
+    marker = tmp_path / "ran"
+    con = sqlite3.connect(root / "jobs" / "cache.db")
+    con.execute("UPDATE Cache SET mode = 4, value = ? WHERE rowid = (SELECT MAX(rowid) FROM Cache)",
+                (sqlite3.Binary(pickle.dumps(_Payload(marker))),))
+    con.commit()
+    con.close()
+    for args in (["jobs"], ["watch"], ["cancel", "abc"], ["worker", "--max-jobs", "1"]):
+        code, out, err = cli(capfd, *args, "--cache", str(root))
+        line = one_error_line(err)
+        assert code == 2 and "job queue" in line and "never writes" in line, args
+        assert f"mv {root / 'jobs'} {root / 'jobs'}.untrusted" in line, args
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("where", ["missing folder", "a folder"])
+def test_run_refuses_an_out_file_it_could_not_write_before_training(tmp_path, capfd, where):
+    out = tmp_path / "nonexistent" / "dir" / "x.json" if where == "missing folder" else tmp_path
+    cache = tmp_path / "cache"
+    code, _, err = cli(capfd, "run", *TINY, "--repeats", "1", "--cache", str(cache), "--out", str(out))
+    line = one_error_line(err)
+    assert code == 2 and "--out" in line and ("does not exist" in line or "is a folder" in line)
+    assert not cache.exists()  # refused before anything was trained (or even the cache made)
+
+
+@pytest.mark.parametrize("args, names", [(["--dataset", "imagenet"], "--dataset")])
+def test_a_bad_option_is_one_line_that_names_it_not_the_whole_usage(capfd, args, names):
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", *args])
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert stopped.value.code == 2 and len(lines) == 1 and names in lines[0] and "--help" in lines[0], err

@@ -20,6 +20,7 @@ a failure at any step leaves the bundle that was there untouched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from ..models import compact
 from ..protocol.config import Protocol
 from ..protocol.paper import paper_column
 from ..protocol.vocabulary import HEADS, dataset_title
+from ..protocol.words import repeat_name, repeats_named
 from ..results.store import PROJECT_ROOT, RunStore, export_json
 
 REFERENCE_ENV = "TWO_STAGE_REFERENCE"
@@ -108,7 +110,7 @@ def describe(bundle: Path) -> list[str]:
     info = model_info(bundle)
     if info and "stage1_storage" in info:
         storage, accuracy = info["stage1_storage"], info["test_accuracy"]
-        lines.append(f"models of repeat index {info['repeat']}: test accuracy {accuracy['stage1']:.2%} (CNN), "
+        lines.append(f"models of {repeat_name(info['repeat'])}: test accuracy {accuracy['stage1']:.2%} (CNN), "
                      f"{accuracy['adam']:.2%} (Adam head), {accuracy['sgd']:.2%} (SGD head) on "
                      f"{accuracy['images']} test images")
         lines.append(f"stage one stored as {storage['format']}, {storage['shipped_mb']:.1f} MB (trained file "
@@ -171,6 +173,7 @@ def build_bundle(store: RunStore, key: str, dest_root: Path = REFERENCE_DIR, mod
         raise ValueError("--repeat chooses the models to ship; --records-only ships none")
     model_repeat = None if records_only else _model_repeat(store, key, runs, model_repeat)
     dest_root = Path(dest_root)
+    made = _missing_folders(dest_root)
     dest_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.building-", dir=dest_root))
     try:
@@ -187,17 +190,29 @@ def build_bundle(store: RunStore, key: str, dest_root: Path = REFERENCE_DIR, mod
         dest = _swap_in(work, dest_root / name)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
+        for folder in made:  # a refused bundle leaves nothing behind, not even an empty destination
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     return dest
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first (what a failure removes)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
 def _model_repeat(store: RunStore, key: str, runs: list[dict[str, Any]], wanted: int | None) -> int | None:
-    if wanted is not None:
+    if wanted is not None:  # the stored index; the CLI takes the repeat's number (index + 1)
         if not any(r["repeat"] == wanted for r in runs):
-            raise ValueError(f"--repeat {wanted}: experiment {key} has no such finished repeat (stored indices: "
-                             f"{', '.join(str(r['repeat']) for r in runs)})")
+            raise ValueError(f"--repeat {wanted + 1}: experiment {key} has no such finished repeat (finished: "
+                             f"{repeats_named(r['repeat'] for r in runs)})")
         if store.model_paths(key, wanted) is None:
-            raise ValueError(f"--repeat {wanted}: that repeat of {key} kept no models; choose another")
+            raise ValueError(f"--repeat {wanted + 1}: that repeat of {key} kept no models; choose another")
         return wanted
     with_models = [r for r in runs if store.model_paths(key, r["repeat"])]
     if not with_models:
@@ -214,10 +229,10 @@ def _write_models(work: Path, paths: dict[str, Path] | None, run: dict[str, Any]
     from ..data.datasets import load_dataset
 
     assert paths is not None
-    report(f"loading {protocol.dataset} (the split of repeat index {run['repeat']}) for the statistics ...")
+    stage1 = compact.load_model_file(paths["stage1"])  # a file Keras refuses fails here, before the data loads
+    report(f"loading {protocol.dataset} (the split of {repeat_name(run['repeat'])}) for the statistics ...")
     data = load_dataset(protocol, repeat=run["repeat"])
     _check_same_split(data, run)
-    stage1 = compact.load_model_file(paths["stage1"])
     report("fitting the out-of-distribution statistics and measuring the shipped models ...")
     stats, probs32 = ood.fit_model(stage1, data)
     _check_same_accuracy(probs32, data.y_test, run)

@@ -255,13 +255,29 @@ def say_precision(protocol: Protocol) -> None:
         print(f"precision: bfloat16 on {support['bf16_units']}", file=sys.stderr)
 
 
+def check_out_file(out: str | None) -> None:
+    """Refuse an ``--out`` that could not be written (a missing folder, a folder itself, no permission) with
+    one line before training, not after hours of it."""
+    if not out:
+        return
+    path = Path(out).expanduser()
+    folder = path.parent
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name, e.g. {path / 'records.json'}")
+    if not folder.is_dir():
+        raise ValueError(f"--out {out}: the folder {folder} does not exist; create it first or choose another")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ValueError(f"--out {out}: this file cannot be written here (no permission)")
+
+
 @command("run", "train an experiment in this process and print Tables 1-3", _add_run_arguments)
 def _run(args: argparse.Namespace) -> int:
+    protocol = protocol_from_args(args)
+    check_out_file(args.out)  # before the imports below, which load TensorFlow and print its start-up lines
+
     from ..data.datasets import DatasetUnavailable
     from ..training.experiment import run_experiment
     from ..results.store import RunStore, export_json
-
-    protocol = protocol_from_args(args)
     store = RunStore(args.cache)
     if store.read_only:
         runs = [r for r in (store.get(protocol.key(), i) for i in range(args.repeats)) if r is not None]
@@ -298,8 +314,9 @@ def _add_bundle_arguments(parser: argparse.ArgumentParser) -> None:
                                        "dogs-cats, face-mask-v1, face-mask-v2, ...); without --key it also picks "
                                        "the experiment that ships under this name")
     parser.add_argument("--key", help="experiment key (default: the one with the most finished repeats)")
-    parser.add_argument("--repeat", type=int, help="stored index of the repeat whose models to ship (the CLI's "
-                                                   "'repeat 1' is index 0; default: the median repeat)")
+    parser.add_argument("--repeat", type=int, metavar="N",
+                        help="the repeat whose models to ship, numbered from 1 as everywhere a person reads it "
+                             "(records store it as index N-1; default: the median repeat)")
     parser.add_argument("--data", metavar="PATH", help="where the experiment's dataset is now, if not at the "
                                                        "recorded path (needed for the statistics shipped with "
                                                        "the models)")
@@ -320,11 +337,12 @@ def _bundle(args: argparse.Namespace) -> int:
     key = args.key or reference.choose_experiment(store, args.name)
     dest_root = Path(args.dest) if args.dest else reference.REFERENCE_DIR
     try:
-        dest = reference.build_bundle(store, key, dest_root, args.repeat, name=args.name, data_path=args.data,
+        model_repeat = None if args.repeat is None else args.repeat - 1  # records number repeats from 0
+        dest = reference.build_bundle(store, key, dest_root, model_repeat, name=args.name, data_path=args.data,
                                       records_only=args.records_only,
                                       report=lambda line: print(line, file=sys.stderr))
-    except (DatasetUnavailable, OSError) as exc:
-        print(f"error: {exc} Nothing was changed in {dest_root}.", file=sys.stderr)
+    except (DatasetUnavailable, OSError, ValueError) as exc:  # one line; build_bundle has undone everything
+        print(f"error: {str(exc).rstrip('.')}. Nothing was changed in {dest_root}.", file=sys.stderr)
         return 2
     print(f"wrote {dest} (experiment {key}, {len(store.runs(key))} repeats)")
     for line in reference.describe(dest):
@@ -374,8 +392,16 @@ def _router(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad option is one line that names it and says where the help is: ``run`` has some forty options, and
+    argparse's default printed their whole usage before the error, which scrolled it out of sight."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists every option)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m core",
         description="Two-stage CNN training (Zhou): run the paper's experiments and keep every run's record.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

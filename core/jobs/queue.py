@@ -48,14 +48,16 @@ Nothing here imports TensorFlow: the Streamlit app imports this module on every 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, Callable, Iterator, cast
 
+from ..data.safe_load import UnsafeCacheError
 from ..protocol.config import Protocol
 from ..protocol.events import EpochEvent, JobProgress, PlanEvent, ProgressEvent, ResumedEvent, event_kind
 from ..training.leases import STALE_AFTER_S, hostname, pid_alive
@@ -83,7 +85,8 @@ class JobQueue:
         self.read_only = is_read_only(self.root, self.dir)
         if not self.read_only:
             create_cache_dir(self.root)
-        self.db = open_json_cache(self.dir, "job queue", read_only=self.read_only)
+        with untrusted_rows(self.dir):
+            self.db = _QueueDatabase(open_json_cache(self.dir, "job queue", read_only=self.read_only), self.dir)
         self.stale_after = STALE_AFTER_S if stale_after is None else float(stale_after)
         self.max_attempts = MAX_ATTEMPTS if max_attempts is None else int(max_attempts)
         self._store: RunStore | None = None
@@ -423,6 +426,36 @@ class JobQueue:
             job["updated"] = time.time()
             self.db.set(_job_key(job_id), job)
             return job
+
+
+@contextlib.contextmanager
+def untrusted_rows(folder: Path) -> Iterator[None]:
+    """A row this project never writes (a pickle planted in the queue's database) becomes one
+    :class:`StoreError` that says how to move the queue aside, as the run records' does; nothing is loaded."""
+    try:
+        yield
+    except UnsafeCacheError as exc:
+        raise StoreError(f"The job queue in {folder} contains data this project never writes ({exc}); it was not "
+                         f"loaded. Move the folder aside: mv {folder} {folder}.untrusted") from exc
+
+
+class _QueueDatabase:
+    """The queue's JSON database with its two reading paths (``get``, ``iterkeys``) under :func:`untrusted_rows`,
+    so every command (``jobs``, ``watch``, ``cancel``, ``worker``) and page meets one line, never a traceback."""
+
+    def __init__(self, db: Any, folder: Path):
+        self._db, self._folder = db, folder
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        with untrusted_rows(self._folder):
+            return self._db.get(*args, **kwargs)
+
+    def iterkeys(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        with untrusted_rows(self._folder):
+            yield from self._db.iterkeys(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
 
 
 def _job_key(job_id: str) -> str:

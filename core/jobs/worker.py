@@ -60,7 +60,7 @@ from .queue import JobQueue
 from ..training.leases import HEARTBEAT_S, hostname
 from ..results.store import RunStore
 from ..protocol.events import event_kind
-from ..protocol.words import count_text, repeats_named
+from ..protocol.words import count_text, repeat_name, repeats_named
 
 ARTEFACT_BUDGET_MB = os.environ.get("TWO_STAGE_ARTEFACT_MB", "2048")
 """Size budget of ``cache/artefacts`` (trained ``.keras`` models) in MB; empty or ``none`` = unlimited. When a
@@ -179,10 +179,10 @@ class Worker:
                         self.verdict = verdict if verdict != "ok" else "lost"
             kind = event_kind(event)
             if kind == "resumed":
-                self.log(f"job {job_id} repeat {event.get('repeat')}: resumed {event['stage']} after epoch "
-                         f"{event['resumed_at_epoch']}")
+                self.log(f"job {job_id} {repeat_name(event.get('repeat') or 0)}: resumed {event['stage']} after "
+                         f"epoch {event['resumed_at_epoch']}")
             elif kind == "epoch":
-                self.log(f"job {job_id} repeat {event.get('repeat')} {event['stage']} epoch "
+                self.log(f"job {job_id} {repeat_name(event.get('repeat') or 0)} {event['stage']} epoch "
                          f"{event['epoch']}/{event['epochs']}")
 
         def should_stop() -> bool:

@@ -56,14 +56,29 @@ def load(path: str | Path) -> Any:
     return model
 
 
+class UnloadableModel(ValueError):
+    """A model file Keras' safe loader refuses or cannot read (a class it does not know, a damaged archive);
+    the message is one line that names the file."""
+
+
 def load_model_file(path: str | Path) -> Any:
-    """A stage-one model or head from a ``.keras`` file or a compact ``.npz``, uncompiled."""
+    """A stage-one model or head from a ``.keras`` file or a compact ``.npz``, uncompiled.
+
+    Why the wrapping: a crafted file (its configuration naming ``os.system``, say) is refused by Keras' safe
+    mode with a long TypeError that quotes the whole configuration; the caller gets one line instead."""
+    import zipfile
+
     import keras
 
     path = Path(path)
-    if path.suffix == SUFFIX:
-        return load(path)
-    return keras.saving.load_model(path, compile=False)
+    try:
+        if path.suffix == SUFFIX:
+            return load(path)
+        return keras.saving.load_model(path, compile=False)
+    except (TypeError, ValueError, KeyError, AttributeError, OSError, zipfile.BadZipFile) as exc:
+        reason = str(exc).split(". ")[0].strip().rstrip(".") or type(exc).__name__
+        raise UnloadableModel(f"{path.name} cannot be loaded as a model ({reason[:200]}); it was not "
+                              "used") from exc
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:
