@@ -94,8 +94,8 @@ def test_bn_momentum_is_a_new_experiment_when_set_and_is_checked():
     assert Protocol(bn_momentum=0.9).key() != Protocol().key()
     assert "BatchNorm momentum 0.9" in Protocol(bn_momentum=0.9).describe()
     assert "BatchNorm" not in Protocol().describe()
-    for bad in (1.0, -0.1, True):
-        with pytest.raises(ValueError, match="bn_momentum must be in"):
+    for bad, says in ((1.0, "must be in"), (-0.1, "must be in"), (True, "must be a number")):
+        with pytest.raises(ValueError, match=f"bn_momentum {says}"):
             Protocol(bn_momentum=bad)
 
 

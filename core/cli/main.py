@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..protocol.arch_spec import ARCH_INFO
-from ..protocol.config import AUGMENT_PRESETS, DATASETS, ENGINES, MAX_REPEATS, OPTIMIZERS, PRECISIONS, Protocol
+from ..protocol.config import MAX_REPEATS, Protocol
+from ..protocol.options import add_arguments, values_from_args
 from ..protocol.events import (BatchNormEvent, EpochEvent, LoadingEvent, RepeatEvent, ResumedEvent, StoredEvent,
                                WaitingEvent, event_kind)
 from ..protocol.words import count_text
@@ -28,81 +28,19 @@ def command(name: str, help: str, add_arguments):
 
 
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that define an experiment (shared by ``run`` and ``submit``)."""
-    default = Protocol()
-    p = parser.add_argument_group("experiment")
-    p.add_argument("--dataset", choices=DATASETS, default=default.dataset)
-    p.add_argument("--data", metavar="PATH", help="where the dataset is (folder, IDX folder or CIFAR archive)")
-    p.add_argument("--repeats", type=int, default=20, help="number of repeats (paper: 20)")
-    p.add_argument("--epochs", type=int, default=default.epochs, help="epoch budget (paper: 50)")
-    p.add_argument("--batch-size", type=int, default=default.batch_size)
-    p.add_argument("--patience", type=int, default=default.patience, help="EarlyStopping patience (paper: 10)")
-    p.add_argument("--reduce-lr", action="store_true",
-                   help="add ReduceLROnPlateau(factor 0.5, patience 3, min 1e-5), Face Mask version 2")
-    p.add_argument("--paper-v2", action="store_true", help="Face Mask version 2: --patience 5 --reduce-lr")
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                   help="augmentation (default: the paper's choice, on for photo datasets only)")
-    p.add_argument("--limit", type=int, help="use only N training images (stratified), for quick looks")
-    p.add_argument("--test-limit", type=int, help="use only N test images (stratified)")
-    p.add_argument("--image-size", type=int, default=default.image_size, help="folder images are resized to this")
-    p.add_argument("--stage1-eval", choices=("last", "best"), default=default.stage1_eval,
-                   help="stage-one weights reported in Table 1 (paper: last epoch)")
-    p.add_argument("--features-from", choices=("last", "best"), default=default.features_from,
-                   help="stage-one weights that extract stage two's features")
-    p.add_argument("--head-init", choices=("fresh", "warm"), default=default.head_init,
-                   help="stage-two softmax freshly initialised or warm-started from stage one's")
-    p.add_argument("--stage2-eval", choices=("last", "best"), default=default.stage2_eval,
-                   help="stage-two weights reported")
-    p.add_argument("--sgd-momentum", type=float, default=default.sgd_momentum,
-                   help="SGD head's momentum, in [0, 1) (the paper: 'SGD with momentum', no value; 0.9)")
-    p.add_argument("--bn-momentum", type=float, default=default.bn_momentum,
-                   help="momentum of stage one's BatchNorm moving statistics, in [0, 1) (Keras' default 0.99)")
-    p.add_argument("--seed", type=int, default=default.seed, help="split seed; repeat i trains with seed+i")
-    p.add_argument("--resplit", action="store_true",
-                   help="a new train/validation(/test) split per repeat (seed+i), as the paper's unseeded "
-                        "train_test_split did; default: one split shared by all repeats")
-    p.add_argument("--precision", choices=PRECISIONS, default=default.precision,
-                   help="stage one's compute type: float32 (the paper's), tf32 (a GPU's TF32 tensor cores) or "
-                        "bfloat16 (pays off only on CPUs with AMX/AVX-512 BF16 or GPUs)")
-    p.add_argument("--engine", choices=ENGINES, default=default.engine,
-                   help="plain: one Keras fit per repeat (any backend); lockstep: all repeats as one compiled "
-                        "JAX program (KERAS_BACKEND=jax)")
-    m = parser.add_argument_group("model and stage one (the related reports' systems; `python -m core architectures`)")
-    m.add_argument("--architecture", choices=list(ARCH_INFO), metavar="ID",
-                   help="stage-one model (default: the dataset's own from the paper); one of " + ", ".join(ARCH_INFO))
-    m.add_argument("--weights", metavar="imagenet|PATH",
-                   help="ImageNet backbones' weights: 'imagenet' (Keras download) or a local file; default random")
-    m.add_argument("--optimizer", choices=OPTIMIZERS, default=default.optimizer, help="stage one's optimizer")
-    m.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, metavar="LR",
-                   help="stage one's learning rate (default: adam 1e-3, sgd 0.01, rmsprop 1e-3)")
-    m.add_argument("--momentum", type=float, default=default.momentum, help="stage one's SGD momentum")
-    m.add_argument("--weight-decay", type=float, default=default.weight_decay,
-                   help="stage one's weight decay, PyTorch-style (added to the gradient)")
-    m.add_argument("--augment-preset", choices=AUGMENT_PRESETS, default=default.augment_preset,
-                   help="augmentation recipe: the paper's, none, report 004's aug1 (with ZCA) / aug2, report 003's")
-    m.add_argument("--per-class", type=int, metavar="N", help="keep N training images per class (report 003: 41)")
-    m.add_argument("--gan-images", type=int, default=default.gan_images, metavar="N",
-                   help="add N DCGAN images per class to the training set (report 003)")
-    m.add_argument("--gan-epochs", type=int, default=default.gan_epochs, help="DCGAN training epochs per class")
-    m.add_argument("--gan-latent", type=int, default=default.gan_latent, help="DCGAN latent length (report 003: 10)")
-    m.add_argument("--gan-filters", type=int, default=default.gan_filters, help="DCGAN width")
+    """The options that define an experiment (shared by ``run``, ``submit``, ``report`` and ``sweep``): one
+    per protocol field, derived from its declaration (:mod:`core.protocol.options`), plus the repeat count and
+    the Face Mask version-2 shortcut."""
+    add_arguments(parser, Protocol)
+    parser.add_argument("--repeats", type=int, default=20, help="number of repeats (paper: 20)")
+    parser.add_argument("--paper-v2", action="store_true", help="Face Mask version 2: --patience 5 --reduce-lr")
 
 
 def protocol_from_args(args: argparse.Namespace) -> Protocol:
     """The protocol the options describe; raises ValueError (one line for the user) for bad values."""
     if not 1 <= args.repeats <= MAX_REPEATS:
         raise ValueError(f"--repeats must be between 1 and {MAX_REPEATS} (got {args.repeats})")
-    values = dict(
-        dataset=args.dataset, data_path=args.data, epochs=args.epochs, batch_size=args.batch_size,
-        patience=args.patience, reduce_lr=args.reduce_lr, augment=args.augment, limit=args.limit,
-        test_limit=args.test_limit, image_size=args.image_size, stage1_eval=args.stage1_eval,
-        features_from=args.features_from, head_init=args.head_init, stage2_eval=args.stage2_eval,
-        sgd_momentum=args.sgd_momentum, bn_momentum=args.bn_momentum, seed=args.seed, resplit=args.resplit, precision=args.precision,
-        engine=args.engine, architecture=args.architecture, weights=args.weights, optimizer=args.optimizer,
-        learning_rate=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
-        augment_preset=args.augment_preset, per_class=args.per_class, gan_images=args.gan_images,
-        gan_epochs=args.gan_epochs, gan_latent=args.gan_latent, gan_filters=args.gan_filters,
-    )
+    values = values_from_args(args, Protocol)
     if args.paper_v2:
         values.update(patience=5, reduce_lr=True)
     return Protocol(**values)
@@ -405,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m core",
         description="Two-stage CNN training (Zhou): run the paper's experiments and keep every run's record.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, add_arguments, _handler) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    for name, (help_text, add_args, _handler) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_text, description=help_text))
     return parser
 
 

@@ -8,9 +8,10 @@ labels them with the report they come from. Accuracies are fractions. Each repor
 - ``small``: the same steps cut down to run on a 2-core CPU in under ten minutes (the measured times are in
   docs/reports.md).
 
-Where a report's data is not available here (report 001's own photos; report 003's cows and horses; CIFAR-10
-cannot be downloaded on this machine) the small plan runs on a set that is, and says so; every plan runs on
-any dataset the app can load (``--dataset``/``--data``). Every run is also put through the paper's second
+Where a report's data is not available here (report 001's own photos; report 003's cows and horses) the small
+plan runs on a set that is, and says so; CIFAR-10 is read from its official archive or a "CIFAR-10 images" copy
+(``--data``); every plan runs on any dataset the app can load (``--dataset``/``--data``). A plan's note names
+no dataset: the pages and the CLI say which one it runs on. Every run is also put through the paper's second
 stage, which answers this part's question: does a two-stage head help these models too?
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ..protocol.config import Protocol
+from ..protocol.options import to_flags
 from ..protocol.vocabulary import HEAD_NAMES, is_keras_dataset
 from .sweeps import Sweep
 
@@ -36,7 +38,14 @@ class Published:
     note: str = ""
 
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(list(self.rows), columns=list(self.columns))
+        """The table as a frame. A column that mixes numbers and words (report 001's epochs end in
+        "average") is written as text: Arrow, and so the page's table, cannot hold the mix."""
+        frame = pd.DataFrame(list(self.rows), columns=list(self.columns))
+        for column in frame.columns:
+            kinds = {type(v) for v in frame[column] if v is not None}
+            if str in kinds and len(kinds) > 1:
+                frame[column] = [None if v is None else str(v) for v in frame[column]]
+        return frame
 
 
 @dataclass(frozen=True)
@@ -59,24 +68,12 @@ class Step:
         args = [f"--dataset {dataset}"] if dataset else []
         if data:
             args.append(f"--data {data}")
-        for name, value in self.options.items():
-            flag = "--" + _FLAGS.get(name, name.replace("_", "-"))
-            if value is True:
-                args.append(flag)
-            elif value is False and name == "augment":
-                args.append("--no-augment")
-            elif value is not None:
-                args.append(f"{flag} {value}")
+        args += to_flags(self.options, Protocol, skip_defaults=False)  # flags as the options declare them
         if self.sweep:
             values = ",".join(str(v) for v in self.sweep.values)
             return (f"python -m core sweep {' '.join(args)} --param {self.sweep.param} --values {values} "
                     f"--repeats {self.repeats}")
         return f"python -m core run {' '.join(args)} --repeats {self.repeats}"
-
-
-_FLAGS = {"learning_rate": "lr", "augment_preset": "augment-preset", "per_class": "per-class",
-          "test_limit": "test-limit", "image_size": "image-size", "batch_size": "batch-size",
-          "weight_decay": "weight-decay", "gan_images": "gan-images", "gan_epochs": "gan-epochs"}
 
 
 @dataclass(frozen=True)
@@ -181,9 +178,9 @@ _R002 = Report(
             "epochs and a learning rate of 1e-5 work best (0.895), 0.1 and 0.01 fail (0.100), and accuracy "
             "rises with the batch size."),
     data_used="CIFAR-10 (50,000 training, 10,000 test images) resized to 224x224, PyTorch ImageNet weights",
-    data_here=("CIFAR-10 cannot be downloaded on this machine and no ImageNet weights are available offline: the "
-               "small plan runs a randomly initialised frozen ResNet-18 on Dogs & Cats; give --dataset cifar10 "
-               "and --weights for the report's setting"),
+    data_here=("CIFAR-10 from its official archive or a 'CIFAR-10 images' copy (--data; the shipped runs read the "
+               "JPEG copy); no ImageNet weights are available offline, so the small plan's frozen ResNet-18 is "
+               "randomly initialised: give --weights for the report's setting"),
     dataset="cifar10",
     models={"002-vgg16": None, "002-vgg19": None, "002-resnet18": None, "002-resnet34": None,
             "002-resnet50": None},
@@ -235,9 +232,11 @@ _R002 = Report(
                 test_limit=200), 1, sweep=Sweep("epochs", (1, 3, 10))),
         ),
     },
-    small_note=("ResNet-18 (random initialisation: no ImageNet weights offline) frozen on 300 training images "
-                "(240 after the validation split) and 200 test images; its features are computed once (500 "
-                "images at 224x224) and every sweep point after the first trains only the linear layer"),
+    small_note=("ResNet-18 (random initialisation: no ImageNet weights offline) frozen, on 300 training images "
+                "(240 after the validation split) and 200 test images; each image is enlarged to the backbone's "
+                "224x224 (from CIFAR-10's 32x32, or from the 64x64 a photo folder is read at: --image-size 64) "
+                "and its features are computed once, so every sweep point after the first trains only the "
+                "linear layer"),
     deviations=(
         "The report names no optimizer; we use Adam (consistent with its divergence at learning rates 0.1 and "
         "0.01).",
@@ -290,8 +289,8 @@ _R003 = Report(
                  published=(("test accuracy (no change reported)", None),)),
         ),
     },
-    small_note=("the report's own size (41 + 41 images, 20 epochs, batch 4) with 2 repeats per variant, and a "
-                "smaller GAN (40 epochs, 100 images per class instead of 200 iterations and 500)"),
+    small_note=("the report's own size (41 + 41 images, read at 64x64, 20 epochs, batch 4) with 2 repeats per "
+                "variant, and a smaller GAN (40 epochs, 100 images per class instead of 200 iterations and 500)"),
     deviations=(
         "The report's flattened size (1,352) does not match its layers (1,568); we follow the layers.",
         "The report has no validation split; ours takes 20% of the 41 images per class (8) for it.",
@@ -328,8 +327,9 @@ _R004 = Report(
             "overfitting; learning rates 1e-3/1e-4 are best; fine-tuned VGG16 reaches 0.84 and ResNet50 0.67 "
             "(lr 1e-3) without early stopping."),
     data_used="CIFAR-10 (50,000 / 10,000) at 32x32, pixels scaled to [0, 1]",
-    data_here=("CIFAR-10 cannot be downloaded on this machine: the small plan runs on Dogs & Cats resized to "
-               "32x32 (two classes); give --dataset cifar10 for the report's data"),
+    data_here=("CIFAR-10 from its official archive or a 'CIFAR-10 images' copy (--data; the shipped runs read the "
+               "JPEG copy, whose pixels differ slightly from the official ones); any other dataset the app loads "
+               "works too (--dataset), its images resized to 32x32"),
     dataset="cifar10",
     models={"004-model1": None, "004-model2": None, "004-model3": None, "004-resnet50": 23_608_202,
             "004-vgg16": 14_719_818},
@@ -373,9 +373,9 @@ _R004 = Report(
                  sweep=Sweep("augment_preset", ("none", "aug1", "aug2")), published=_table1_004(2)),
         ),
     },
-    small_note=("model 2 on Dogs & Cats at 32x32, 500 training images (400 after the validation split), 200 "
-                "test images, 6 epochs: its learning-rate sweep and its Table 1 row (basic, aug1 with ZCA, aug2), "
-                "1 run per point (the lr 1e-3 point is shared, so 5 runs in all)"),
+    small_note=("model 2 at 32x32, 500 training images (400 after the validation split), 200 test images, 6 "
+                "epochs: its learning-rate sweep and its Table 1 row (basic, aug1 with ZCA, aug2), 1 run per point "
+                "(the lr 1e-3 point is shared, so 5 runs in all)"),
     deviations=(
         "Filter counts and dense sizes are not in the report; ours are in core/models/report_models.py (model 1 is the "
         "Keras CIFAR-10 example, which its layer order matches).",
