@@ -8,7 +8,8 @@ import pytest
 
 from core.data import datasets
 from core.protocol.config import Protocol
-from core.data.datasets import DatasetUnavailable, compact, load_dataset, load_raw, scan_image_folder
+from core.data.datasets import DatasetUnavailable, compact, load_dataset, load_raw
+from core.data.folders import scan_image_folder
 
 from .conftest import needs_fashion, synthetic_images, write_class_folders
 

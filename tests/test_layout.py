@@ -15,7 +15,7 @@ import core
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LINES = 600
-OVER_MAX_LINES = {"core/data/datasets.py"}
+OVER_MAX_LINES: set[str] = set()
 """Modules known to be too long, each to be split (issue 24); an entry that is no longer needed fails the test."""
 
 

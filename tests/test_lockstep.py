@@ -21,6 +21,7 @@ import pytest
 
 from core.models.models import build_head
 from core.protocol.config import Protocol
+from core.protocol.vocabulary import SPLITS
 from core.training import record, two_stage
 
 from .conftest import needs_fashion
@@ -223,13 +224,13 @@ def test_resplit_lockstep_repeats_each_use_the_split_the_plain_path_draws(photo_
         test_sets.append(tuple(data.ids["test"]))
         model = load_model_file(tmp_path / "cache" / "artefacts" / run["key"] / f"{run['repeat']:04d}" / "stage1.keras")
         two_stage.compile_model(model, keras.optimizers.Adam(), 1)
-        inputs = {split: getattr(data, f"x_{split}") for split in record.SPLITS}
-        labels = {split: keras.utils.to_categorical(getattr(data, f"y_{split}"), 3) for split in record.SPLITS}
+        inputs = {split: getattr(data, f"x_{split}") for split in SPLITS}
+        labels = {split: keras.utils.to_categorical(getattr(data, f"y_{split}"), 3) for split in SPLITS}
         for kind in ("last", "last_bn"):
             if kind == "last_bn":
                 assert reestimate_batchnorm(model, data.x_train) == run["stage1"]["batchnorm"]["layers"] == 1
             ours, stored = record.evaluate(model, inputs, labels), run["stage1"][kind]
-            for split in record.SPLITS:  # one image may flip between backends' convolutions, no more
+            for split in SPLITS:  # one image may flip between backends' convolutions, no more
                 assert abs(ours[f"{split}_accuracy"] - stored[f"{split}_accuracy"]) <= 1 / len(labels[split]) + 1e-9
                 assert ours[f"{split}_loss"] == pytest.approx(stored[f"{split}_loss"], rel=1e-3), (kind, split)
     assert len(set(test_sets)) == 2

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data.datasets import (FASHION_SYSTEM_DIR, HOW_TO_GET, KERAS_DATASETS_DIR, DatasetUnavailable,
-                             class_pick_count, load_raw, scan_image_folder)
+from ..data.datasets import (FASHION_SYSTEM_DIR, HOW_TO_GET, KERAS_DATASETS_DIR, DatasetUnavailable, class_pick_count,
+                             load_raw)
+from ..data.folders import scan_image_folder
 from ..data.imageio import ImageError, decode_image
 from ..protocol.config import Augmentation, Protocol
 from ..protocol.vocabulary import INPUT_SHAPES, NUM_CLASSES, is_keras_dataset, is_photo_dataset

@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import os
 import tarfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,32 +18,13 @@ from typing import Any, Callable
 import numpy as np
 
 from ..protocol.config import Protocol
-from .imageio import IMAGE_SUFFIXES, ImageError, decode_image
+from ..protocol.vocabulary import CIFAR_CLASSES, FASHION_CLASSES
+from .folders import TRAIN_DIR_NAMES, first_child, load_image_folder, unwrap
+from .raw import HOW_TO_GET, DatasetUnavailable, RawData, compact, split_tail
 from .safe_load import UnsafeDataError, cifar_unpickle
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
-                 "dog", "frog", "horse", "ship", "truck"]
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 KERAS_DATASETS_DIR = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
-
-HOW_TO_GET = {
-    "fashion-mnist": "Install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), let Keras "
-                     "download it once with network access, or give the folder holding "
-                     "train-images-idx3-ubyte.gz and the three other IDX files (--data on the command line).",
-    "cifar10": "Let Keras download it once with network access (keras.datasets.cifar10.load_data()), or "
-               "download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html and give the "
-               "archive or its extracted cifar-10-batches-py folder, or a 'CIFAR-10 images' copy (train/<class>/ "
-               "and test/<class>/ image folders) (--data on the command line).",
-    "dogs-cats": "Download the Kaggle 'cat-and-dog' set (training_set/ and test_set/ with cats/ and dogs/) and "
-                 "give the folder that holds them (the Datasets page, or --data on the command line).",
-    "face-mask": "Download the Kaggle 'face-mask-detection' set (with_mask/, without_mask/, "
-                 "mask_weared_incorrect/) and give the folder that holds them (the Datasets page, or --data on "
-                 "the command line).",
-    "folder": "Give a folder with one sub-folder of images per class (the Datasets page, or --data on the "
-              "command line).",
-}
 
 
 FORMS = {
@@ -57,10 +37,6 @@ FORMS = {
 official files (IDX, the python batches or Keras' download of them) or, for CIFAR-10, a copy re-encoded as
 image files; for photo sets their folder. Two forms of "the same" dataset have different pixels, so their
 runs are different experiments."""
-
-
-class DatasetUnavailable(RuntimeError):
-    """The dataset could not be found or read; the message says where we looked and how to get it."""
 
 
 @dataclass
@@ -128,18 +104,6 @@ class Dataset:
             counts = np.bincount(y, minlength=self.num_classes)
             out[split] = {name: int(c) for name, c in zip(self.class_names, counts)}
         return out
-
-
-@dataclass
-class RawData:
-    """A dataset as shipped: a training pool and (if the source has one) a test split."""
-
-    class_names: list[str]
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray | None
-    y_test: np.ndarray | None
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------- public API
@@ -262,61 +226,6 @@ def class_pick_count(n: int, fraction: float) -> int:
     return min(max(k, 1 if n > 1 else 0), n - 1 if fraction < 1 else n)
 
 
-def compact(x: np.ndarray, y: np.ndarray, keep: np.ndarray, chunk: int = 4096):
-    """Keep rows ``keep`` (ascending) by moving them to the front of ``x`` in place; returns views.
-
-    Why in place: a fancy-indexed copy of a 60k-image training pool would double peak memory.
-    """
-    x = _move_to_front(x, np.asarray(keep), chunk)
-    return x[: len(keep)], y[keep].copy()
-
-
-def split_tail(x: np.ndarray, y: np.ndarray, pick: np.ndarray):
-    """Split rows ``pick`` off ``x`` in place: the others (ascending) to the front, ``pick`` (in its order) to
-    the tail. Returns ``(x_rest, y_rest, x_pick, y_pick)``, both ``x`` parts views of the one buffer.
-
-    The rows are permuted cycle by cycle with a single row of scratch space, so a split costs no memory even
-    while it runs (a gather of the picked rows would briefly hold them twice: 1.29x raw at peak, measured).
-    """
-    pick = np.asarray(pick)
-    mask = np.ones(len(y), dtype=bool)
-    mask[pick] = False
-    order = np.concatenate([np.flatnonzero(mask), pick])
-    if not x.flags.writeable:
-        x = x.copy()
-    _permute_rows(x, order)
-    n = len(y) - len(pick)
-    y = y[order]
-    return x[:n], y[:n], x[n:], y[n:]
-
-
-def _permute_rows(x: np.ndarray, order: np.ndarray) -> None:
-    """``x[:] = x[order]`` in place, following the permutation's cycles."""
-    done = order == np.arange(len(order))
-    for start in np.flatnonzero(~done):
-        if done[start]:
-            continue
-        scratch = x[start].copy()
-        i = start
-        while order[i] != start:
-            x[i] = x[order[i]]
-            done[i] = True
-            i = order[i]
-        x[i] = scratch
-        done[i] = True
-
-
-def _move_to_front(x: np.ndarray, keep: np.ndarray, chunk: int) -> np.ndarray:
-    """Copy rows ``keep`` (ascending) to ``x[:len(keep)]``. Safe in place because ``keep[k] >= k``: a source
-    row is never overwritten before it is read, and each chunk is gathered into a temporary first."""
-    if not x.flags.writeable:
-        x = x.copy()
-    for start in range(0, len(keep), chunk):
-        rows = keep[start:start + chunk]
-        x[start:start + len(rows)] = x[rows]
-    return x
-
-
 def _require_split_sizes(class_names: list[str], y: np.ndarray, protocol: Protocol, flat: bool) -> None:
     """Every class needs an image in each split it is carved into (training, validation and, for a flat
     folder, test); otherwise training would run and the evaluation would find an empty split."""
@@ -429,7 +338,7 @@ def load_cifar10(data_path: str | None = None, progress: Callable[[int, int], No
         folder = _cifar_folder(path)
         if folder is not None:
             return _read_cifar_folder(folder)
-        if path.is_dir() and _first_child(_unwrap(path), TRAIN_DIR_NAMES) is not None:
+        if path.is_dir() and first_child(unwrap(path), TRAIN_DIR_NAMES) is not None:
             return _read_cifar_images(path, progress)
         if path.is_file():
             return _read_cifar_tar(path)
@@ -554,153 +463,4 @@ def _keras_download(dataset: str, class_names: list[str], looked: list[Path]) ->
 
 # ---------------------------------------------------------------------------------------- image folders
 
-TRAIN_DIR_NAMES = ("training_set", "train", "training")
-TEST_DIR_NAMES = ("test_set", "test", "testing")
 
-
-@dataclass
-class FolderScan:
-    """What a class-folder tree holds, before any pixel is decoded."""
-
-    root: Path
-    layout: str  # "pre-split" or "flat"
-    class_names: list[str]
-    train: list[tuple[Path, int]]
-    test: list[tuple[Path, int]]
-    ignored: list[str] = field(default_factory=list)  # non-image files
-    empty_classes: list[str] = field(default_factory=list)
-
-
-def scan_image_folder(path: str | Path) -> FolderScan:
-    """Find the classes and image files under ``path`` (pre-split or flat layout)."""
-    given = Path(path).expanduser()
-    if not given.is_dir():
-        raise DatasetUnavailable(f"{path} is not a folder. {HOW_TO_GET['folder']}")
-    root = _unwrap(given)
-    train_dir = _first_child(root, TRAIN_DIR_NAMES)
-    test_dir = _first_child(root, TEST_DIR_NAMES)
-    if train_dir and test_dir:
-        train_dir, test_dir = _unwrap(train_dir), _unwrap(test_dir)
-        class_names = sorted({d.name for d in _subdirs(train_dir)} | {d.name for d in _subdirs(test_dir)})
-        scan = FolderScan(root, "pre-split", class_names, [], [])
-        scan.train = _list_images(train_dir, class_names, scan)
-        scan.test = _list_images(test_dir, class_names, scan)
-    else:
-        class_names = sorted(d.name for d in _subdirs(root))
-        scan = FolderScan(root, "flat", class_names, [], [])
-        scan.train = _list_images(root, class_names, scan)
-    counts = np.bincount([label for _, label in scan.train + scan.test], minlength=len(class_names))
-    scan.empty_classes = [name for name, n in zip(class_names, counts) if n == 0]
-    with_images = [name for name, n in zip(class_names, counts) if n > 0]
-    if len(with_images) < 2:
-        if not class_names and any(_is_image(f) for f in root.iterdir()):
-            found = ("holds images directly, not in class sub-folders"
-                     + (f" (it is the only sub-folder of {given}, so it counts as one class)" if root != given
-                        else ""))
-        else:
-            found = (f"has {len(with_images)} class folder(s) with images"
-                     + (f" ({with_images[0]})" if with_images else ""))
-        raise DatasetUnavailable(f"{given} {found}; at least two classes are needed. {HOW_TO_GET['folder']}")
-    return scan
-
-
-DECODE_THREADS = min(8, os.cpu_count() or 1)
-"""Threads decoding a folder's images (OpenCV releases the GIL while it decodes)."""
-
-
-def load_image_folder(path: str | Path, image_size: int = 128,
-                      progress: Callable[[int, int], None] | None = None) -> RawData:
-    """Decode every image of a class-folder tree to ``image_size`` square RGB, skipping unreadable files.
-
-    Each image's decoded pixels (what the model sees) are hashed as they are read (``info["hashes"]``): the
-    dataset's fingerprint and the test images that duplicate training ones come from them, so a copy whose
-    files were re-packed losslessly is the same data, and a re-encoded one is not."""
-    scan = scan_image_folder(path)
-    total = len(scan.train) + len(scan.test)
-    done = [0]
-    skipped: list[str] = []
-
-    def decode(item: tuple[Path, int]) -> tuple[np.ndarray | None, str, str | None]:
-        file = item[0]
-        try:
-            image = decode_image(file.read_bytes(), size=image_size)
-            return image, hashlib.blake2b(image.data, digest_size=12).hexdigest(), None
-        except (ImageError, OSError) as exc:
-            return None, "", f"{file.relative_to(scan.root)}: {exc}"
-
-    def read_all(items: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-        x = np.empty((len(items), image_size, image_size, 3), dtype=np.uint8)
-        ok = np.zeros(len(items), dtype=bool)
-        digests = [""] * len(items)
-        with ThreadPoolExecutor(DECODE_THREADS) as pool:
-            for i, (image, digest, error) in enumerate(pool.map(decode, items, chunksize=64)):
-                if error is None:
-                    x[i], digests[i], ok[i] = image, digest, True
-                else:
-                    skipped.append(error)
-                done[0] += 1
-                if progress and (done[0] % 200 == 0 or done[0] == total):
-                    progress(done[0], total)
-        y = np.array([label for _, label in items], dtype=np.int64)
-        kept = np.flatnonzero(ok)
-        x, y = compact(x, y, kept)
-        return x, y, [str(items[i][0].relative_to(scan.root)) for i in kept], [digests[i] for i in kept]
-
-    x_train, y_train, pool_files, pool_hashes = read_all(scan.train)
-    x_test, y_test, test_files, test_hashes = (read_all(scan.test) if scan.layout == "pre-split"
-                                               else (None, None, [], []))
-    _require_decodable(scan, y_train if y_test is None else np.concatenate([y_train, y_test]), skipped)
-    info = {"source": str(scan.root), "layout": scan.layout, "skipped": skipped,
-            "ignored": scan.ignored, "empty_classes": scan.empty_classes, "pool_files": pool_files,
-            "test_files": test_files, "form": "folder", "hashes": {"pool": pool_hashes, "test": test_hashes}}
-    return RawData(scan.class_names, x_train, y_train, x_test, y_test, info=info)
-
-
-def _require_decodable(scan: FolderScan, y: np.ndarray, skipped: list[str]) -> None:
-    """A class whose files all failed to decode is named, with the first error, rather than reported later
-    as a class with too few images."""
-    counts = np.bincount(y, minlength=len(scan.class_names))
-    listed = np.bincount([label for _, label in scan.train + scan.test], minlength=len(scan.class_names))
-    dead = [name for name, n, m in zip(scan.class_names, counts, listed) if n == 0 and m > 0]
-    if dead:
-        raise DatasetUnavailable(
-            f"{scan.root}: none of the image files of class(es) {', '.join(dead)} could be decoded "
-            f"({len(skipped)} unreadable file(s) in all; first: {skipped[0] if skipped else '-'}).")
-
-
-def _unwrap(folder: Path) -> Path:
-    """Descend through wrapper folders (Kaggle zips nest ``training_set/training_set/``)."""
-    while folder.is_dir():
-        children = list(_subdirs(folder))
-        if len(children) == 1 and not any(_is_image(f) for f in folder.iterdir()):
-            folder = children[0]
-        else:
-            break
-    return folder
-
-
-def _first_child(folder: Path, names: tuple[str, ...]) -> Path | None:
-    lowered = {d.name.lower(): d for d in _subdirs(folder)}
-    return next((lowered[n] for n in names if n in lowered), None)
-
-
-def _subdirs(folder: Path):
-    return (d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith("."))
-
-
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-
-
-def _list_images(folder: Path, class_names: list[str], scan: FolderScan) -> list[tuple[Path, int]]:
-    items = []
-    for label, name in enumerate(class_names):
-        class_dir = folder / name
-        if not class_dir.is_dir():
-            continue
-        for file in sorted(class_dir.rglob("*")):
-            if _is_image(file):
-                items.append((file, label))
-            elif file.is_file() and not file.name.startswith("."):
-                scan.ignored.append(str(file.relative_to(scan.root)))
-    return items

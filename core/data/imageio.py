@@ -42,6 +42,8 @@ STRIP_BYTES = 8 * 2**20
 
 SUPPORTED_FORMATS = {"JPEG", "PNG", "BMP", "WEBP", "TIFF", "GIF"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+FORMAT_NAMES = "JPEG, PNG, WebP, BMP, TIFF or GIF"
+"""The formats above as a person reads them: the upload box and every refusal say the same list."""
 _DAMAGED = (OSError, ValueError, SyntaxError, EOFError, struct.error)
 """What Pillow raises for truncated or malformed files."""
 
@@ -62,16 +64,16 @@ def read_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[str,
     except Image.DecompressionBombError as exc:  # Pillow's own guard fires on open for enormous headers
         raise ImageError(_too_many_pixels(max_pixels)) from exc
     except (UnidentifiedImageError, *_DAMAGED) as exc:
-        raise ImageError("This is not an image we can read (JPEG or PNG expected).") from exc
+        raise ImageError(f"This is not an image we can read ({FORMAT_NAMES} expected).") from exc
     if fmt not in SUPPORTED_FORMATS:
-        raise ImageError(f"Unsupported image format {fmt or 'unknown'}; use JPEG or PNG.")
+        raise ImageError(f"Unsupported image format {fmt or 'unknown'}; use {FORMAT_NAMES}.")
     return fmt, width, height
 
 
 def _too_many_pixels(max_pixels: int, width: int | None = None, height: int | None = None) -> str:
-    size = f"{width}×{height} pixels, " if width else ""
-    return (f"The image is too large ({size}more than the {max_pixels:,} allowed: this app decodes images of "
-            f"up to {max_pixels / 1e6:g} megapixels). Scale it down and try again.")
+    size = f"{width}×{height} = {width * height / 1e6:.3g} megapixels" if width else "its header declares more"
+    return (f"The image is too large ({size}; this app decodes images of up to {max_pixels / 1e6:g} megapixels, "
+            f"{max_pixels:,} pixels). Scale it down and try again.")
 
 
 def decode_image(

@@ -16,12 +16,8 @@ from typing import Any, Literal
 from .arch_spec import ARCH_INFO
 from .arch_spec import info as arch_info
 from .options import check_field, declared, option
+from .vocabulary import DATASETS, PHOTO_DATASETS
 
-DATASETS = ("fashion-mnist", "cifar10", "dogs-cats", "face-mask", "folder")
-"""Dataset ids accepted everywhere (CLI, jobs, pages)."""
-
-PHOTO_DATASETS = ("dogs-cats", "face-mask", "folder")
-"""Datasets read from class folders with OpenCV; the paper augments these (small photo sets)."""
 
 WeightChoice = Literal["last", "best"]
 WEIGHTS = ("last", "best")

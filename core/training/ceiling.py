@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from .record import SPLITS
+from ..protocol.vocabulary import SPLITS
 
 PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 """L2 penalties tried (on standardised features, per sample: ``loss = mean cross-entropy + l2/2 * |W|^2``),

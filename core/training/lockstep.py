@@ -59,7 +59,8 @@ from ..models.models import (batchnorm_layers, build_for_protocol, build_head, c
 from ..models.optim import stage1_optimizer
 from ..protocol.config import Protocol
 from . import ceiling, env, record, two_stage
-from .record import HEADS, SPLITS, Cancelled, Progress
+from ..protocol.vocabulary import HEADS, SPLITS
+from .record import Cancelled, Progress
 from .stacked import (CHUNK_STEPS, conv_form, Cohort, DeviceSplit, EngineUnavailable, epoch_batches, inference_program,
                       score_program, stack_members, steps_per_call, train_program, upload_split, variable_values)
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..data.datasets import Dataset
 from ..protocol.config import Protocol
+from ..protocol.vocabulary import SPLITS
 from ..results import predictions
 from . import env
 
@@ -28,11 +29,9 @@ Progress = Callable[[dict[str, Any]], None]
 
 
 
-SPLITS = ("train", "val", "test")
 
 
 
-HEADS = ("adam", "sgd")
 
 
 

@@ -23,7 +23,8 @@ from ..models.models import batchnorm_layers, build_for_protocol, build_head, fe
 from ..models.optim import stage1_optimizer
 from ..protocol.config import Protocol
 from . import ceiling, env, training_data
-from .record import (BN_SAMPLE_SIZES, EVAL_BATCH, HEADS, SPLITS, Cancelled, Progress, add_diagnostics, bn_sample_rows,
+from ..protocol.vocabulary import HEADS, SPLITS
+from .record import (BN_SAMPLE_SIZES, EVAL_BATCH, Cancelled, Progress, add_diagnostics, bn_sample_rows,
                      evaluate, make_record, now_iso, predict_probabilities, summarise_fit, tidy_workdir, write_json)
 
 STEPS_PER_EXECUTION = 32
