@@ -62,6 +62,14 @@ def test_a_repeat_trains_both_stages_and_records_everything(tiny_data, tmp_path)
     readings = record["readings"]
     assert set(readings) == {"logistic", "heldout"} and "sample_sizes" not in s1["batchnorm"]
     assert readings["logistic"]["test_accuracy"] > 0.4 and readings["logistic"]["l2"] > 0
+    # per-class results of every method: recall is each class's accuracy, so their support-weighted mean is
+    # the method's test accuracy
+    support = np.bincount(tiny_data.y_test, minlength=10)
+    for method in ("stage1", "adam", "sgd"):
+        recall = np.array(record["per_class"][method]["recall"])
+        assert len(recall) == 10 and set(record["per_class"][method]) == {"recall", "precision", "F1"}
+        accuracy = record[method][record["protocol"]["stage1_eval" if method == "stage1" else "stage2_eval"]]
+        assert np.sum(recall * support) / support.sum() == pytest.approx(accuracy["test_accuracy"], abs=1e-4)
     stages = {e["stage"] for e in events if "epoch" in e}
     assert stages == {"stage1", "stage2_adam", "stage2_sgd"}
     # crash-recovery files are gone; the three models stay for Classify

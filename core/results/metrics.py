@@ -64,3 +64,36 @@ def experiment_confusion(runs: list[dict[str, Any]], method: str) -> tuple[np.nd
     """The confusion matrices of all repeats that stored predictions, summed; and how many repeats that is."""
     found = [m for m in (record_confusion(run, method) for run in runs) if m is not None]
     return (np.sum(found, axis=0), len(found)) if found else (None, 0)
+
+
+def per_class_summary(runs: list[dict[str, Any]], methods: tuple[str, ...] = ("stage1", "adam", "sgd")
+                      ) -> pd.DataFrame:
+    """Per class and method: recall (the class's accuracy), precision and F1, each the mean over the repeats
+    that stored predictions, with the class's test images per repeat; then per method the macro averages and
+    the worst class (each repeat's lowest recall, averaged). A gain that lives in one class shows as one
+    class's recall moving while the others stay."""
+    rows = []
+    for method in methods:
+        tables = [per_class(m, r["dataset"]["class_names"]) for r in runs
+                  if (m := record_confusion(r, method)) is not None]
+        if not tables:
+            continue
+        mean = sum(tables) / len(tables)
+        worst = float(np.mean([t.drop(index="macro average")["recall"].min() for t in tables]))
+        for name in mean.index:
+            rows.append({"method": method, "class": name, "recall": mean.loc[name, "recall"],
+                         "precision": mean.loc[name, "precision"], "F1": mean.loc[name, "F1"],
+                         "test images per repeat": mean.loc[name, "support"], "repeats": len(tables)})
+        rows.append({"method": method, "class": "worst class", "recall": worst, "precision": float("nan"),
+                     "F1": float("nan"), "test images per repeat": float("nan"), "repeats": len(tables)})
+    return pd.DataFrame(rows)
+
+
+def record_per_class(y_true: np.ndarray, labels: dict[str, np.ndarray], class_names: list[str]
+                     ) -> dict[str, dict[str, list[float]]]:
+    """A record's per-class summary: per method, each class's recall, precision and F1 on the test split."""
+    out = {}
+    for method, y_pred in labels.items():
+        table = per_class(confusion_matrix(y_true, y_pred, len(class_names)), class_names).drop(index="macro average")
+        out[method] = {k: [round(float(v), 6) for v in table[k]] for k in ("recall", "precision", "F1")}
+    return out

@@ -22,7 +22,7 @@ import numpy as np
 from ..data.datasets import Dataset
 from ..protocol.config import Protocol
 from ..protocol.vocabulary import SPLITS
-from ..results import predictions
+from ..results import metrics, predictions
 from . import env
 
 Progress = Callable[[dict[str, Any]], None]
@@ -73,6 +73,9 @@ def make_record(data: Dataset, protocol: Protocol, repeat: int, stage1: dict[str
         "adam": heads["adam"],
         "sgd": heads["sgd"],
         "readings": readings or {},
+        "per_class": metrics.record_per_class(
+            data.y_test, {name: np.argmax(test_probs[f"stage1_{protocol.stage1_eval}" if name == "stage1" else name],
+                                          axis=1) for name in ("stage1", "adam", "sgd")}, data.class_names),
         "predictions": predictions.encode(data.y_test, test_probs, protocol.stage1_eval,
                                           lambda rows: data.image_ids("test", rows)),
         "env": {**env.info(), "precision": env.precision_support(protocol.precision), "formulation": formulation},

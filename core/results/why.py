@@ -1,0 +1,217 @@
+"""Why the second stage helps: the evidence beyond Table 3, computed from run records.
+
+Table 3 (:func:`core.results.stats.table3`) reads the gain apart after the fact. Here are the readings that
+test the explanation more directly, each a function of stored records only:
+
+- :func:`lift_scatter`: per repeat, the head's gain over stage one against how much re-estimating stage one's
+  BatchNorm statistics lifts it (the PreciseBN reading, Wu & Johnson 2021), with Spearman's rank correlation;
+  and the same against the volatility of stage one's last validation epochs (the alternative explanation);
+- :func:`intervention`: the same experiment trained at two BatchNorm momenta, repeat by repeat (same seeds,
+  same splits): if the lag causes the gain, a lower momentum lifts stage one's inference-mode score and the
+  gain shrinks;
+- :func:`size_curve`: the same protocol at several training-set sizes (optimizer steps per epoch): the gain
+  over stage one as reported and over stage one with BatchNorm re-estimated, with 95 % confidence intervals;
+- :func:`ceiling`: the paper's heads beside second stages that train no network (the convex optimum cRT,
+  Kang et al. 2020; a held-out DFR-style head, Kirichenko et al. 2022; the convex head on BN-re-estimated
+  features), from :mod:`core.training.ceiling`'s readings;
+- :func:`sample_sizes`: stage one's test accuracy after re-estimating BatchNorm on 100, 1,000 and all images.
+
+Every function returns plain data (a DataFrame or dict) and a one-line reading computed by a fixed rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .stats import baseline_weights, metric, paired_test
+
+READINGS = {"logistic": "convex head (L-BFGS, cRT)", "heldout": "held-out head (validation only, DFR)",
+            "logistic_bn": "convex head on BN-re-estimated features"}
+"""The second-stage readings that train no network, as the pages name them."""
+VOLATILITY_EPOCHS = 10
+"""Stage one's last epochs whose validation accuracy's spread measures how unsettled it ended."""
+
+
+def _gain(run: dict[str, Any], head: str) -> float:
+    return metric(run, head, "test") - metric(run, "stage1", "test", baseline_weights(run, "reported"))
+
+
+def _bn_lift(run: dict[str, Any]) -> float:
+    return (metric(run, "stage1", "test", baseline_weights(run, "bn"))
+            - metric(run, "stage1", "test", baseline_weights(run, "reported")))
+
+
+def volatility(run: dict[str, Any]) -> float:
+    """Standard deviation of stage one's validation accuracy over its last :data:`VOLATILITY_EPOCHS` epochs."""
+    values = run["stage1"]["history"].get("val_accuracy", [])[-VOLATILITY_EPOCHS:]
+    return float(np.std(values)) if len(values) > 1 else float("nan")
+
+
+def lift_scatter(runs: list[dict[str, Any]], head: str = "adam") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One row per repeat (``repeat``, ``gain``, ``bn_lift``, ``volatility``) and the rank correlations of
+    the gain with each, with a reading. Needs the records' BatchNorm evaluations."""
+    usable = [r for r in runs if "last_bn" in r["stage1"]]
+    frame = pd.DataFrame({"repeat": [r["repeat"] for r in usable], "gain": [_gain(r, head) for r in usable],
+                          "bn_lift": [_bn_lift(r) for r in usable], "volatility": [volatility(r) for r in usable]})
+    out: dict[str, Any] = {"n": len(frame)}
+    for column in ("bn_lift", "volatility"):
+        ok = frame[["gain", column]].dropna()
+        if len(ok) >= 4 and ok[column].nunique() > 1 and ok["gain"].nunique() > 1:
+            result = sps.spearmanr(ok["gain"], ok[column])
+            out[column] = {"rho": float(result.statistic), "p": float(result.pvalue)}
+        else:
+            out[column] = {"rho": float("nan"), "p": float("nan")}
+    out["reading"] = _scatter_reading(out)
+    return frame, out
+
+
+def _scatter_reading(found: dict[str, Any]) -> str:
+    lift, vol = found["bn_lift"], found["volatility"]
+    if not np.isfinite(lift["rho"]):
+        return f"Too few repeats with differing values ({found['n']}) to rank the gain against the BatchNorm lift."
+    tracks = "tracks" if lift["p"] < 0.05 and lift["rho"] > 0 else "does not track"
+    text = (f"Across {found['n']} repeats the head's gain {tracks} the BatchNorm lift (Spearman rho = "
+            f"{lift['rho']:.2f}, p = {lift['p']:.2g})")
+    if np.isfinite(vol["rho"]):
+        text += f"; against stage one's late validation volatility rho = {vol['rho']:.2f} (p = {vol['p']:.2g})"
+    return text + "."
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and its 95 % t confidence interval (NaN bounds for fewer than 2 values)."""
+    values = np.asarray(values, float)
+    mean = float(values.mean()) if len(values) else float("nan")
+    if len(values) < 2 or np.ptp(values) == 0:
+        return mean, float("nan"), float("nan")
+    low, high = sps.t.interval(0.95, len(values) - 1, loc=mean, scale=sps.sem(values))
+    return mean, float(low), float(high)
+
+
+def arm_summary(runs: list[dict[str, Any]], head: str = "adam") -> dict[str, Any]:
+    """One experiment's means: stage one as reported and with BatchNorm re-estimated, the head, and the
+    head's gain over each (with 95 % CIs)."""
+    usable = [r for r in runs if "last_bn" in r["stage1"]]
+    reported = np.array([metric(r, "stage1", "test", baseline_weights(r, "reported")) for r in usable])
+    bn = np.array([metric(r, "stage1", "test", baseline_weights(r, "bn")) for r in usable])
+    both = np.array([metric(r, "stage1", "test", "best_bn") for r in usable])
+    second = np.array([metric(r, head, "test") for r in usable])
+    out = {"repeats": len(usable), "stage1": _mean_ci(reported), "stage1_bn": _mean_ci(bn),
+           "head": _mean_ci(second), "gain": _mean_ci(second - reported), "gain_over_bn": _mean_ci(second - bn),
+           "gain_over_both": _mean_ci(second - both), "bn_lift": _mean_ci(bn - reported)}
+    sizes = usable[0]["dataset"].get("sizes", {}) if usable else {}
+    batch = usable[0]["protocol"].get("batch_size", 32) if usable else 32
+    out["train_images"] = sizes.get("train")
+    out["steps_per_epoch"] = -(-int(sizes["train"]) // int(batch)) if sizes.get("train") else None
+    return out
+
+
+def intervention(control: list[dict[str, Any]], treated: list[dict[str, Any]], head: str = "adam"
+                 ) -> dict[str, Any]:
+    """Two arms of one experiment that differ only in BatchNorm momentum, paired repeat by repeat: each arm's
+    summary, the paired differences treated - control of stage one, of its BatchNorm lift and of the gain,
+    and the reading of the prediction "a lower momentum removes the lag, and the gain with it"."""
+    by_repeat = {r["repeat"]: r for r in control if "last_bn" in r["stage1"]}
+    pairs = [(by_repeat[r["repeat"]], r) for r in treated if r["repeat"] in by_repeat and "last_bn" in r["stage1"]]
+    out = {"control": arm_summary([a for a, _ in pairs], head), "treated": arm_summary([b for _, b in pairs], head),
+           "pairs": len(pairs)}
+    for name, value in (("stage1", lambda r: metric(r, "stage1", "test", baseline_weights(r, "reported"))),
+                        ("bn_lift", _bn_lift), ("gain", lambda r: _gain(r, head))):
+        first = np.array([value(a) for a, _ in pairs])
+        second = np.array([value(b) for _, b in pairs])
+        out[f"delta_{name}"] = paired_test(first, second)
+    out["momenta"] = (control[0]["protocol"].get("bn_momentum", 0.99) if control else None,
+                      treated[0]["protocol"].get("bn_momentum", 0.99) if treated else None)
+    out["reading"] = _intervention_reading(out)
+    return out
+
+
+def _intervention_reading(found: dict[str, Any]) -> str:
+    n = found["pairs"]
+    if n < 2:
+        return f"{n} paired repeat(s) so far: at least 2 are needed to compare the two momenta."
+    low, high = found["momenta"]
+    gain, lift = found["delta_gain"], found["delta_bn_lift"]
+    c, t = found["control"]["gain"][0], found["treated"]["gain"][0]
+    said = (f"At BatchNorm momentum {high:g} the head's gain is {100 * t:+.2f} pp against {100 * c:+.2f} pp at "
+            f"{low:g} ({n} paired repeats; change {100 * gain['mean difference']:+.2f} pp, p = "
+            f"{gain['p (t-test)']:.2g}); re-estimation's lift changes by {100 * lift['mean difference']:+.2f} pp "
+            f"(p = {lift['p (t-test)']:.2g}).")
+    if np.isfinite(gain["p (t-test)"]) and gain["p (t-test)"] < 0.05 and gain["mean difference"] < 0:
+        return said + " The intervention removes gain, as the BatchNorm explanation predicts."
+    if np.isfinite(gain["p (t-test)"]) and gain["p (t-test)"] < 0.05:
+        return said + " The gain grows: the BatchNorm explanation does not predict that."
+    return said + " No significant change in the gain with this many repeats."
+
+
+def size_curve(experiments: list[list[dict[str, Any]]], head: str = "adam") -> tuple[pd.DataFrame, str]:
+    """The same protocol at several training-set sizes (each item one experiment's records): a row per size
+    with the training images, optimizer steps per epoch, repeats and the gains with 95 % CIs; and a reading."""
+    rows = []
+    for runs in experiments:
+        s = arm_summary(runs, head)
+        if not s["repeats"]:
+            continue
+        rows.append({"training images": s["train_images"], "steps per epoch": s["steps_per_epoch"],
+                     "repeats": s["repeats"], "gain": s["gain"][0], "gain low": s["gain"][1],
+                     "gain high": s["gain"][2], "gain over BN": s["gain_over_bn"][0],
+                     "gain over BN low": s["gain_over_bn"][1], "gain over BN high": s["gain_over_bn"][2],
+                     "BN lift": s["bn_lift"][0]})
+    frame = pd.DataFrame(rows).sort_values("training images").reset_index(drop=True) if rows else pd.DataFrame()
+    return frame, _size_reading(frame)
+
+
+def _size_reading(frame: pd.DataFrame) -> str:
+    if len(frame) < 2:
+        return f"{len(frame)} training-set size(s) with results so far: at least 2 are needed for a curve."
+    rho = sps.spearmanr(frame["training images"], frame["gain"]).statistic if len(frame) > 2 else float("nan")
+    first, last = frame.iloc[0], frame.iloc[-1]
+    text = (f"From {int(first['training images']):,} to {int(last['training images']):,} training images the "
+            f"head's gain over stage one goes from {100 * first['gain']:+.2f} to {100 * last['gain']:+.2f} pp, "
+            f"and over stage one with BatchNorm re-estimated from {100 * first['gain over BN']:+.2f} to "
+            f"{100 * last['gain over BN']:+.2f} pp")
+    if np.isfinite(rho):
+        text += f" (rank correlation of gain with size {rho:.2f})"
+    return text + "."
+
+
+def ceiling(runs: list[dict[str, Any]]) -> tuple[pd.DataFrame, str]:
+    """Mean test accuracy (95 % CI) of stage one, the paper's heads and the readings that train no network,
+    over the repeats whose records hold the readings; and a reading."""
+    usable = [r for r in runs if r.get("readings")]
+    sources = {"stage1": ("stage one as reported",
+                          lambda r: metric(r, "stage1", "test", baseline_weights(r, "reported"))),
+               "adam": ("Adam head (the paper's)", lambda r: metric(r, "adam", "test")),
+               "sgd": ("SGD head (the paper's)", lambda r: metric(r, "sgd", "test")),
+               **{k: (label, lambda r, k=k: r["readings"][k]["test_accuracy"]) for k, label in READINGS.items()}}
+    rows = []
+    for key, (label, get) in sources.items():
+        values = np.array([get(r) for r in usable if key not in READINGS or key in r["readings"]])
+        if len(values):
+            mean, low, high = _mean_ci(values)
+            rows.append({"second stage": label, "key": key, "repeats": len(values), "test mean": mean,
+                         "ci low": low, "ci high": high})
+    frame = pd.DataFrame(rows)
+    if frame.empty or "logistic" not in set(frame["key"]):
+        return frame, "These records hold no readings of a second stage that trains no network (made before them)."
+    means = dict(zip(frame["key"], frame["test mean"]))
+    text = (f"The convex optimum on the same features reaches {100 * means['logistic']:.2f} % against the Adam "
+            f"head's {100 * means['adam']:.2f} % ({100 * (means['adam'] - means['logistic']):+.2f} pp)")
+    if "heldout" in means:
+        text += f"; a head fitted on held-out data only reaches {100 * means['heldout']:.2f} %"
+    if "logistic_bn" in means:
+        text += f"; on BatchNorm-re-estimated features {100 * means['logistic_bn']:.2f} %"
+    return frame, text + "."
+
+
+def sample_sizes(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Stage one's mean test accuracy after re-estimating BatchNorm on each recorded number of images."""
+    found: dict[int, list[float]] = {}
+    for run in runs:
+        for entry in run["stage1"].get("batchnorm", {}).get("sample_sizes", []):
+            found.setdefault(int(entry["images"]), []).append(float(entry["test_accuracy"]))
+    return pd.DataFrame([{"images": n, "repeats": len(v), "test mean": float(np.mean(v))}
+                         for n, v in sorted(found.items())])

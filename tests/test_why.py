@@ -1,0 +1,94 @@
+"""core.results.why and Table 3's multiple-test correction, on hand-made records with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.protocol.config import Protocol
+from core.results import why
+from core.results.stats import PRIMARY, holm, table3
+
+
+def record(repeat: int, stage1: float, bn: float, adam: float, momentum: float = 0.99, train: int = 1120,
+           readings: dict | None = None, volatility: float = 0.0) -> dict:
+    """A repeat with what these readings use: stage one as reported and with BatchNorm re-estimated (last
+    and best alike), the heads, the split's size, stage one's validation curve, the readings."""
+    def part(test):
+        scores = {"test_accuracy": test, "test_loss": 0.5, "val_accuracy": test, "train_accuracy": test}
+        return {"last": scores, "best": scores, "epochs_run": 20, "best_epoch": 10}
+    stage1_part = {**part(stage1), "last_bn": part(bn)["last"], "best_bn": part(bn)["last"],
+                   "history": {"val_accuracy": [0.7 + volatility * (-1) ** i for i in range(20)]},
+                   "batchnorm": {"layers": 4, "sample_sizes": [{"images": 100, "test_accuracy": bn - 0.02},
+                                                               {"images": train, "test_accuracy": bn}]}}
+    protocol = Protocol(dataset="dogs-cats", data_path="/d", bn_momentum=momentum)
+    return {"repeat": repeat, "protocol": protocol.to_dict(),
+            "dataset": {"sizes": {"train": train}}, "stage1": stage1_part, "adam": part(adam), "sgd": part(adam),
+            "readings": readings or {}}
+
+
+def test_holm_adjusts_step_down_and_stays_monotone():
+    # sorted 0.01, 0.02, 0.04 with m = 3: 0.03, 0.04, 0.04 (max with the previous), NaN untouched
+    assert holm([0.04, 0.01, float("nan"), 0.02]) == pytest.approx([0.04, 0.03, float("nan"), 0.04], nan_ok=True)
+    assert holm([0.6, 0.9]) == [1.0, 1.0]
+
+
+def test_table3_declares_its_primary_comparison_and_adjusts_the_rest():
+    runs = [record(i, 0.6 + 0.01 * i, 0.7 + 0.01 * i, 0.69 + 0.012 * i) for i in range(6)]
+    table = table3(runs)
+    primary = table[table["primary"]]
+    assert len(primary) == 1 and tuple(primary[["head", "baseline"]].iloc[0]) == PRIMARY
+    assert primary["p (Holm)"].isna().all()
+    others = table[~table["primary"]]
+    assert (others["p (Holm)"] >= others["p (t-test)"] - 1e-15).all()
+
+
+def test_readings_enter_table3_only_when_every_repeat_holds_them():
+    with_readings = [record(i, 0.6, 0.7, 0.69 + 0.001 * i,
+                            readings={"logistic": {"test_accuracy": 0.72 + 0.002 * i}}) for i in range(4)]
+    assert set(table3(with_readings)["head"]) == {"adam", "sgd", "logistic"}
+    assert set(table3(with_readings[:3] + [record(3, 0.6, 0.7, 0.7)])["head"]) == {"adam", "sgd"}
+
+
+def test_the_gain_tracking_the_bn_lift_is_found_and_volatility_is_not():
+    rng = np.random.default_rng(0)
+    lifts = np.linspace(0.0, 0.1, 12)
+    runs = [record(i, 0.6, 0.6 + lift, 0.6 + lift + rng.normal(0, 0.003), volatility=float(rng.uniform(0, 0.05)))
+            for i, lift in enumerate(lifts)]
+    frame, found = why.lift_scatter(runs)
+    assert list(frame["repeat"]) == list(range(12)) and frame["bn_lift"].to_numpy() == pytest.approx(lifts)
+    assert found["bn_lift"]["rho"] > 0.9 and found["bn_lift"]["p"] < 0.001
+    assert abs(found["volatility"]["rho"]) < 0.7
+    assert found["reading"].startswith("Across 12 repeats the head's gain tracks the BatchNorm lift")
+
+
+def test_the_intervention_pairs_repeats_and_says_when_the_gain_goes():
+    control = [record(i, 0.60 + 0.01 * i, 0.70 + 0.01 * i, 0.69 + 0.01 * i) for i in range(5)]
+    treated = [record(i, 0.69 + 0.01 * i, 0.70 + 0.01 * i, 0.695 + 0.011 * i, momentum=0.9) for i in range(5)]
+    found = why.intervention(control, treated[::-1])  # order does not matter: pairs by repeat
+    assert found["pairs"] == 5 and found["momenta"] == (0.99, 0.9)
+    expected = np.mean([0.005 + 0.001 * i - 0.09 for i in range(5)])
+    assert found["delta_gain"]["mean difference"] == pytest.approx(expected)
+    assert "removes gain, as the BatchNorm explanation predicts" in found["reading"]
+
+
+def test_the_size_curve_orders_sizes_with_their_steps_and_confidence_intervals():
+    sizes = {800: 0.08, 1600: 0.05, 6400: 0.02}
+    experiments = [[record(i, 0.6, 0.6 + g, 0.6 + g + 0.005 * (i - 1), train=n) for i in range(3)]
+                   for n, g in sizes.items()][::-1]
+    frame, reading = why.size_curve(experiments)
+    assert list(frame["training images"]) == [800, 1600, 6400] and list(frame["steps per epoch"]) == [25, 50, 200]
+    assert frame["gain"].to_numpy() == pytest.approx(list(sizes.values()))
+    assert (frame["gain low"] < frame["gain"]).all() and (frame["gain"] < frame["gain high"]).all()
+    assert reading.startswith("From 800 to 6,400 training images the head's gain over stage one goes from +8.00")
+
+
+def test_the_ceiling_and_sample_sizes_read_the_records():
+    runs = [record(i, 0.6, 0.7, 0.69, readings={"logistic": {"test_accuracy": 0.72},
+                                                 "heldout": {"test_accuracy": 0.71}}) for i in range(3)]
+    frame, reading = why.ceiling(runs)
+    assert list(frame["key"]) == ["stage1", "adam", "sgd", "logistic", "heldout"]
+    assert "72.00 %" in reading and "-3.00 pp" in reading and "held-out data only reaches 71.00 %" in reading
+    assert why.ceiling([record(0, 0.6, 0.7, 0.69)])[1].startswith("These records hold no readings")
+    sizes = why.sample_sizes(runs)
+    assert list(sizes["images"]) == [100, 1120] and sizes["test mean"].to_numpy() == pytest.approx([0.68, 0.7])
