@@ -33,6 +33,7 @@ PAGES = [
     st.Page("app_pages/architectures.py", title="Architectures", icon=":material/account_tree:"),
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("app_pages/results.py", title="Results", icon=":material/table_chart:"),
+    st.Page("app_pages/why.py", title="Why", icon=":material/psychology_alt:"),
     st.Page("app_pages/classify.py", title="Classify", icon=":material/photo_camera:"),
     st.Page("app_pages/reports.py", title="Related reports", icon=":material/library_books:"),
 ]

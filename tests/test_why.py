@@ -92,3 +92,18 @@ def test_the_ceiling_and_sample_sizes_read_the_records():
     assert why.ceiling([record(0, 0.6, 0.7, 0.69)])[1].startswith("These records hold no readings")
     sizes = why.sample_sizes(runs)
     assert list(sizes["images"]) == [100, 1120] and sizes["test mean"].to_numpy() == pytest.approx([0.68, 0.7])
+
+
+def test_related_experiments_differ_in_exactly_one_field():
+    from types import SimpleNamespace
+
+    def exp(**changes):
+        return SimpleNamespace(protocol=Protocol(dataset="dogs-cats", data_path="/d", resplit=True, **changes),
+                               runs=[{}])
+    base = exp()
+    pool = [base, exp(limit=2000), exp(limit=1000), exp(bn_momentum=0.9), exp(limit=2000, bn_momentum=0.9),
+            exp(epochs=3)]
+    assert [e.protocol.limit for e in why.related(pool, base, "limit")] == [1000, 2000, None]
+    assert [e.protocol.bn_momentum for e in why.related(pool, base, "bn_momentum")] == [0.9, 0.99]
+    arms = why.related(pool, pool[1], "bn_momentum")
+    assert [(e.protocol.limit, e.protocol.bn_momentum) for e in arms] == [(2000, 0.9), (2000, 0.99)]

@@ -167,7 +167,8 @@ def size_curve(experiments: list[list[dict[str, Any]]], head: str = "adam") -> t
 def _size_reading(frame: pd.DataFrame) -> str:
     if len(frame) < 2:
         return f"{len(frame)} training-set size(s) with results so far: at least 2 are needed for a curve."
-    rho = sps.spearmanr(frame["training images"], frame["gain"]).statistic if len(frame) > 2 else float("nan")
+    varied = len(frame) > 2 and frame["gain"].nunique() > 1
+    rho = sps.spearmanr(frame["training images"], frame["gain"]).statistic if varied else float("nan")
     first, last = frame.iloc[0], frame.iloc[-1]
     text = (f"From {int(first['training images']):,} to {int(last['training images']):,} training images the "
             f"head's gain over stage one goes from {100 * first['gain']:+.2f} to {100 * last['gain']:+.2f} pp, "
@@ -215,3 +216,17 @@ def sample_sizes(runs: list[dict[str, Any]]) -> pd.DataFrame:
             found.setdefault(int(entry["images"]), []).append(float(entry["test_accuracy"]))
     return pd.DataFrame([{"images": n, "repeats": len(v), "test mean": float(np.mean(v))}
                          for n, v in sorted(found.items())])
+
+
+def related(experiments: list[Any], base: Any, field: str) -> list[Any]:
+    """The experiments (objects with ``protocol`` and ``runs``) whose protocol equals ``base``'s in every
+    field but ``field`` (the base included), ordered by that field: the arms of an intervention
+    (``bn_momentum``) or the points of a size curve (``limit``; all images last)."""
+    from dataclasses import replace
+
+    def without(protocol):
+        return replace(protocol, **{field: getattr(base.protocol, field)})
+
+    found = [e for e in experiments if without(e.protocol) == base.protocol]
+    unique = {getattr(e.protocol, field): e for e in sorted(found, key=lambda e: len(e.runs))}  # most repeats
+    return [unique[k] for k in sorted(unique, key=lambda v: (v is None, v if v is not None else 0))]
