@@ -52,7 +52,13 @@ def gain_section(exp) -> None:
     from core.results import stats
 
     st.markdown("#### 1. The gain as reported, and Table 3's reading")
+    from core.results import why
+
     st.markdown(f"**Verdict:** {stats.verdict(exp.runs, 'adam')}")
+    copies = why.without_duplicates(exp.runs)
+    if copies:
+        st.caption(copies["reading"] + " A test score that counts copies of training images partly measures "
+                   "memory.")
     results_link(experiment_id(exp, experiments()), "Table 3 in full, with the SGD head, on Results")
 
 

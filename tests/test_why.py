@@ -107,3 +107,24 @@ def test_related_experiments_differ_in_exactly_one_field():
     assert [e.protocol.bn_momentum for e in why.related(pool, base, "bn_momentum")] == [0.9, 0.99]
     arms = why.related(pool, pool[1], "bn_momentum")
     assert [(e.protocol.limit, e.protocol.bn_momentum) for e in arms] == [(2000, 0.9), (2000, 0.99)]
+
+
+def test_the_gain_is_also_scored_without_test_copies_of_training_images():
+    """Two repeats of 10 test images; the head is right on rows 0-7, stage one on rows 0-5 and 8-9. Rows 8
+    and 9 copy training images: on the 8 others the gain is 2/8, on all 10 it is 0."""
+    from core.results import predictions
+
+    y = np.zeros(10, int)
+    head = np.where(np.arange(10) < 8, 0, 1)
+    stage1 = np.where((np.arange(10) < 6) | (np.arange(10) >= 8), 0, 1)
+    runs = []
+    for repeat in range(2):
+        probs = {name: np.eye(2)[labels].astype(np.float32) for name, labels in
+                 [("adam", head), ("sgd", head)] + [(f"stage1_{w}", stage1) for w in ("last", "best", "last_bn",
+                                                                                      "best_bn")]}
+        block = predictions.encode(y, probs, "last", lambda rows: [f"#{i}" for i in rows])
+        runs.append({"repeat": repeat, "predictions": block, "dataset": {"test_duplicates_of_train": [8, 9]}})
+    found = why.without_duplicates(runs)
+    assert found["all"]["mean difference"] == pytest.approx(0.0)
+    assert found["unique"]["mean difference"] == pytest.approx(0.25) and found["copies"] == [2, 2]
+    assert why.without_duplicates([{**runs[0], "dataset": {}}]) is None

@@ -309,6 +309,34 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_identify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="+", help="bundle folders under --dest (e.g. face-mask-v1)")
+    parser.add_argument("--data", metavar="PATH", help="where the records' dataset is now, if not at the "
+                                                       "recorded path")
+    parser.add_argument("--dest", metavar="DIR", help="default: $TWO_STAGE_REFERENCE, else reference/")
+
+
+@command("identify", "add their data's identity (form, fingerprint, test images duplicating training ones) to "
+                     "records made before records carried it, checking that the data reproduces every split",
+         _add_identify_arguments)
+def _identify(args: argparse.Namespace) -> int:
+    from ..app import reference
+    from ..app.identify import identify_file
+    from ..data.datasets import DatasetUnavailable
+
+    root = Path(args.dest) if args.dest else reference.REFERENCE_DIR
+    for name in args.name:
+        records = root / name / "records.json"
+        if not records.is_file():
+            raise ValueError(f"{records} does not exist")
+        try:
+            done = identify_file(records, args.data, report=lambda line: print(f"  {name} repeat {line}"))
+        except DatasetUnavailable as exc:
+            raise ValueError(str(exc)) from None
+        print(f"{name}: {done} records now say which data made them")
+    return 0
+
+
 def _add_router_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="DATASET=PATH", action="append", default=[],
                         help="where a shipped photo dataset's images are, e.g. dogs-cats=~/data/dogs-cats "

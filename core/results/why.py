@@ -230,3 +230,32 @@ def related(experiments: list[Any], base: Any, field: str) -> list[Any]:
     found = [e for e in experiments if without(e.protocol) == base.protocol]
     unique = {getattr(e.protocol, field): e for e in sorted(found, key=lambda e: len(e.runs))}  # most repeats
     return [unique[k] for k in sorted(unique, key=lambda v: (v is None, v if v is not None else 0))]
+
+
+def without_duplicates(runs: list[dict[str, Any]], head: str = "adam") -> dict[str, Any] | None:
+    """The gain scored twice: on the whole test split and on the test images that are not copies of a
+    training or validation image of the same split (Face Mask ships such copies). None when no record says
+    which test images are copies (records made before they did: ``python -m core identify``)."""
+    from . import predictions
+
+    usable = [r for r in runs if "test_duplicates_of_train" in r.get("dataset", {}) and r.get("predictions")]
+    if not usable or not any(r["dataset"]["test_duplicates_of_train"] for r in usable):
+        return None
+    gains = {"all": [], "unique": []}
+    copies = []
+    for run in usable:
+        block = predictions.decode(run["predictions"])
+        keep = np.ones(block["n"], bool)
+        keep[np.asarray(run["dataset"]["test_duplicates_of_train"], int)] = False
+        stage1 = block["labels"][f"stage1_{block['stage1_weights']}"]
+        for name, rows in (("all", np.ones(block["n"], bool)), ("unique", keep)):
+            right = block["y_true"][rows]
+            gains[name].append(np.mean(block["labels"][head][rows] == right) - np.mean(stage1[rows] == right))
+        copies.append(int((~keep).sum()))
+    test = {name: paired_test(np.zeros(len(v)), np.asarray(v)) for name, v in gains.items()}
+    reading = (f"Without the test images that copy a training image ({np.mean(copies):.0f} per repeat on average) "
+               f"the head's gain is {100 * test['unique']['mean difference']:+.2f} pp (p = "
+               f"{test['unique']['p (t-test)']:.2g}) against {100 * test['all']['mean difference']:+.2f} pp on the "
+               f"whole test split ({len(usable)} repeats).")
+    return {"repeats": len(usable), "copies": copies, "all": test["all"], "unique": test["unique"],
+            "reading": reading}
