@@ -35,10 +35,10 @@ def quick_protocol():
 STANDING_COLUMNS = ("Fashion-MNIST", "Cifar-10", "Dogs & Cats", "Face Mask Detection v1", "Face Mask Detection v2")
 
 
-def standings_table():
-    """One row per paper column: the paper's Table 2 numbers, ours from the matching experiment with the most
-    repeats, and Table 3's verdict on ours (:func:`core.results.stats.verdict`, Adam head). Returns the table, the
-    provenance notes and ``(title, experiment id)`` pairs for deep links."""
+def standings():
+    """One entry per paper column: the paper's Table 2 numbers and data size; ours from the matching
+    experiment with the most repeats (its data's form and size), and Table 3's verdict on it
+    (:func:`core.results.stats.verdict`, Adam head). Returns the short table and the per-dataset details."""
     import pandas as pd
 
     from core.app import catalog, preview
@@ -46,7 +46,7 @@ def standings_table():
     from core.results import stats
 
     exps = experiments()
-    rows, notes, links = [], [], []
+    rows, details = [], []
     for column in STANDING_COLUMNS:
         dataset = paper.COLUMNS[column][0]
         title = dataset_title(dataset) + (column.removeprefix("Face Mask Detection")
@@ -58,29 +58,41 @@ def standings_table():
         matching = [e for e in exps if paper.paper_column(e.protocol) == column]
         exp = catalog.best_experiment(matching, dataset)
         a, b, alpha, p = paper.TABLE2[column]
-        row = {"dataset": title, "data here": here,
-               "paper (20 repeats)": f"{pct(a)} → {pct(b)}, {signed_pct(b - a)}, p = {p_text(p)} "
-                                     f"({'significant' if p < alpha else 'not significant'})"}
+        pool, test = paper.DATA_SIZES.get(dataset, (None, None))
+        row = {"dataset": title,
+               "paper (20 repeats)": f"{pct(a)} → {pct(b)}, {signed_pct(b - a)}, p = {p_text(p)}",
+               "paper's data": f"{pool:,} + {test:,}" if pool else "–"}
         if exp:
             s1 = sum(r["stage1"][exp.protocol.stage1_eval]["test_accuracy"] for r in exp.runs) / len(exp.runs)
             s2 = sum(r["adam"][exp.protocol.stage2_eval]["test_accuracy"] for r in exp.runs) / len(exp.runs)
-            repeats = count_text(len(exp.runs), "repeat")
-            row["ours"] = f"{pct(s1)} → {pct(s2)}, {signed_pct(s2 - s1)}, {repeats}"
+            sizes = exp.runs[0]["dataset"].get("sizes", {})
+            row["ours"] = f"{pct(s1)} → {pct(s2)}, {signed_pct(s2 - s1)}, {count_text(len(exp.runs), 'repeat')}"
+            row["our data"] = (f"{sizes.get('train', 0) + sizes.get('val', 0):,} + {sizes.get('test', 0):,}"
+                               if sizes else "–")
             complete = [r for r in exp.runs if "last_bn" in r["stage1"]]
-            row["verdict (ours)"] = (stats.verdict(complete, "adam") if complete else
-                                     "Records predate the BatchNorm evaluations: no Table 3 yet.")
+            verdict = (stats.verdict(complete, "adam") if complete else
+                       "Records predate the BatchNorm evaluations: no Table 3 yet.")
             if complete and len(complete) < len(exp.runs):
-                row["verdict (ours)"] += (f" (Table 3 covers the {len(complete)} of {len(exp.runs)} repeats whose "
-                                          "records hold the BatchNorm evaluations.)")
-            size_note = paper.data_size_note(dataset, exp.runs[0]["dataset"].get("sizes", {}))
-            notes.append(f"**Ours, {title}** (vs paper column '{column}'): "
-                         + catalog.provenance_line(exp.runs, exp.source) + (f". {size_note}" if size_note else ""))
-            links.append((title, experiment_id(exp, exps)))
+                verdict += (f" (Table 3 covers the {len(complete)} of {len(exp.runs)} repeats whose records hold the "
+                            "BatchNorm evaluations.)")
+            row["verdict (ours)"] = short_verdict(verdict)
+            size_note = paper.data_size_note(dataset, sizes)
+            details.append({"title": title, "dataset": dataset, "verdict": verdict, "id": experiment_id(exp, exps),
+                            "provenance": f"{catalog.dataset_form(exp.runs[0])} · "
+                                          + catalog.provenance_line(exp.runs, exp.source)
+                                          + (f". {size_note}" if size_note else "")})
         else:
-            row["ours"] = "not run yet"
-            row["verdict (ours)"] = "–"
+            row.update({"ours": "not run yet", "our data": "–", "verdict (ours)": "–"})
+        row["data here"] = here
         rows.append(row)
-    return pd.DataFrame(rows).set_index("dataset"), notes, links
+    return pd.DataFrame(rows).set_index("dataset"), details
+
+
+def short_verdict(verdict: str) -> str:
+    """The verdict's first sentence without its numbers ("reproduced", "not significant with 20 repeats"):
+    what fits a table cell on a phone; the whole verdict is below the table."""
+    first = verdict.split(": ", 1)[0]
+    return first.removeprefix("The second stage's (Adam head) gain ").removeprefix("is ")
 
 
 def quick_run() -> None:
@@ -164,15 +176,19 @@ def body() -> None:
                "verdict on it: is the gain significant, and how much of it re-estimating BatchNorm statistics or "
                "the best checkpoint explains. Below the table, how many repeats, which protocol, backend, device "
                "and date produced it, and a link to each one's full results.")
-    table, notes, links = standings_table()
-    st.table(table)
-    for note in notes:
-        st.caption(note)
-    if links:
-        cols = st.columns(len(links))
-        for col, (title, exp_id) in zip(cols, links):
-            with col:
-                results_link(exp_id, f"{title} results")
+    table, details = standings()
+    st.dataframe(table, column_config={"verdict (ours)": st.column_config.TextColumn(width="medium")})
+    st.caption("Data: training + validation and test images. The full verdict, the data and the run behind each "
+               "of our rows:")
+    for item in details:
+        with st.container(border=True):
+            st.markdown(f"**{item['title']}.** {item['verdict']}")
+            st.caption(item["provenance"])
+            left, right = st.columns(2)
+            with left:
+                results_link(item["id"], "Tables and images on Results")
+            right.page_link("app_pages/why.py", label="Why: the explanation tested", icon=":material/psychology_alt:",
+                            query_params={"dataset": item["dataset"]})
     quick_run()
 
 

@@ -44,8 +44,12 @@ def pick_dataset(exps):
     if not shown:
         st.info("No experiment has been run yet: the shipped results are missing and your cache is empty.")
         return None
-    dataset = st.segmented_control("Dataset", shown, format_func=dataset_title, default=shown[0], key="why_dataset")
-    return best_experiment(exps, dataset or shown[0])
+    asked = st.query_params.get("dataset")
+    dataset = st.segmented_control("Dataset", shown, format_func=dataset_title, key="why_dataset",
+                                   default=asked if asked in shown else shown[0])
+    dataset = dataset or shown[0]
+    st.query_params["dataset"] = dataset  # the URL names what is shown (a link from the Overview opens it)
+    return best_experiment(exps, dataset)
 
 
 def gain_section(exp) -> None:

@@ -175,7 +175,7 @@ def test_train_page_shows_a_cached_job_as_done_and_cancels_a_queued_one(finished
 def test_overview_lists_our_numbers_with_provenance(finished):
     at = open_page("app_pages/overview.py")
     captions = " ".join(texts(at, "caption"))
-    assert "Ours, Fashion-MNIST" in captions and "2 repeats" in captions
+    assert "**Fashion-MNIST.**" in " ".join(texts(at, "markdown")) and "2 repeats" in captions
     assert any(b.label == "Start the quick run" for b in at.button)
 
 

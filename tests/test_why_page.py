@@ -71,3 +71,13 @@ def test_an_intervention_a_size_curve_and_the_readings_are_read_when_they_exist(
     assert "From 560 to 1,120 training images" in text
     assert "The convex optimum on the same features reaches" in text
     assert any(df.value.shape[0] == 2 for df in app.dataframe)  # the two arms side by side
+
+
+@pytest.mark.slow
+def test_the_overview_links_each_verdict_to_its_dataset_on_the_why_page(cache_dir):
+    app = AppTest.from_file(APP, default_timeout=180).run()
+    links = [link for link in app.get("page_link") if "Why" in link.proto.label]
+    assert len(links) >= 3  # one per dataset with shipped results
+    app.query_params["dataset"] = "face-mask"
+    app.switch_page("app_pages/why.py").run()
+    assert "Face Mask" in "\n".join(c.value for c in app.caption)
