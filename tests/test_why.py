@@ -128,3 +128,17 @@ def test_the_gain_is_also_scored_without_test_copies_of_training_images():
     assert found["all"]["mean difference"] == pytest.approx(0.0)
     assert found["unique"]["mean difference"] == pytest.approx(0.25) and found["copies"] == [2, 2]
     assert why.without_duplicates([{**runs[0], "dataset": {}}]) is None
+
+
+def test_the_verdict_says_which_explanation_is_left_standing_and_where_the_ceiling_is():
+    from core.results.stats import verdict
+
+    # BatchNorm explains it: stage one re-estimated equals the head, the reported stage one is well below
+    explained = [record(i, 0.60 + 0.01 * i, 0.70 + 0.012 * i, 0.70 + 0.012 * i + 0.001 * (i % 2),
+                        readings={"logistic": {"test_accuracy": 0.72 + 0.012 * i}}) for i in range(6)]
+    text = verdict(explained)
+    assert "Left standing: the BatchNorm lag and the checkpoint choice explain the gain." in text
+    assert "the same features (a logistic regression fitted to convergence) scores +1.95 pp against the Adam" in text
+    # a real gain: the head beats even the fixed stage one, consistently
+    real = [record(i, 0.60 + 0.01 * i, 0.62 + 0.01 * i, 0.70 + 0.011 * i) for i in range(6)]
+    assert "Left standing: a gain of the second stage beyond the known artefacts." in verdict(real)

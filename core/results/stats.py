@@ -289,7 +289,10 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
     3. Where the signed-rank test (Wilcoxon, on the same pairs) and the t-test disagree on significance, it
        says so: a mean can be carried by one repeat where the head collapsed or soared, which a rank test
        weighs as one repeat among many (:func:`_rank_test_note`).
-    4. It ends with the head against stage one with both fixes: whether anything significant is left.
+    4. It ends with the head against stage one with both fixes: whether anything significant is left, and
+       (for a reproduced gain) which explanation that leaves standing.
+    5. Where the records hold the second-stage readings, how the convex optimum on the same features compares
+       with the paper's head (:func:`_ceiling_note`).
     """
     table = table3(runs, alpha)
     if table.empty:
@@ -327,7 +330,24 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
         against = "stage one with both fixes" if bn_layers(runs) else "stage one's best checkpoint"
         text += (f" Against {against} the head is {100 * float(rest['mean difference']):+.2f} pp "
                  f"(p = {left_p:.2g}, {judged}).")
+        if gain > 0 and p < alpha:
+            cause = "the BatchNorm lag and the checkpoint choice" if bn_layers(runs) else "the checkpoint choice"
+            text += (f" Left standing: {cause} explain the gain." if left_p >= alpha else
+                     " Left standing: a gain of the second stage beyond the known artefacts.")
+    text += _ceiling_note(table, head)
     return text
+
+
+def _ceiling_note(table: pd.DataFrame, head: str) -> str:
+    """Rule 5 of :func:`verdict`: where the records hold the convex head (:mod:`core.training.ceiling`), how
+    the paper's head compares with the best softmax on the same features."""
+    convex = table[(table["head"] == "logistic") & (table["baseline"] == "reported")]
+    ours = table[(table["head"] == head) & (table["baseline"] == "reported")]
+    if convex.empty or ours.empty:
+        return ""
+    gap = float(convex["mean second"].iloc[0] - ours["mean second"].iloc[0])
+    return (f" The convex optimum on the same features (a logistic regression fitted to convergence) scores "
+            f"{100 * gap:+.2f} pp against the {'Adam' if head == 'adam' else 'SGD'} head.")
 
 
 def _rank_test_note(runs: list[dict[str, Any]], head: str, row: dict[str, Any], alpha: float) -> str:
