@@ -8,11 +8,28 @@ from core.protocol.vocabulary import PAPER_DATASETS, dataset_title, is_photo_dat
 from ui.common import guard
 
 
+# Shapes without the batch dimension and counts with separators, so every column, the parameter counts
+# included, fits beside the diagram at 1280 px (they were cut off); a comment, not a docstring: Streamlit's
+# magic would print a bare string on the page
+LAYER_COLUMNS = {"output shape": st.column_config.TextColumn("output"),
+                 "parameters": st.column_config.NumberColumn("parameters", format="localized")}
+
+
 @st.cache_data(show_spinner="Building the model…", max_entries=16)
 def info(dataset: str, augmented: bool):
     from core.app import preview
 
     return preview.architecture(dataset, augmented)
+
+
+def layer_frame(rows: list[dict]):
+    import pandas as pd
+
+    from core.app.preview import shape_text
+
+    frame = pd.DataFrame(rows)
+    frame["output shape"] = frame["output shape"].map(shape_text)
+    return frame
 
 
 def body() -> None:
@@ -35,12 +52,12 @@ def body() -> None:
     m[2].metric("features (cut width)", arch["feature_dim"])
     m[3].metric("stage-two parameters", f"{arch['head_params']:,}")
 
-    left, right = st.columns([1, 1])
-    with left:
-        st.graphviz_chart(preview.architecture_dot(arch), width="stretch")
+    left, right = st.columns([4, 5])
+    with left:  # drawn at its own size (text at 13 pt), not shrunk to the column
+        st.graphviz_chart(preview.architecture_dot(arch), width="content")
     with right:
         st.markdown("**Stage one, layer by layer**")
-        rows = pd.DataFrame(arch["rows"])
+        rows = layer_frame(arch["rows"]).drop(columns=["part"])  # the colours say which part a layer is in
         cut = arch["cut_index"]
 
         def highlight(row):
@@ -48,12 +65,13 @@ def body() -> None:
                 "color: #999999" if row.name > cut else "")
             return [color] * len(row)
 
-        st.dataframe(rows.style.apply(highlight, axis=1), hide_index=True, height=35 * (len(rows) + 1) + 3)
+        st.dataframe(rows.style.apply(highlight, axis=1), hide_index=True, height=35 * (len(rows) + 1) + 3,
+                     column_config=LAYER_COLUMNS)
         st.caption(f"The cut is after layer **{rows.loc[cut, 'name']}** ({rows.loc[cut, 'type']}, "
                    f"{arch['feature_dim']} values). Layers above it ({arch['extractor_params']:,} parameters) "
                    "become the fixed feature extractor; the grey stage-one softmax is dropped.")
         st.markdown("**Stage two: the brand-new model**")
-        st.dataframe(pd.DataFrame(arch["head_rows"]), hide_index=True)
+        st.dataframe(layer_frame(arch["head_rows"]), hide_index=True, column_config=LAYER_COLUMNS)
         st.caption(f"{arch['feature_dim']} × {arch['num_classes']} weights + {arch['num_classes']} biases = "
                    f"{arch['head_params']:,} parameters, trained twice (Adam; SGD with momentum).")
 

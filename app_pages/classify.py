@@ -6,17 +6,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from core.protocol.words import count_text
 from ui.common import guard, limits, model_choices
+from ui.format import breakable
 
-TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif"]
 INVERT = {"auto (by the border)": None, "invert": True, "do not invert": False}
 MODEL_KEY = "classify_model"
 FITS_KEY = "classify_photo_fits"
+SAMPLE_KEY = "classify_sample"
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "samples"
+# The sample row (assets/samples/README.md says where each comes from): each shipped model's kind of photo, one
+# the model chooser is unsure about, and one that none of the models knows (a comment: Streamlit's magic would
+# print a bare string on the page)
+SAMPLES = {"cat.jpg": "a cat", "dog_close_up.jpg": "a dog, close up", "face_with_mask.jpg": "a face with a mask",
+           "face_without_mask.jpg": "a face without one", "t_shirt.png": "a T-shirt",
+           "fire_truck.jpg": "a fire truck"}
 log = logging.getLogger("two_stage.app")
 
 if TYPE_CHECKING:
@@ -61,16 +70,37 @@ def probability_chart(pred, method: str, title: str):
 
 
 def get_photo(lim) -> tuple[bytes | None, str]:
+    """The visitor's photo: an upload or a camera shot, else the sample photo picked in the row below."""
+    from core.data.imageio import FORMAT_NAMES, IMAGE_SUFFIXES
+
     source = st.radio("Photo", ("Upload a file", "Take one with the camera"), horizontal=True,
                       label_visibility="collapsed")
     if source == "Upload a file":
-        up = st.file_uploader(f"An image (JPEG or PNG; up to {lim.max_upload_mb} MB)", type=TYPES,
-                              max_upload_size=lim.max_upload_mb)
+        up = st.file_uploader(f"An image ({FORMAT_NAMES}; up to {lim.max_upload_mb} MB)",
+                              type=sorted(s.lstrip(".") for s in IMAGE_SUFFIXES), max_upload_size=lim.max_upload_mb)
     else:
         up = st.camera_input("Take a photo")
-    if up is None:
+    if up is not None:
+        return up.getvalue(), getattr(up, "name", "camera photo")
+    return sample_row()
+
+
+@st.cache_data(show_spinner=False)
+def _sample_bytes(name: str) -> bytes:
+    return (SAMPLES_DIR / name).read_bytes()
+
+
+def sample_row() -> tuple[bytes | None, str]:
+    """A row of sample photos to try with one click; ``(bytes, name)`` of the one picked, else ``(None, "")``."""
+    present = [name for name in SAMPLES if (SAMPLES_DIR / name).is_file()]
+    if not present:
         return None, ""
-    return up.getvalue(), getattr(up, "name", "camera photo")
+    st.image([_sample_bytes(n) for n in present], width=72)
+    picked = st.pills("Or try one of these sample photos (in the order shown)", present, format_func=SAMPLES.get,
+                      key=SAMPLE_KEY)
+    if not picked:
+        return None, ""
+    return _sample_bytes(picked), SAMPLES[picked]
 
 
 def shipped_candidates(choices) -> list[object | None]:
@@ -158,15 +188,23 @@ def ood_warning(pred, choice, choices, selection: Preselection | None, picked: i
             + (f", however sure it looks ({verdict.msp:.0%})." if verdict.msp >= 0.5 else ".")
             + _suggestion(choices, selection, picked, flagged=True), icon=":material/warning:")
     else:
-        st.caption(f"Out-of-distribution check passed: the photo is within the range of the model's test images "
-                   f"(further from the classes than {verdict.score_rank:.0%} of them; the threshold is the 99th "
-                   f"percentile).")
+        st.caption(f"Out-of-distribution check passed: the photo is as close to the classes the model knows as "
+                   f"its own test images are ({_share(1 - verdict.score_rank)} of them are further away; a photo "
+                   "is flagged only beyond the farthest 1 %).")
         also = _also_within(choices, selection, picked)
-        if also:
+        if also and (selection is None or not selection.route):  # without a chooser, the check is all there is
             st.info(f"The photo is also within the range of the shipped {also}. Between the photo models this "
                     "check tells little apart (a face passes the pet model's check, a pet the face model's): "
                     "compare the answers by picking another model under Model.",
                     icon=":material/compare_arrows:")
+
+
+def _share(fraction: float) -> str:
+    """A share for reading that never rounds a small one to "0 %" or a large one to "100 %"."""
+    percent = 100 * min(1.0, max(0.0, fraction))
+    if 0 < percent < 1 or 99 < percent < 100:
+        return f"{percent:.1f} %"
+    return f"{percent:.0f} %"
 
 
 def _others_within(choices, selection: Preselection | None, picked: int) -> list[int]:
@@ -191,9 +229,30 @@ def _suggestion(choices, selection: Preselection | None, picked: int, flagged: b
 def _also_within(choices, selection: Preselection | None, picked: int) -> str:
     """:func:`_others_within` in words."""
     verdicts = selection.verdicts if selection is not None else {}
-    return " and the ".join(f"**{choices[i].title}** model (further from its classes than "
-                            f"{verdicts[i].score_rank:.0%} of its test images)"
+    return " and the ".join(f"**{choices[i].title}** model ({_share(1 - verdicts[i].score_rank)} of its test "
+                            "images are further from its classes)"
                             for i in _others_within(choices, selection, picked))
+
+
+def second_opinion(choices, selection: Preselection | None, picked: int) -> None:
+    """Beside the answer: when the model chooser is unsure (or chose another model than the one shown), say so
+    and give the other model's answer, which the preselection already measured."""
+    from core.classify.preselect import UNSURE
+
+    other = selection.alternative(picked) if selection is not None else None
+    if other is None:
+        return
+    route = selection.route or {}
+    said = ", ".join(f"{choices[i].title} {route[i][0]:.0%}" for i in sorted(route, key=lambda i: -route[i][0]))
+    theirs = selection.predictions[other]
+    answers = " · ".join(f"{title} **{theirs.top(m)[0]}** ({theirs.top(m)[1]:.0%})" for m, title in
+                         (("stage1", "stage one"), ("adam", "Adam head"), ("sgd", "SGD head")))
+    if selection.unsure():
+        why = (f"**The model chooser is unsure which model this photo is for** ({said}; it is sure above "
+               f"{UNSURE:.0%}), so the answer below may come from a model that does not know this kind of photo.")
+    else:
+        why = f"The model chooser assigned this photo to the **{choices[other].title}** model ({said})."
+    st.warning(f"{why} The **{choices[other].title}** model's answer: {answers}.", icon=":material/help:")
 
 
 def show_prediction(pred, name: str) -> None:
@@ -204,7 +263,7 @@ def show_prediction(pred, name: str) -> None:
     for col, method in zip(cols, METHODS):
         label, p = pred.top(method)
         with col:
-            st.metric(method_title(method), label)
+            st.metric(method_title(method), breakable(label))
             st.caption(f"{p:.1%} probability for the top class")
             st.plotly_chart(probability_chart(pred, method, ""), key=f"probs_{method}")
 
@@ -249,8 +308,9 @@ def export_downloads(choice, models, demo: bool) -> None:
     from core.classify import export
 
     with st.expander("Download this model set"):
-        st.write("One model with three outputs: stage one's class probabilities, then the Adam head's and the SGD "
-                 "head's. Input: a batch of "
+        st.write("One model with three outputs, in this order and named so in both files: `stage_one` (stage "
+                 "one's class probabilities), then `stage_two_adam` and `stage_two_sgd` (the Adam head's and the "
+                 "SGD head's). Input: a batch of "
                  f"{'×'.join(map(str, models.input_shape))} images with pixel values 0-255 as float32 (the model "
                  f"rescales them itself). Classes, in output order: {', '.join(models.class_names)}.")
         stem = f"two_stage_{choice.dataset}_{choice.key[:6]}_r{choice.repeat + 1}"
@@ -283,6 +343,7 @@ def answer(data: bytes, name: str, choices, pick: int, models, invert, selection
         return
     answer_s = time.perf_counter() - started
     ood_warning(pred, choices[pick], choices, selection, pick, models.ood_problem)
+    second_opinion(choices, selection, pick)
     show_prediction(pred, name)
     heat_s = show_input_and_heat_map(pred, models)
     shipped = sum(p is not None for p in selection.predictions) if selection is not None else 0
@@ -313,14 +374,14 @@ def body() -> None:
     data, name = get_photo(lim)
     if data is not None and len(data) > lim.max_upload_mb * 1024 * 1024:
         st.error(f"The file is larger than {lim.max_upload_mb} MB.")
-        return
+        data = None  # the Model box and the downloads stay
     selection, new_photo = None, False
     if data is not None:
         try:
             selection, new_photo = measure_photo(choices, data, lim.max_pixels)
         except ImageError as exc:
             st.error(f"Could not use this file: {exc}")
-            return
+            data = None
     pick_default(choices, selection, new_photo)
     pick = st.selectbox("Model", list(range(len(choices))), format_func=lambda i: choices[i].label, key=MODEL_KEY)
     route_caption(choices, selection.route if selection is not None else None)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core.protocol.vocabulary import DATASETS, dataset_title, is_keras_dataset
-from ui.common import data_path, data_path_key, guard, limits
+from ui.common import data_folder_box, guard, limits, unexpected
+from ui.format import breakable
 
 SAMPLES_PER_CLASS = 8
 
@@ -77,24 +78,18 @@ def distribution_chart(summ, protocol):
 
 
 def folder_picker(dataset: str) -> str | None:
-    from core.data.datasets import HOW_TO_GET
-
-    key = data_path_key(dataset)
     if limits().demo:
-        st.caption("Pointing at server folders is switched off in demo mode.")
-        return data_path(dataset)
-    st.text_input("Folder on this machine (class sub-folders, or training_set/ and test_set/)", key=key,
-                  placeholder="/data/dogs-vs-cats", help=HOW_TO_GET[dataset])
-    return data_path(dataset)
+        if not is_keras_dataset(dataset):
+            st.caption("Pointing at server folders is switched off in demo mode.")
+        return None
+    return data_folder_box(dataset)
 
 
 def show(dataset: str) -> None:
     from core.app import preview
     from core.protocol.config import Protocol
 
-    path = None
-    if dataset in ("dogs-cats", "face-mask", "folder"):
-        path = folder_picker(dataset)
+    path = folder_picker(dataset)
     summ = summary(dataset, path, _stamp(path))
     if not summ.available:
         st.warning(f"**Not available.** {summ.message}")
@@ -129,7 +124,7 @@ def show(dataset: str) -> None:
     for name, images in zip(names, grid):
         strip = preview.mosaic(images, scale=scale)
         cols = st.columns([1, 6])
-        cols[0].markdown(f"**{name}**")
+        cols[0].markdown(f"**{breakable(name)}**")
         if strip is None:
             cols[1].caption("no readable images")
         else:
@@ -146,7 +141,7 @@ def body() -> None:
             try:
                 show(dataset)
             except Exception as exc:  # noqa: BLE001 - one dataset's problem must not hide the others
-                st.error(f"Could not show {dataset_title(dataset)}: {type(exc).__name__}: {exc}")
+                st.error(unexpected(exc, f"Could not show {dataset_title(dataset)}"))
 
 
 guard(body)

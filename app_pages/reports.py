@@ -7,10 +7,12 @@ import math
 
 import streamlit as st
 
-from core.protocol.vocabulary import DATASETS, HEAD_NAMES, METHODS, STAGE_ONE, is_photo_dataset
-from core.protocol.words import count_text
-from ui.common import data_path, data_path_key, experiments, guard, limits
-from ui.format import pct, signed_pct
+from core.app.catalog import REFERENCE, SHORT_SOURCE, dataset_form
+from core.app.preview import missing_data
+from core.protocol.vocabulary import DATASETS, HEAD_NAMES, METHODS, STAGE_ONE, dataset_title
+from core.protocol.words import count_text, repeat_name
+from ui.common import data_folder_box, experiments, guard, limits, report_experiments
+from ui.format import docstring_markdown, pct, signed_pct
 from ui.jobs import submit
 
 REPORT_PARAM = "report"
@@ -43,7 +45,10 @@ def claims_section(report) -> None:
     for table in report.published:
         frame = table.frame()
         st.markdown(f"**{table.title}** (published by report {report.id}, not ours)")
-        st.dataframe(frame, hide_index=True, placeholder="–")
+        counts = {c: st.column_config.NumberColumn(format="localized") for c in frame.columns
+                  if frame[c].dtype.kind == "i"}  # 13,305,315 parameters, not 13305315
+        st.dataframe(frame, hide_index=True, placeholder="–", height="content",  # its "average" row shows
+                     column_config=counts)
         if table.note:
             st.caption(table.note)
     if report.deviations:
@@ -75,12 +80,13 @@ def models_section(report) -> None:
                "before its final softmax.")
     choice = st.selectbox("What the builder says (layers, the report's numbers, our choices)", list(report.models),
                           key=f"doc_{report.id}")
-    doc = (REGISTRY[choice].__doc__ or "").strip()
+    docs = [REGISTRY[choice].__doc__ or ""]
     if info(choice).frozen:
         from core.models import backbones
 
-        doc += "\n\n" + (backbones.__doc__ or "").strip()
-    st.code(doc, language=None)
+        docs.append(backbones.__doc__ or "")
+    with st.container(border=True):
+        st.markdown("\n\n".join(docstring_markdown(doc) for doc in docs))
 
 
 def run_section(report) -> None:
@@ -90,11 +96,9 @@ def run_section(report) -> None:
     c = st.columns([1, 2, 2])
     size = c[0].radio("Size", reports.SIZES, horizontal=True, key=f"size_{report.id}",
                       help="small: cut down to minutes on a CPU; full: the report's own recipe")
-    dataset = c[1].selectbox("Dataset", DATASETS, index=DATASETS.index(report.dataset), key=f"ds_{report.id}")
-    path = None
-    if is_photo_dataset(dataset) and not lim.demo:
-        c[2].text_input("Data folder", key=data_path_key(dataset), placeholder="/data/" + dataset)
-        path = data_path(dataset)
+    dataset = c[1].selectbox("Dataset", DATASETS, index=DATASETS.index(report.dataset), key=f"ds_{report.id}",
+                             format_func=dataset_title)
+    path = data_folder_box(dataset, c[2])
     weights = None
     if any(a.startswith(("002", "004-resnet", "004-vgg")) for a in report.models):
         weights = st.text_input("Backbone weights (reports 002/004)", key=f"w_{report.id}",
@@ -102,7 +106,8 @@ def run_section(report) -> None:
                                 help="ImageNet weights cannot be downloaded without a network; a local file "
                                      "works anywhere.").strip() or None
     note = report.small_note if size == "small" else "the report's own recipe (long: hours on a CPU)"
-    st.markdown(f"**The experiment** ({size}: {note}). One command runs every step and prints ours beside theirs:")
+    st.markdown(f"**The experiment** on {dataset_title(dataset)} ({size}: {note}). One command runs every step "
+                "and prints ours beside theirs:")
     st.code(report.command(size, path) + (f" --dataset {dataset}" if dataset != report.dataset else "")
             + (f" --weights {weights}" if weights else ""), language="bash")
     plan = reports.plan(report, size, dataset, path, weights)
@@ -115,13 +120,14 @@ def run_section(report) -> None:
     if lim.demo:
         st.info("Demo mode: these experiments are not queued on the public server; run the command locally.")
         return
-    if is_photo_dataset(dataset) and not path:
-        st.info("Give the data folder above to queue this experiment.")
-        return
     if problems:
         st.warning("This dataset does not fit the plan: " + "; ".join(problems))
         return
-    if st.button(f"Queue report {report.id}'s {size} experiment", type="primary", key=f"queue_{report.id}"):
+    missing = next((m for m in (missing_data(p.protocol) for p in plan) if m), None)
+    if missing:  # refused here, before queueing jobs that could only fail
+        st.warning(f"Not ready to queue: {missing}", icon=":material/folder_off:")
+    if st.button(f"Queue report {report.id}'s {size} experiment", type="primary", key=f"queue_{report.id}",
+                 disabled=bool(missing)):
         queue_plan(plan)
 
 
@@ -139,11 +145,15 @@ def queue_plan(plan) -> None:
 def results_section(report) -> None:
     from core.studies import reports
 
-    mine = reports.experiments_of(report, experiments())
+    mine = reports.experiments_of(report, report_experiments(report.id) + experiments())
     if not mine:
         st.info(f"No runs of report {report.id}'s models yet. Queue the experiment above, or run "
                 f"`{report.command()}`; results appear here as repeats finish.")
         return
+    shipped = sum(e.source == REFERENCE for e in mine)
+    if shipped:
+        st.caption(f"{count_text(shipped, 'experiment')} of the small plan ship with the app (`reference/reports/"
+                   f"{report.id}/`, {_where(mine)}); your own runs of these models are listed after them.")
     two_stage_section(mine)
     sweeps_section(report, mine)
     experiment_section(report, mine)
@@ -172,6 +182,14 @@ def two_stage_section(mine) -> None:
                "reports themselves never tried a second stage: these numbers are ours only.")
 
 
+def _where(exps) -> str:
+    """Where the shipped experiments ran and on which data, in a few words."""
+    runs = [e.runs[0] for e in exps if e.source == REFERENCE]
+    devices = sorted({r["env"].get("device", "?") for r in runs})
+    forms = sorted({dataset_form(r) for r in runs})
+    return f"run on {', '.join(devices)}, {', '.join(forms)}"
+
+
 def _p(value: float) -> str:
     return "–" if not math.isfinite(value) else f"{value:.3g}"
 
@@ -193,7 +211,7 @@ def sweeps_section(report, mine) -> None:
             st.plotly_chart(sweep_figure(sweeps.frame(points), param, published, report.id, title=title),
                             key=f"sweep_{param}_{label}")
             st.caption(label)
-            st.dataframe(sweeps.table(points, param), hide_index=True)
+            st.dataframe(sweeps.table(points, param), hide_index=True, height="content")
             if published:
                 st.caption(f"Red crosses: report {report.id}'s published numbers for "
                            f"{'these models' if param == 'architecture' else arch} (its data and weights; not ours).")
@@ -211,7 +229,8 @@ def experiment_section(report, mine) -> None:
     from ui.reports_widgets import METHOD_NAMES, confusion_figure
 
     st.markdown("#### One experiment in detail")
-    labels = [f"{e.protocol.model_id} · {count_text(len(e.runs), 'repeat')} · {e.protocol.describe()}" for e in mine]
+    labels = [f"{e.protocol.model_id} · {count_text(len(e.runs), 'repeat')} · {SHORT_SOURCE.get(e.source, e.source)}"
+              f" · {e.protocol.describe()}" for e in mine]
     index = st.selectbox("Experiment", range(len(mine)), format_func=lambda i: labels[i][:160],
                          key=f"exp_{report.id}")
     exp = mine[index]
@@ -233,7 +252,8 @@ def experiment_section(report, mine) -> None:
     else:
         c = st.columns([3, 2])
         frame = metrics.per_class(matrix, names)
-        c[0].dataframe(frame.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "F1": "{:.3f}"}))
+        c[0].dataframe(frame.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "F1": "{:.3f}"}),
+                       height="content")  # the macro average is the last row
         c[0].caption(f"Test set, {count_text(n, 'repeat')} summed; macro average = plain mean over classes "
                      "(report 002's equations).")
         c[1].plotly_chart(confusion_figure(matrix, names, "confusion matrix"), key=f"cm_{report.id}_{index}")
@@ -244,7 +264,8 @@ def experiment_section(report, mine) -> None:
         synthetic = made["synthetic"]
         st.image(base64.b64decode(synthetic["preview_png"]),
                  caption=f"DCGAN samples, one row per class ({', '.join(names)}); {synthetic['per_class']} per class "
-                         f"were added to the training set (repeat 0, {synthetic['gan']['epochs']} GAN epochs).")
+                         f"were added to the training set ({repeat_name(exp.runs[0]['repeat'])}, "
+                         f"{synthetic['gan']['epochs']} GAN epochs).")
     if made.get("backbone"):
         b = made["backbone"]
         st.caption(f"Frozen {b['architecture']} ({b['weights']}), {b['dim']} features per image, resized to "

@@ -15,7 +15,7 @@ from core.app.catalog import experiment_id, experiment_label, find_experiment
 from core.protocol.words import count_text, repeat_name
 from ui.charts import curves_figure
 from ui.common import experiments, guard
-from ui.experiments import EXPERIMENT_PARAM
+from ui.experiments import EXPERIMENT_PARAM, unknown_link
 from ui.format import p_text, pct, signed_pct
 
 WEIGHT_CHOICES = {"protocol's": None, "last epoch": "last", "best checkpoint": "best"}
@@ -48,7 +48,7 @@ def choose_experiment(exps):
             st.session_state["results_dataset"] = linked.protocol.dataset
             st.session_state["results_exp"] = experiment_id(linked, exps)
         else:
-            st.warning(f"The link names an experiment ({wanted}) that is not stored here; showing another.")
+            st.warning(unknown_link(wanted))
     datasets = sorted({e.protocol.dataset for e in exps}, key=DATASETS.index)
     c = st.columns([1, 3])
     dataset = c[0].selectbox("Dataset", datasets, format_func=dataset_title, key="results_dataset")

@@ -9,14 +9,16 @@ import streamlit as st
 
 from core.protocol.vocabulary import (DATASETS, HEAD_NAMES, METHOD_NAMES, dataset_title, is_photo_dataset,
                                      method_title)
-from core.app.catalog import protocol_summary
+from core.app.catalog import few_steps_note, protocol_summary
+from core.app.preview import missing_data
 from core.jobs.progress import job_progress, live_title
 from core.protocol.words import count_text, repeat_name
 from ui.charts import curves_figure
-from ui.common import data_path, data_path_key, guard, limits, store
+from core.results.store import StoreError
+from ui.common import cache_problem, data_folder_box, guard, limits, store, unexpected
 from ui.experiments import results_link
 from ui.format import p_text, pct, signed_pct
-from ui.jobs import WATCH_KEY, job_queue, run_estimate, submit
+from ui.jobs import WATCH_KEY, failure_text, job_queue, run_estimate, submit
 
 WEIGHTS = ("last", "best")
 
@@ -32,15 +34,10 @@ def protocol_form():
     lim = limits()
     default = Protocol()
     dataset = st.selectbox("Dataset", DATASETS, format_func=dataset_title, key="train_dataset")
-    path = None
-    if is_photo_dataset(dataset):
-        if lim.demo:
-            st.info("Photo datasets need a folder on the server, which demo mode does not allow. "
-                    "Choose Fashion-MNIST or CIFAR-10.")
-        else:
-            st.text_input("Data folder (class sub-folders, or training_set/ + test_set/)", key=data_path_key(dataset),
-                          placeholder="/data/" + dataset)
-            path = data_path(dataset)
+    if is_photo_dataset(dataset) and lim.demo:
+        st.info("Photo datasets need a folder on the server, which demo mode does not allow. "
+                "Choose Fashion-MNIST or CIFAR-10.")
+    path = data_folder_box(dataset)
     c = st.columns(4)
     repeats = c[0].number_input("Repeats", 1, lim.max_repeats, min(3, lim.max_repeats), key="train_repeats",
                                 help="The paper: 20.")
@@ -93,7 +90,10 @@ def protocol_form():
         st.error(f"This protocol is not valid: {exc}")
         return None
     st.caption(run_estimate(protocol, int(repeats)))
-    if not st.button("Submit to the queue", type="primary", key="train_submit"):
+    missing = missing_data(protocol)
+    if missing:
+        st.warning(f"Not ready to queue: {missing}", icon=":material/folder_off:")
+    if not st.button("Submit to the queue", type="primary", key="train_submit", disabled=bool(missing)):
         return None
     return protocol, int(repeats)
 
@@ -136,6 +136,9 @@ def finished_summary(runs: list) -> None:
     complete = [r for r in runs if "last_bn" in r["stage1"]]
     if complete:
         st.markdown(f"**Verdict:** {stats.verdict(complete, 'adam')}")
+    note = few_steps_note(runs)
+    if note:
+        st.info(note, icon=":material/speed:")
 
 
 def finished_curves(job: dict, runs: list) -> None:
@@ -174,7 +177,7 @@ def live_queue() -> None:
             "job": j["id"], "state": j["state"], "repeats": f"{(j.get('progress') or {}).get('repeats_done', 0)}"
             f"/{j.get('repeats')}", "protocol": job_protocol(j),
             "submitted": time.strftime("%Y-%m-%d %H:%M", time.localtime(j.get("created", 0))),
-            "error": j.get("error") or ""} for j in jobs])
+            "error": failure_text(j) if j["state"] == "failed" else ""} for j in jobs])
         st.dataframe(table, hide_index=True, placeholder="–", height=min(35 * (len(table) + 1) + 3, 250))
         ids = [j["id"] for j in jobs]
         if st.session_state.get(WATCH_KEY) not in ids:
@@ -192,7 +195,7 @@ def live_queue() -> None:
                 else:
                     st.toast("That job had already finished.")
         if job["state"] == "failed":
-            st.error(f"Failed: {job.get('error') or 'unknown error'}")
+            st.error(failure_text(job))
         prog = job.get("progress") or {}
         if job["state"] == "running":
             st.plotly_chart(curves_figure(prog.get("history") or [], live_title(job)), key="live_curves")
@@ -204,8 +207,10 @@ def live_queue() -> None:
                 finished_summary(runs)
             results_link(job["key"], "See Tables 1–3 and the images on the Results page")
             finished_curves(job, runs)
+    except StoreError as exc:  # a damaged or untrusted queue: the store's line, or in demo mode an id
+        st.warning(cache_problem(exc))
     except Exception as exc:  # noqa: BLE001 - a live panel must not break the page
-        st.warning(f"Could not read the queue right now ({type(exc).__name__}: {exc}).")
+        st.warning(unexpected(exc, "Could not read the queue right now"))
 
 
 def body() -> None:

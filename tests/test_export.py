@@ -56,3 +56,23 @@ def test_tflite_file_matches_the_keras_model_within_1e_5(model_set):
     for name, g, w in zip(export.OUTPUTS, got, want):
         assert g.shape == w.shape, name
         assert np.abs(g - w).max() <= 1e-5, f"{name}: {np.abs(g - w).max()}"
+
+
+@pytest.mark.slow
+def test_both_files_name_their_outputs_in_the_pages_order(model_set, tmp_path):
+    """The .tflite listed its outputs as Adam, stage one, SGD while the page said stage one, Adam, SGD: both
+    files now name them, and by name they come in the page's order."""
+    import warnings
+
+    import keras
+    import tensorflow as tf
+
+    path = tmp_path / "model.keras"
+    path.write_bytes(export.keras_bytes(model_set))
+    assert keras.saving.load_model(path, compile=False).output_names == ["stage_one", "stage_two_adam",
+                                                                         "stage_two_sgd"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_content=export.tflite_bytes(model_set))
+    (signature,) = interpreter.get_signature_list().values()
+    assert signature["outputs"] == ["stage_one", "stage_two_adam", "stage_two_sgd"]

@@ -20,3 +20,29 @@ def test_missing_values_are_a_dash():
 def test_a_long_message_is_one_short_line():
     assert short("a\n  b") == "a b"
     assert len(short("x" * 1000, 50)) == 50 and short("x" * 1000, 50).endswith("…")
+
+
+def test_a_long_class_name_wraps_at_its_underscores_not_mid_word():
+    from ui.format import breakable
+
+    shown = breakable("mask_weared_incorrect")
+    assert shown.replace("\u200b", "") == "mask_weared_incorrect" and shown.count("\u200b") == 2
+    assert breakable("cats") == "cats"
+
+
+def test_a_builders_docstring_reads_as_prose():
+    """Related reports showed a builder's raw docstring: Sphinx roles, double backticks, lines cut at the edge."""
+    from ui.format import docstring_markdown
+
+    doc = """Report 002's frozen backbones, cached by :func:`~core.models.backbones.cached_features`.
+
+        Stage one is the new layer (``HEADS``): a linear softmax,
+        trained on the vectors.
+
+        - VGG-16/19: ``keras.applications``
+          with their classifier.
+        """
+    text = docstring_markdown(doc)
+    assert ":func:" not in text and "``" not in text and "`cached_features`" in text
+    assert "softmax, trained on the vectors." in text  # a wrapped line joins its paragraph
+    assert "\n- VGG-16/19: `keras.applications` with their classifier." in text  # a list stays a list

@@ -56,7 +56,7 @@ def test_huge_declared_size_is_refused_from_the_header():
     # 400 MP would need 1.2 GB to decode; the header alone must be enough to refuse it.
     with pytest.raises(ImageError, match="too large|more than"):
         decode_image(_png_declaring(20_000, 20_000))
-    with pytest.raises(ImageError, match="more than the 1,000 allowed"):
+    with pytest.raises(ImageError, match="up to 0.001 megapixels, 1,000 pixels"):
         decode_image(_png_declaring(100, 100), max_pixels=1000)
 
 
@@ -180,3 +180,18 @@ def test_a_huge_transparent_png_decodes_in_bounded_memory_and_time(tmp_path, wid
     assert measured["left"] == [0, 128, 128] and measured["right"] == [255, 255, 255]
     assert measured["extra_mb"] < 300
     assert measured["cpu_s"] < cpu_limit
+
+
+def test_refusals_name_the_formats_the_upload_box_takes_and_sizes_come_with_units():
+    """A garbage file was told "JPEG or PNG expected" by a box that takes six formats, and a too-large image
+    "more than the 50,000,000 allowed", with no unit."""
+    from core.data.imageio import FORMAT_NAMES
+
+    with pytest.raises(ImageError) as garbage:
+        decode_image(b"this is not an image at all")
+    assert FORMAT_NAMES in str(garbage.value) and "WebP" in FORMAT_NAMES
+    with pytest.raises(ImageError) as big:
+        decode_image(_png_declaring(8_000, 8_000), max_pixels=50_000_000)
+    message = str(big.value)
+    assert "8000×8000 = 64 megapixels" in message and "up to 50 megapixels" in message
+    assert "50,000,000 allowed" not in message

@@ -223,3 +223,17 @@ def test_no_page_prints_a_stray_string():
                 bare = isinstance(stmt, ast.Expr) and isinstance(stmt.value, (ast.Constant, ast.JoinedStr))
                 assert not bare or (i == 0 and documented), f"{path.name}:{stmt.lineno} would print on the page"
 
+
+
+def test_each_datasets_folder_box_shows_its_own_folder_and_never_sends_you_to_the_page_you_are_on(empty):
+    """The Face Mask and own-folder tabs showed "/data/dogs-vs-cats" and told the visitor to use "the Datasets
+    page" while on it."""
+    at = open_page("app_pages/datasets.py")
+    assert_clean(at, "datasets")
+    boxes = {box.key: box for box in at.text_input}
+    assert boxes["data_path::face-mask"].placeholder.startswith("/data/face-mask-detection")
+    assert boxes["data_path::folder"].placeholder.startswith("/data/my-images")
+    assert boxes["data_path::dogs-cats"].placeholder.startswith("/data/cat-and-dog")
+    assert len({b.placeholder for b in boxes.values()}) == len(boxes)
+    shown = " ".join(texts(at, "warning") + [b.help or "" for b in boxes.values()])
+    assert "Datasets page" not in shown and "data folder box" in shown

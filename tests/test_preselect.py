@@ -75,3 +75,18 @@ def test_the_preselected_models_answer_is_the_one_classify_gives(shipped):
     for method, probs in again.probabilities.items():
         np.testing.assert_allclose(measured.probabilities[method], probs, rtol=1e-6)
     assert selection.seconds > 0
+
+
+def test_an_unsure_chooser_offers_the_other_models_answer(shipped):
+    """A dog's face close-up went to the Face Mask model at 68 % with nothing beside its answer: below
+    UNSURE the preselection names the other model, whose answer is already measured."""
+    from core.classify.preselect import UNSURE
+
+    models, photos = shipped
+    sure = preselect(models, photos["quadrant"], (Chooser([0.05, 0.95]), [0, 1]))
+    assert not sure.unsure() and sure.pick == 1 and sure.alternative(1) is None
+    assert sure.alternative(0) == 1, "a visitor who picks another model is shown the chooser's choice"
+    unsure = preselect(models, photos["quadrant"], (Chooser([0.32, 0.68]), [0, 1]))
+    assert 0.68 < UNSURE and unsure.unsure() and unsure.pick == 1
+    assert unsure.alternative(1) == 0 and unsure.predictions[0] is not None
+    assert preselect(models, photos["quadrant"]).alternative(1) is None  # no chooser, nothing to doubt

@@ -28,15 +28,20 @@ def test_progress_counts_epochs_across_repeats_and_stages_in_words():
 def test_the_live_title_is_never_half_filled():
     assert live_title(running_job("stage2_sgd", 1, repeat=0)) == "Live: repeat 1 of 3, stage two, SGD head"
     assert live_title(running_job("repeat", 0, repeat=0)) == "Live: repeat 1 of 3 (starting the repeat)"
-    assert live_title(running_job("batchnorm", 0)) == "Live: repeat 2 of 3 (re-estimating BatchNorm statistics)"
+    assert live_title(running_job("batchnorm", 0)) == ("Live: repeat 2 of 3 (evaluating stage one and "
+                                                        "re-estimating its BatchNorm statistics)")
+    assert live_title(running_job("evaluating", 0)) == "Live: repeat 2 of 3 (evaluating stage one)"
 
 
 def test_the_cli_and_the_pages_say_the_same_thing():
     job = running_job("stage1", 3)
-    job["progress"]["eta_seconds"] = 600
-    text = progress_text(job)
-    assert describe_progress(job) == text and job_progress(job)[1] == f"running: {text}"
-    assert text.endswith("epoch 3 of 5 · at most 10 min left")
+    job["progress"].update(epoch_seconds={"stage1": [300.0, 3]}, todo=[1, 2],
+                           clock={"claimed": 1000.0, "repeat_since": 1000.0}, repeat_epoch_seconds=300.0)
+    text = progress_text(job, now=1300.0)
+    assert describe_progress(job, now=1300.0) == text and job_progress(job, now=1300.0)[1] == f"running: {text}"
+    # 2 stage-one epochs of 100 s and 10 head epochs of 10 s left in this repeat, then repeat 3 (no `between`
+    # measured or estimated here): 300 + 600 s
+    assert text.endswith("epoch 3 of 5 · 5 min elapsed, at most about 15 min left")
     failed = {"state": "failed", "error": "out of memory", "repeats": 3, "progress": {}}
     assert describe_progress(failed) == "error: out of memory"
     cached = {"state": "done", "repeats": 2, "from_cache": True, "protocol": {"epochs": 4},

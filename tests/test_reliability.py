@@ -321,3 +321,65 @@ def test_a_bad_option_is_one_line_that_names_it_not_the_whole_usage(capfd, args,
     err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]
     assert stopped.value.code == 2 and len(lines) == 1 and names in lines[0] and "--help" in lines[0], err
+
+
+def _all_text(at) -> str:
+    parts = [*at.error, *at.warning, *at.info, *at.caption, *at.markdown, *at.success]
+    text = " ".join(str(e.value) for e in parts)
+    for frame in at.dataframe:
+        text += " " + frame.value.to_string()
+    return text
+
+
+def test_demo_mode_shows_a_failed_jobs_id_not_its_reason(cache_dir, monkeypatch):
+    """A CIFAR-10 job failed with Keras' "URL fetch failure on https://...", a full disk with the cache's path:
+    the demo showed both verbatim. There: a plain sentence and the job's id, under which the worker's log
+    keeps the reason; on the user's own machine the reason itself."""
+    queue = JobQueue(cache_dir)
+    job_id = queue.submit(Protocol(dataset="cifar10", epochs=1, limit=200), 1)
+    job = queue.claim("w1", 1, "host")
+    assert job["id"] == job_id
+    queue.finish(job_id, "w1", "failed", error="Exception: URL fetch failure on https://www.cs.toronto.edu/"
+                                               "~kriz/cifar-10-python.tar.gz: None -- /root/.keras/datasets")
+    queue.close()
+    at = open_demo_page("app_pages/train.py", monkeypatch)
+    shown = _all_text(at)
+    assert not at.exception and "https://" not in shown and "/root/.keras" not in shown
+    assert f"error id {job_id}" in shown
+    at = open_demo_page("app_pages/train.py", monkeypatch, demo=False)
+    assert "URL fetch failure on https://" in _all_text(at)
+
+
+def test_demo_mode_says_the_queue_cannot_be_read_with_an_id_not_the_exception(cache_dir, monkeypatch, caplog):
+    """Train said "Could not read the queue right now (UnsafeCacheError: ...)" to every visitor of the demo."""
+    import logging
+    import pickle
+    import sqlite3
+
+    filled_queue(cache_dir)
+    con = sqlite3.connect(cache_dir / "jobs" / "cache.db")
+    con.execute("UPDATE Cache SET mode = 4, value = ? WHERE rowid = (SELECT MAX(rowid) FROM Cache)",
+                (sqlite3.Binary(pickle.dumps({"planted": True})),))
+    con.commit()
+    con.close()
+    with caplog.at_level(logging.ERROR, logger="two_stage.app"):
+        at = open_demo_page("app_pages/train.py", monkeypatch)
+    shown = _all_text(at)
+    assert not at.exception and "error id" in shown
+    assert "UnsafeCacheError" not in shown and str(cache_dir) not in shown and "pickle" not in shown
+    assert any("never writes" in r.getMessage() for r in caplog.records), "the details are in the server's log"
+
+
+def test_a_long_experiment_link_is_not_echoed_whole(cache_dir, monkeypatch):
+    """A 10,000-character ?experiment= was repeated in full in the page's warning."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_pages import APP, TIMEOUT
+
+    monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["experiment"] = "x" * 10_000
+    at.run()
+    at.switch_page("app_pages/results.py").run()
+    warnings = [str(w.value) for w in at.warning if "link names an experiment" in str(w.value)]
+    assert warnings and all(len(w) < 200 for w in warnings), [len(w) for w in warnings]

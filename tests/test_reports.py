@@ -100,3 +100,94 @@ def test_a_report_on_a_folder_that_is_not_there_is_one_line(tmp_path, capsys):
     code = main(["report", "003", "--data", str(tmp_path / "nowhere"), "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err
     assert code == 2 and "error:" in err and "is not a folder" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("report", reports.REPORTS.values(), ids=list(reports.REPORTS))
+def test_published_tables_fit_in_a_page_table(report):
+    """Report 001's epoch column ends in "average": the page's table (Arrow) logged ArrowInvalid for the mix."""
+    import pyarrow as pa
+
+    for table in report.published:
+        pa.Table.from_pandas(table.frame())  # raises ArrowInvalid for a column of numbers and words
+
+
+@pytest.mark.parametrize("report", reports.REPORTS.values(), ids=list(reports.REPORTS))
+def test_a_small_plans_note_says_what_its_commands_run(report):
+    """Report 004's note once said "model 2 on Dogs & Cats" under a CIFAR-10 command, and 002's "500 images at
+    224x224" under --image-size 64: a note names no other dataset than the report's own (the page and CLI name
+    the chosen one) and every
+    size it quotes is one the plan uses, the backbone's 224 or CIFAR-10's own 32."""
+    import re
+
+    from core.protocol.vocabulary import DATASET_TITLES
+
+    note = report.small_note
+    others = [t for d, t in DATASET_TITLES.items() if d != report.dataset]
+    assert not [t for t in others if t in note], note
+    sizes = {int(n) for n in re.findall(r"(\d+)x\1", note)}
+    planned = {s.options.get("image_size") for s in report.plans["small"]} | {224, 32}
+    assert sizes <= planned, (sizes, planned)
+    for planned_step in reports.plan(report, "small", report.dataset, "/data"):
+        size = planned_step.step.options.get("image_size")
+        if size and "image-size" in planned_step.step.command(report.dataset):
+            assert f"{size}x{size}" in note, (size, note)
+
+
+def test_the_report_command_ships_the_plans_records(tmp_path, capsys, monkeypatch):
+    """`report ID --ship` writes every record of the small plan (records only) to reference/reports/ID/, which
+    the Related reports page reads as our results."""
+    import json
+
+    from core.app import catalog, reference
+    from core.protocol.config import Protocol
+    from core.results.store import RunStore
+
+    from .test_sweeps import fake_run
+
+    monkeypatch.setattr(reference, "REFERENCE_DIR", tmp_path / "ref")
+    report = reports.get("004")
+    store = RunStore(tmp_path / "cache")
+    plan = reports.plan(report, "small", "cifar10", None)
+    y = [0, 1, 2, 1]
+    for planned in plan:
+        for protocol in planned.step.sweep.protocols(planned.protocol):
+            store.put(fake_run(protocol, 0, {"stage1": .5, "adam": .52, "sgd": .5}, y,
+                               {"stage1": [0, 1, 2, 2], "adam": y, "sgd": y}))
+    store.close()
+    from core.cli.reports import ship_plan
+
+    ship_plan(type("Args", (), {"cache": str(tmp_path / "cache")})(), report, plan)
+    shipped = json.loads((tmp_path / "ref" / "reports" / "004" / "records.json").read_text())
+    assert len(shipped) == 5 and len({r["key"] for r in shipped}) == 5  # the shared lr 1e-3 point once
+    exps = catalog.report_experiments("004")
+    assert len(exps) == 5 and all(e.source == catalog.REFERENCE for e in exps)
+    assert {e.protocol.model_id for e in exps} == {"004-model2"}
+    assert "wrote" in capsys.readouterr().out
+    assert catalog.experiments(None) == [], "the reports' records are not the paper's reference experiments"
+
+
+@pytest.mark.parametrize("report", reports.REPORTS.values(), ids=list(reports.REPORTS))
+def test_every_report_ships_its_small_plans_records(report):
+    """The Related reports page shows our numbers beside each report's from a visitor's first look: every
+    experiment of the small plan ships in reference/reports/ (records only; the CIFAR-10 plans on the CIFAR-10
+    JPEG copy), and the records number repeats from 0 (the page shows them from 1)."""
+    from core.app import catalog
+
+    exps = catalog.report_experiments(report.id)
+    assert exps, f"reference/reports/{report.id}/records.json is missing"
+    plan = reports.plan(report, "small", report.dataset, None)
+    wanted = set()
+    for planned in plan:
+        points = planned.step.sweep.protocols(planned.protocol) if planned.step.sweep else [planned.protocol]
+        wanted |= {_without_path(p) for p in points}
+    assert {_without_path(e.protocol) for e in exps} == wanted
+    for exp in exps:
+        assert sorted(r["repeat"] for r in exp.runs) == list(range(len(exp.runs)))
+        if report.dataset == "cifar10":
+            assert exp.runs[0]["dataset"]["form"] == "jpeg-copy"
+
+
+def _without_path(protocol) -> str:
+    import json
+
+    return json.dumps({k: v for k, v in protocol.to_dict().items() if k != "data_path"}, sort_keys=True)

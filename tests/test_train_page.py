@@ -94,3 +94,48 @@ def test_after_the_quick_run_see_the_results_opens_that_experiment(stored):
     table = at.table[0].value
     verdict = table.loc["Dogs & Cats", "verdict (ours)"]
     assert verdict.startswith("The second stage's (Adam head) gain")
+
+
+def test_a_tiny_jobs_verdict_comes_with_the_too_few_steps_explanation(stored):
+    """A 160-image, 2-epoch job read "-43.70 pp, not significant" with no word on why such a job says little;
+    the Overview's quick run explained it, the Train page did not."""
+    protocol = Protocol.from_dict(stored[0]["protocol"])
+    queue = JobQueue()
+    job_id = queue.submit(protocol, 2)
+    queue.close()
+    at = open_page("app_pages/train.py")
+    at.selectbox(key="train_watch").set_value(job_id).run()
+    notes = [str(i.value) for i in at.info]
+    assert any("A job this small says little about the paper's question" in n and "5 optimizer steps per epoch"
+               in n for n in notes), notes
+
+
+def test_a_job_whose_data_is_missing_is_refused_before_it_is_queued(stored, tmp_path, monkeypatch):
+    """Every queue button refuses a job whose data is not there (the jobs then failed), saying what is
+    missing and how to get it."""
+    from core.app import preview
+
+    at = open_page("app_pages/train.py")
+    at.selectbox(key="train_dataset").set_value("dogs-cats").run()
+    assert at.button(key="train_submit").disabled
+    assert any("No folder given for Dogs & Cats" in str(w.value) and "cat-and-dog" in str(w.value)
+               for w in at.warning)
+    monkeypatch.setattr(preview, "KERAS_DATASETS_DIR", tmp_path / "no_keras_cache")
+    at.selectbox(key="train_dataset").set_value("cifar10").run()
+    assert at.button(key="train_submit").disabled
+    assert any("CIFAR-10 is not found" in str(w.value) for w in at.warning)
+    assert not JobQueue().jobs(), "nothing was queued"
+
+
+def test_the_estimate_names_its_measured_parts(stored, tmp_path):
+    """The quick run's "at most about 43 s" took 4 min: start-up, loading and the work between stages were in
+    no estimate. Each part is now named, with what measured it or that nothing has yet."""
+    images, labels = synthetic_images(10, 2)
+    folder = write_class_folders(tmp_path / "pets", images, labels, ["cats", "dogs"])
+    at = open_page("app_pages/train.py")
+    at.selectbox(key="train_dataset").set_value("dogs-cats").run()
+    at.text_input(key="data_path::dogs-cats").set_value(str(folder)).run()
+    text = captions(at)
+    assert "Estimated time: at most about" in text and "per repeat, of which" in text
+    assert "is the work between and after the training stages" in text
+    assert "starting a worker (not measured here yet)" in text  # no earlier job in this queue

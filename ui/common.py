@@ -40,6 +40,17 @@ def guard(body: Callable[[], None]) -> None:
             st.caption(f"Details: {type(exc).__name__}: {short(str(exc))}")
 
 
+def unexpected(exc: Exception, what: str) -> str:
+    """The line for an unexpected error in one part of a page (``what``: "Could not read the queue right now"):
+    logged on the server with an id; its text shown only outside demo mode, where it could name server paths,
+    URLs or internals a visitor should not see."""
+    error_id = uuid.uuid4().hex[:8]
+    log.error("%s (error id %s)", what, error_id, exc_info=exc)
+    if limits().demo:
+        return f"{what} (error id {error_id}; the operator finds the details in the server's log)."
+    return f"{what} ({type(exc).__name__}: {short(str(exc))})."
+
+
 def cache_problem(exc: Exception) -> str:
     """The line to show for an unusable cache (damaged, read-only, full disk): the store's own message, which
     says how to move a damaged cache aside, or in demo mode, where it would name server paths, a plain line
@@ -115,6 +126,21 @@ def experiments():
         return _reference_experiments(str(reference.REFERENCE_DIR))
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def _report_experiments(report_id: str, folder: str):
+    from core.app import catalog
+
+    return catalog.report_experiments(report_id)
+
+
+def report_experiments(report_id: str):
+    """A related report's small-plan experiments shipped in ``reference/reports/`` (read at most once a
+    minute; the folder keys the cache like :func:`_reference_experiments`)."""
+    from core.app import reference
+
+    return _report_experiments(report_id, str(reference.REFERENCE_DIR))
+
+
 @st.cache_data(ttl=5, show_spinner=False)
 def _models(path: str):
     from core.app import catalog
@@ -147,6 +173,30 @@ def limits():
     from core.protocol.settings import limits as _limits
 
     return _limits()
+
+
+FOLDER_HINTS = {"fashion-mnist": "optional: else /usr/share/datasets/fashion-mnist or Keras' cache",
+                "cifar10": "optional: cifar-10-python.tar.gz, its batches folder or a CIFAR-10 images folder",
+                "dogs-cats": "/data/cat-and-dog (training_set/ and test_set/)",
+                "face-mask": "/data/face-mask-detection (with_mask/, without_mask/, ...)",
+                "folder": "/data/my-images (one sub-folder per class)"}
+"""The data folder box's placeholder per dataset: what that dataset's folder looks like."""
+
+
+def data_folder_box(dataset: str, container=None) -> str | None:
+    """The data folder box for ``dataset`` (one session key per dataset, shared by Datasets, Train and Related
+    reports, so a folder given on one page holds on the others) and its value; in demo mode no box, since
+    visitors may not point at the server's folders."""
+    from core.data.datasets import HOW_TO_GET
+    from core.protocol.vocabulary import is_keras_dataset
+
+    if limits().demo:
+        return None
+    label = ("Data folder or archive (optional)" if is_keras_dataset(dataset)
+             else "Data folder (class sub-folders, or training_set/ + test_set/)")
+    (container or st).text_input(label, key=data_path_key(dataset), placeholder=FOLDER_HINTS.get(dataset, ""),
+                                 help=HOW_TO_GET.get(dataset))
+    return data_path(dataset)
 
 
 def data_path_key(dataset: str) -> str:

@@ -42,7 +42,36 @@ def p_text(p: Any) -> str:
     return f"{v:.2e}" if v < 1e-4 else f"{v:.4f}"
 
 
+def breakable(name: str) -> str:
+    """A class name that may wrap after its underscores ("mask_weared_incorrect" broke mid-word in a narrow
+    column): a zero-width space after each, invisible and not part of what a reader copies as words."""
+    return str(name).replace("_", "_\u200b")
+
+
 def short(text: str, limit: int = 300) -> str:
     """One line of at most ``limit`` characters (an exception's text on a page)."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def docstring_markdown(doc: str) -> str:
+    """A Python docstring as Markdown a reader can take in: Sphinx roles (``:func:`~a.b.c` ``) become code
+    spans of the last name, double backticks single ones, and lines wrapped in the source join into
+    paragraphs, so the page wraps them (a code block cut them at its right edge). Lists stay lists."""
+    import inspect
+    import re
+
+    text = inspect.cleandoc(doc or "")
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: f"`{m.group(1).split('.')[-1]}`", text)
+    text = text.replace("``", "`")
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        items: list[str] = []
+        for line in lines:
+            if re.match(r"^([-*]|\d+\.)\s", line) or not items:
+                items.append(line)
+            else:
+                items[-1] += " " + line
+        paragraphs.append("\n".join(items))
+    return "\n\n".join(paragraphs)

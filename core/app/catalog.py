@@ -6,13 +6,14 @@ The reference layer is read-only and always listed first; the user's cache is re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..protocol.arch_spec import ARCH_INFO
 from ..protocol.config import Protocol
-from ..protocol.vocabulary import METHODS
+from ..protocol.vocabulary import METHODS, dataset_title
 from ..protocol.words import count_text
 from ..results.store import RunStore
 from . import reference
@@ -78,6 +79,26 @@ def experiments(store: RunStore | None = None) -> list[Experiment]:
         for key, protocol in store.experiments().items():
             out.append(Experiment(key, protocol, store.runs(key), CACHE))
     return out
+
+
+def report_experiments(report_id: str) -> list[Experiment]:
+    """A related report's shipped small-plan experiments (:func:`core.app.reference.report_runs`), each with
+    its runs in repeat order, labelled as shipped."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for run in reference.report_runs(report_id):
+        by_key.setdefault(run["key"], []).append(run)
+    return [Experiment(key, Protocol.from_dict(runs[0]["protocol"]), sorted(runs, key=lambda r: r["repeat"]),
+                       REFERENCE) for key, runs in by_key.items()]
+
+
+def dataset_form(run: dict[str, Any]) -> str:
+    """"CIFAR-10, JPEG copy", "Dogs & Cats, image folder": which data a record's numbers are on, in words."""
+    from ..data.datasets import FORMS
+
+    dataset = run.get("dataset", {})
+    form = dataset.get("form")
+    title = dataset_title(dataset.get("name", ""))
+    return f"{title}, {FORMS.get(form, form)}" if form else title
 
 
 def models(store: RunStore | None = None) -> list[ModelChoice]:
@@ -249,3 +270,31 @@ def experiment_label(exp: Experiment) -> str:
     when = max(r["finished_at"] for r in exp.runs)[:10]
     return (f"{count_text(len(exp.runs), 'repeat')} · {SHORT_SOURCE.get(exp.source, exp.source)} · "
             f"{protocol_summary(exp.protocol)} · {when}")
+
+
+FEW_STEPS = 1000
+"""A head trained for fewer optimizer steps than this (steps per epoch x its epoch budget) has barely left its
+random start: the quick run (2,400 training images, 12 epochs of batch 32: 900 steps) is such a run, the
+paper's Fashion-MNIST (48,000 images, 50 epochs: 75,000) is not."""
+
+
+def few_steps_note(runs: list[dict[str, Any]]) -> str | None:
+    """Why a tiny job's gain or loss says little about the paper's question, or None for a job large enough.
+
+    Why: a fresh softmax head on a few hundred images gets a few optimizer steps per epoch; its accuracy, and
+    so the "gain" and its p-value, measure how far those steps carried it, not whether a second stage helps
+    (a 160-image Dogs & Cats job read -43.70 pp "not significant" with no word on this)."""
+    if not runs:
+        return None
+    protocol = runs[0].get("protocol", {})
+    train = int((runs[0].get("dataset", {}).get("sizes") or {}).get("train") or 0)
+    batch, epochs = int(protocol.get("batch_size") or 32), int(protocol.get("epochs") or 1)
+    steps = math.ceil(train / batch) if train else 0
+    if not steps or steps * epochs >= FEW_STEPS:
+        return None
+    return (f"A job this small says little about the paper's question: {train:,} training images in batches of "
+            f"{batch} give each head {steps} optimizer step{'s' if steps != 1 else ''} per epoch, "
+            f"{steps * epochs:,} in all at most, so a fresh softmax head has barely left its random start and "
+            "the gain above (and its p-value) measures how far those steps carried it. Like the Overview's quick "
+            "run it shows the whole loop working; for the paper's effect use more images and epochs (the paper: "
+            "all of them, 50 epochs).")

@@ -14,10 +14,11 @@ import numpy as np
 
 from ..data.datasets import (FASHION_SYSTEM_DIR, HOW_TO_GET, KERAS_DATASETS_DIR, DatasetUnavailable, class_pick_count,
                              load_raw)
-from ..data.folders import scan_image_folder
+from ..data.folders import TRAIN_DIR_NAMES, scan_image_folder
 from ..data.imageio import ImageError, decode_image
 from ..protocol.config import Augmentation, Protocol
-from ..protocol.vocabulary import INPUT_SHAPES, NUM_CLASSES, is_keras_dataset, is_photo_dataset
+from ..protocol.vocabulary import (INPUT_SHAPES, NUM_CLASSES, dataset_title, is_keras_dataset,
+                                   is_photo_dataset)
 
 _IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
               "t10k-labels-idx1-ubyte")
@@ -45,8 +46,36 @@ def local_source(dataset: str, data_path: str | None = None) -> str | None:
                     return str(folder)
             if c.is_file() and c.name.endswith((".tar.gz", ".tgz")):
                 return str(c)
+            if _has_train_folder(c):  # a "CIFAR-10 images" copy: train/<class>/ and test/<class>/
+                return str(c)
         return None
     return data_path if data_path and Path(data_path).expanduser().is_dir() else None
+
+
+def _has_train_folder(folder: Path) -> bool:
+    """A pre-split image copy: a training folder (``train/``, ``training_set/``, ...) inside ``folder`` or inside
+    its single wrapper folder."""
+    for candidate in (folder, *(sorted(folder.iterdir())[:1] if folder.is_dir() else [])):
+        if candidate.is_dir() and any((candidate / name).is_dir() for name in TRAIN_DIR_NAMES):
+            return True
+    return False
+
+
+def missing_data(protocol: Protocol) -> str | None:
+    """What a job of ``protocol`` would fail on before it trains: its dataset not found here, said with how to
+    get it; None when it is there. Reads no pixel, so a queue button can ask on every rerun."""
+    dataset, path = protocol.dataset, protocol.data_path
+    title = dataset_title(dataset)
+    if is_keras_dataset(dataset):
+        if local_source(dataset, path) is not None:
+            return None
+        where = f"at {path}" if path else "on this machine"
+        return f"{title} is not found {where}. {HOW_TO_GET[dataset]}"
+    if not path:
+        return f"No folder given for {title}. {HOW_TO_GET.get(dataset, '')}".strip()
+    if not Path(path).expanduser().is_dir():
+        return f"The folder {path} for {title} does not exist here. {HOW_TO_GET.get(dataset, '')}".strip()
+    return None
 
 
 @dataclass
@@ -315,7 +344,7 @@ def architecture_dot(info: dict[str, Any]) -> str:
             color = "#d6e6f5"
         else:
             color = "#eeeeee"
-        label = f'{r["type"]}\\n{r["output shape"]}  ·  {r["parameters"]:,} params'
+        label = f'{r["type"]}\\n{shape_text(r["output shape"])}  ·  {r["parameters"]:,} params'
         extra = ', penwidth=2.5, color="#c0392b"' if i == cut else ""
         lines.append(f'n{i} [label="{esc(label)}", fillcolor="{color}"{extra}];')
     for i in range(len(rows) - 1):
@@ -326,15 +355,24 @@ def architecture_dot(info: dict[str, Any]) -> str:
     lines.append('subgraph cluster_s2 { label="Stage two: brand-new softmax model (Adam / SGD)"; '
                  'fontname="Helvetica"; color="#c0392b"; style=rounded;')
     for j, r in enumerate(info["head_rows"]):
-        label = f'{r["type"]}\\n{r["output shape"]}  ·  {r["parameters"]:,} params'
+        label = f'{r["type"]}\\n{shape_text(r["output shape"])}  ·  {r["parameters"]:,} params'
         lines.append(f'h{j} [label="{esc(label)}", fillcolor="#f9d6d5"];')
     for j in range(len(info["head_rows"]) - 1):
         lines.append(f"h{j} -> h{j + 1};")
     lines.append("}")
     lines.append(f'n{cut} -> h0 [style=bold, color="#c0392b", label=" features ({info["feature_dim"]})", '
                  'fontcolor="#c0392b", fontsize=10];')
+    # stage two below stage one, not beside it: the diagram stays one node wide, so a page column holds it at
+    # its own size instead of shrinking its text
+    lines.append(f"n{len(rows) - 1} -> h0 [style=invis];")
     lines.append("}")
     return "\n".join(lines)
+
+
+def shape_text(text: str) -> str:
+    """"(None, 28, 28, 64)" as "28×28×64": the batch dimension says nothing in a diagram and widened it."""
+    parts = [p.strip() for p in str(text).strip("()").split(",") if p.strip() and p.strip() != "None"]
+    return "×".join(parts) or str(text)
 
 
 METHOD_DOT = """digraph G {

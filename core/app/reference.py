@@ -69,6 +69,33 @@ def load_runs(bundle: Path) -> list[dict[str, Any]]:
     return json.loads((bundle / "records.json").read_text())
 
 
+REPORTS_DIR = "reports"
+"""``reference/reports/<id>/records.json``: each related report's small plan, records only (every experiment
+of the plan in one file). Kept apart from the bundles above, which are the paper's experiments: the Related
+reports page reads these, the Overview and Results pages do not."""
+
+
+def report_runs(report_id: str, root: Path | None = None) -> list[dict[str, Any]]:
+    """Every shipped record of a related report's small plan (several experiments), or [] when none ships."""
+    file = (root or REFERENCE_DIR) / REPORTS_DIR / str(report_id) / "records.json"
+    return json.loads(file.read_text()) if file.is_file() else []
+
+
+def ship_report_runs(runs: list[dict[str, Any]], report_id: str, root: Path | None = None) -> Path:
+    """Write a report's records as ``reports/<id>/records.json`` under ``root`` (atomically: a failed write
+    leaves the previous file); returns the file."""
+    from ..protocol.files import atomic_write
+
+    folder = (root or REFERENCE_DIR) / REPORTS_DIR / str(report_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    file = folder / "records.json"
+    with atomic_write(file, "w") as out:
+        out.write(export_json(runs))
+    for path in (folder.parent, folder, file):
+        path.chmod(0o644 if path.is_file() else 0o755)
+    return file
+
+
 def model_info(bundle: Path) -> dict[str, Any] | None:
     """``model.json``'s content plus ``paths`` (stage1/adam/sgd) and ``ood_path`` (None when the bundle has
     no out-of-distribution statistics); None when the bundle has no models."""

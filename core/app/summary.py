@@ -127,7 +127,60 @@ def bundles() -> str:
     return _markdown(["bundle", "repeats", "ran on", "finished", "ships", "stage one (test)", *HEAD_COLUMNS], rows)
 
 
-TABLES: dict[str, Callable[[], str]] = {"headline": headline, "table3": table3, "bundles": bundles}
+def reports() -> str:
+    """Each related report's small plan as shipped (``reference/reports/``): per experiment its swept value,
+    data, repeats, wall time and mean test accuracy of stage one (as reported and with BatchNorm re-estimated)
+    and both heads."""
+    from ..studies import reports as studies
+
+    rows = []
+    for report_id, report in studies.REPORTS.items():
+        for exp in catalog.report_experiments(report_id):
+            first = exp.runs[0]
+            means = stats.table1(exp.runs)["test mean"]
+            bn = stats.bn_layers(exp.runs)
+            reported = first["protocol"]["stage1_eval"]
+            bn_mean = (sum(stats.metric(r, "stage1", "test", f"{reported}_bn") for r in exp.runs) / len(exp.runs)
+                       if bn else float("nan"))
+            sizes = first["dataset"].get("sizes") or {}
+            rows.append([report_id, exp.protocol.model_id, _point(report, exp.protocol),
+                         f"{catalog.dataset_form(first)}, {sizes.get('train', 0) + sizes.get('val', 0):,} / "
+                         f"{sizes.get('test', 0):,}", str(len(exp.runs)), _wall(exp.runs),
+                         *(_pct(v) for v in means), _pct(bn_mean)])
+    return _markdown(["report", "model", "step", "data (train + val / test)", "repeats", "wall time",
+                      "stage one (test)", *HEAD_COLUMNS, "stage one, BatchNorm re-estimated"], rows)
+
+
+def _point(report: Any, protocol: Any) -> str:
+    """Which step (and swept value) of the report's small plan an experiment is."""
+    values = protocol.to_dict()
+    for step in sorted(report.plans["small"], key=lambda s: -len(s.options)):  # the most specific step first
+        swept = step.sweep.param if step.sweep else None
+        if any(values.get(k) != v for k, v in step.options.items() if k not in (swept, "image_size")):
+            continue
+        if step.sweep is None:
+            return step.title
+        if values.get(swept) in step.sweep.values:
+            return f"{step.title}: {swept.replace('_', ' ')} {values[swept]}"
+    return protocol.describe()
+
+
+def _wall(runs: list[dict[str, Any]]) -> str:
+    """The repeats' wall time together (each from its start to its record), as a duration."""
+    from datetime import datetime
+
+    from ..protocol.words import duration
+
+    try:
+        seconds = sum((datetime.fromisoformat(r["finished_at"]) - datetime.fromisoformat(r["started_at"]))
+                      .total_seconds() for r in runs)
+    except (KeyError, ValueError):
+        return "–"
+    return duration(seconds)
+
+
+TABLES: dict[str, Callable[[], str]] = {"headline": headline, "table3": table3, "bundles": bundles,
+                                        "reports": reports}
 """Every generated table by the name its markers use."""
 
 

@@ -2,8 +2,13 @@
 
 The exported model is Classify's own: input ``pixels``, a batch of ``HxWxC`` images holding uint8 values as
 float32 (0-255; the model rescales them itself), outputs in the order of :data:`OUTPUTS`: stage one's class
-probabilities, then the Adam head's and the SGD head's on stage one's features. Augmentation layers, if the
-network has them, are inactive at inference and pass the image through.
+probabilities, then the Adam head's and the SGD head's on stage one's features, named as
+:data:`OUTPUT_NAMES` says. Augmentation layers, if the network has them, are inactive at inference and pass the
+image through.
+
+Why named outputs: a ``.tflite`` file lists its output tensors in the converter's order, which put the Adam
+head first (Adam, stage one, SGD) while the page said stage one, Adam, SGD. The LiteRT file's signature now
+names them, and the names sort into the page's order, so any tool that lists them by name agrees with it.
 
 The ``.tflite`` file comes from Keras' own ``Model.export(path, format="litert")``, which needs the TensorFlow
 backend. Under another backend the ``.keras`` file is converted in a child process started with
@@ -25,17 +30,24 @@ import numpy as np
 from ..protocol.vocabulary import METHODS
 
 OUTPUTS = METHODS
+OUTPUT_NAMES = {"stage1": "stage_one", "adam": "stage_two_adam", "sgd": "stage_two_sgd"}
+"""Each output's name in both files; alphabetical order is :data:`OUTPUTS`' order (a LiteRT signature sorts
+its outputs by name)."""
 CONVERT_TIMEOUT_S = 300
 _ONE_CONVERSION = threading.Lock()
 """A conversion holds a few hundred MB for a large model; the server runs one at a time."""
 
 
-def export_model(models: Any) -> Any:
-    """The three-output model (no features output) sharing the loaded model set's layers."""
+def export_model(models: Any, by_name: bool = False) -> Any:
+    """The three-output model (no features output) sharing the loaded model set's layers, each output named
+    by :data:`OUTPUT_NAMES`: a list in :data:`OUTPUTS` order, or with ``by_name`` a dict (what a LiteRT
+    signature keeps the names of)."""
     import keras
 
     fused = models.fused
-    return keras.Model(fused.inputs, fused.outputs[: len(OUTPUTS)], name="two_stage_classifier")
+    named = {OUTPUT_NAMES[m]: keras.layers.Identity(name=OUTPUT_NAMES[m])(t)
+             for m, t in zip(OUTPUTS, fused.outputs[: len(OUTPUTS)])}
+    return keras.Model(fused.inputs, named if by_name else list(named.values()), name="two_stage_classifier")
 
 
 def keras_bytes(models: Any) -> bytes:
@@ -55,7 +67,7 @@ def tflite_bytes(models: Any) -> bytes:
         out = Path(tmp) / "model.tflite"
         if keras.backend.backend() == "tensorflow":
             with models.lock:
-                export_model(models).export(str(out), format="litert", verbose=False)
+                export_model(models, by_name=True).export(str(out), format="litert", verbose=False)
         else:
             source = Path(tmp) / "model.keras"
             source.write_bytes(keras_bytes(models))
@@ -86,7 +98,8 @@ def tflite_predict(model: bytes, x: np.ndarray) -> list[np.ndarray]:
     runner = interpreter.get_signature_runner()
     (input_name,) = interpreter.get_signature_list()[next(iter(interpreter.get_signature_list()))]["inputs"]
     rows = [runner(**{input_name: np.asarray(row[None], dtype=np.float32)}) for row in np.asarray(x)]
-    names = sorted(rows[0], key=_output_index)
+    names = ([OUTPUT_NAMES[m] for m in OUTPUTS] if set(OUTPUT_NAMES.values()) == set(rows[0])
+             else sorted(rows[0], key=_output_index))
     return [np.concatenate([r[name] for r in rows]) for name in names]
 
 
@@ -100,7 +113,9 @@ def main(argv: list[str]) -> int:
     import keras
 
     source, out = argv
-    keras.saving.load_model(source, compile=False).export(out, format="litert", verbose=False)
+    model = keras.saving.load_model(source, compile=False)
+    named = keras.Model(model.inputs, dict(zip(model.output_names, model.outputs)), name=model.name)
+    named.export(out, format="litert", verbose=False)  # a dict: the signature keeps the outputs' names
     return 0
 
 

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from .router import Router
 
 
+UNSURE = 0.9
+"""Below this probability for its first choice the model chooser is unsure, and Classify says so beside the
+answer with the other model's answer (a dog's face close-up went to the Face Mask model at 68 %, which then
+answered "without_mask" with nothing to warn of it)."""
+
+
 @dataclass(frozen=True)
 class Preselection:
     """One photo against every candidate (indices are the candidates')."""
@@ -38,6 +44,19 @@ class Preselection:
     def verdicts(self) -> dict[int, Verdict]:
         """Candidate -> its out-of-distribution verdict on the photo (candidates with statistics only)."""
         return {i: p.ood for i, p in enumerate(self.predictions) if p is not None and p.ood is not None}
+
+    def unsure(self) -> bool:
+        """The chooser's first choice has less than :data:`UNSURE` probability."""
+        return bool(self.route) and max(p for p, _ in self.route.values()) < UNSURE
+
+    def alternative(self, picked: int) -> int | None:
+        """The model to show beside ``picked`` when the chooser is unsure or chose another: its most probable
+        candidate other than ``picked`` (measured, so its answer is at hand); None when it is sure of ``picked``."""
+        if not self.route or (not self.unsure() and self.pick == picked):
+            return None
+        others = [i for i in sorted(self.route, key=lambda i: -self.route[i][0])
+                  if i != picked and self.predictions[i] is not None]
+        return others[0] if others else None
 
     def typical_first(self) -> list[int]:
         """Candidates with statistics, the one the photo is most typical of first."""

@@ -31,12 +31,12 @@ def _queue(args: argparse.Namespace):
     return JobQueue(args.cache)
 
 
-def describe_progress(job: dict[str, Any]) -> str:
+def describe_progress(job: dict[str, Any], now: float | None = None) -> str:
     """Where a job stands, in the words the Train page uses (:func:`core.jobs.progress.progress_text`); a
     failed job's error instead."""
     if job["state"] == "failed":
         return f"error: {job['error']}"
-    text = progress_text(job)
+    text = progress_text(job, now)
     if job["state"] == "done" and job.get("from_cache"):
         text += " (all from the cache, nothing retrained)"
     return text
@@ -159,10 +159,13 @@ def _follow(q, ids: list[str], interval: float) -> int:
             q.recover()
             jobs = [q.job(i) for i in ids]
             for job in jobs:
-                line = f"{job['id']} {job['state']}: {describe_progress(job)}"
-                if last.get(job["id"]) != line:
-                    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
-                    last[job["id"]] = line
+                prog = job.get("progress") or {}
+                step = repr((job["state"], prog.get("repeats_done"), prog.get("repeat"), prog.get("stage"),
+                             prog.get("epoch")))  # a new line per step, not per tick of the elapsed time
+                if last.get(job["id"]) != step:
+                    print(f"[{time.strftime('%H:%M:%S')}] {job['id']} {job['state']}: {describe_progress(job)}",
+                          flush=True)
+                    last[job["id"]] = step
             if all(j["state"] not in ("queued", "running") for j in jobs):
                 return 0 if all(j["state"] == "done" for j in jobs) else 1
             time.sleep(interval)

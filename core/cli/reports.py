@@ -201,6 +201,9 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, help="repeats per run (default: the plan's)")
     parser.add_argument("--seed", type=int, default=0, help="split seed; repeat i trains with seed+i")
     parser.add_argument("--submit", action="store_true", help="queue every step as a background job instead")
+    parser.add_argument("--ship", action="store_true",
+                        help="afterwards, write the plan's records to reference/reports/ID/ (records only), which "
+                             "the Related reports page shows as our results from a visitor's first look")
     add_cache_argument(parser)
 
 
@@ -224,7 +227,28 @@ def _report(args: argparse.Namespace) -> int:
     if not finished:
         return 130
     print(f"\nreport {report.id} ({args.size}) finished in {time.monotonic() - started:.0f} s", flush=True)
+    if args.ship:
+        ship_plan(args, report, plan)
     return 0
+
+
+def ship_plan(args: argparse.Namespace, report, plan) -> None:
+    """Write every record of the plan's experiments to ``reference/reports/<id>/records.json``."""
+    from ..app import reference
+    from ..results.store import RunStore
+
+    store = RunStore(args.cache)
+    runs = []
+    for planned in plan:
+        points = planned.step.sweep.protocols(planned.protocol) if planned.step.sweep else [planned.protocol]
+        for protocol in points:
+            runs += [r for r in store.runs(protocol.key()) if r["repeat"] < planned.repeats]
+    unique = list({(r["key"], r["repeat"]): r for r in runs}.values())  # a shared point ships once
+    file = reference.ship_report_runs(unique, report.id)
+    total = reference.total_size_mb()
+    print(f"wrote {file}: {count_text(len(unique), 'record')} of {count_text(len({r['key'] for r in unique}), 'experiment')}, "
+          f"{file.stat().st_size / 1e6:.1f} MB; {reference.REFERENCE_DIR} holds {total:.1f} MB (budget "
+          f"{reference.SIZE_BUDGET_MB:.0f} MB)")
 
 
 def _run_plan(args: argparse.Namespace, report, plan) -> bool:

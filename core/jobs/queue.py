@@ -55,17 +55,16 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, cast
+from typing import Any, Callable, Iterator
 
 from ..data.safe_load import UnsafeCacheError
 from ..protocol.config import Protocol
-from ..protocol.events import EpochEvent, JobProgress, PlanEvent, ProgressEvent, ResumedEvent, event_kind
+from .live import apply_event, durable, note_claim, note_queued, note_release  # noqa: F401 - apply_event: API
 from ..training.leases import STALE_AFTER_S, hostname, pid_alive
 from ..results.store import (PROJECT_ROOT, RunStore, StoreError, create_cache_dir, default_cache_dir, is_read_only,
                     open_json_cache, read_only_message)
 
 ACTIVE = ("queued", "running")
-HISTORY_KEYS = ("epoch", "accuracy", "val_accuracy", "loss", "val_loss")
 KEEP_WORKER_LOGS = 20
 MAX_ATTEMPTS = int(os.environ.get("TWO_STAGE_MAX_ATTEMPTS", "3"))
 """A job whose workers died this many times in a row without progress is marked failed instead of requeued."""
@@ -110,7 +109,7 @@ class JobQueue:
 
     # ------------------------------------------------------------------------------------------- submit
     def submit(self, protocol: Protocol, repeats: int, executor: dict[str, Any] | None = None,
-               sweep: dict[str, Any] | None = None) -> str:
+               sweep: dict[str, Any] | None = None, estimate: dict[str, float] | None = None) -> str:
         """Queue an experiment; see the module docstring. Returns the job id.
 
         The same experiment (protocol key and repeats) already queued or running returns that job's id. If
@@ -119,6 +118,8 @@ class JobQueue:
         worker decide. It is kept beside the protocol, never in it: it does not change the numbers.
         ``sweep`` (:meth:`core.studies.sweeps.Sweep.to_dict`) makes it a sweep job: ``repeats`` per value of the swept
         field, one job for all its points; the job's ``repeats`` then counts the repeats of every point.
+        ``estimate`` (:meth:`core.app.estimate.Estimate.parts`) gives the time left its first figures, before
+        this job has measured its own (:mod:`core.jobs.live`).
         """
         if repeats < 1:
             raise ValueError("repeats must be at least 1")
@@ -151,6 +152,7 @@ class JobQueue:
                              "eta_seconds": 0.0 if done else None, "history": [], "resumed": [],
                              "todo": [], "epoch_seconds": {}},
             }
+            note_queued(job["progress"], now, len(active), estimate)
             self.db.set(_job_key(job_id), job)
         return job_id
 
@@ -230,6 +232,7 @@ class JobQueue:
                 job.update(state="running", worker=worker_id, worker_pid=pid, worker_host=host or hostname(),
                            heartbeat=now, updated=now, attempts=job["attempts"] + 1,
                            durable_at_claim=durable(job["progress"]), started=job["started"] or now)
+                note_claim(job, now)
                 self.db.set(_job_key(job["id"]), job)
                 return job
         return None
@@ -291,6 +294,7 @@ class JobQueue:
             if job["state"] != "running" or job["worker"] != worker_id:
                 return False
             job.update(state="queued", worker=None, worker_pid=None, heartbeat=None)
+            note_release(job, time.time())
             job["progress"]["stage"] = f"queued ({reason})"
             job["attempts"] = max(0, job["attempts"] - 1)  # a clean hand-back is not a crash
         return self._update(job_id, apply) is not None
@@ -328,6 +332,7 @@ class JobQueue:
                             "finishing an epoch (killed, out of memory, or the machine restarted), so it was not "
                             "retried again. Finished repeats are kept; submit it again to continue."))
                     else:
+                        note_release(job, seen)
                         job.update(state="queued", worker=None, worker_pid=None)
                         job["progress"]["stage"] = (f"requeued: worker {job['worker_host']} silent for "
                                                     f"{now - seen:.0f}s")
@@ -464,120 +469,6 @@ def _job_key(job_id: str) -> str:
 
 def _worker_key(worker_id: str) -> str:
     return f"worker/{worker_id}"
-
-
-# ------------------------------------------------------------------------------------------ progress
-def apply_event(progress: JobProgress, event: ProgressEvent, attempt: int = 1) -> None:
-    """Fold one event into a job's ``progress`` dict (pure; the worker and tests call it).
-
-    Events are ``run_repeat``'s (``stage`` + ``epoch``/``epochs``/``logs``, ``resumed_at_epoch``,
-    ``features``) plus the worker's own (``plan``, ``loading``, ``repeat``, ``stored``), each with ``repeat``.
-    ``history`` holds the current stage's epochs; on a resume it is cut back to the epochs the restored weights
-    have seen, so it matches the record that will be stored.
-
-    The live fields (``repeat``, ``stage``, ``epoch``, ``history``) follow one repeat, the lowest of those
-    training here and not yet stored: where several repeats train at once (the lock-step engine, Ray tasks)
-    their interleaved events would otherwise make the live curve restart at every event. The others still
-    count when they are stored.
-    """
-    stage, kind = event.get("stage"), event_kind(event)
-    if "repeat" in event and kind not in ("plan", "stored", "waiting"):
-        training = progress.setdefault("training", [])
-        if event["repeat"] not in training:
-            training.append(event["repeat"])
-    if kind != "plan" and not _followed(progress, event):
-        if kind == "stored":
-            _count_stored(progress, event["repeat"])
-            progress["eta_seconds"] = eta_seconds(progress)
-        return
-    if "repeat" in event:
-        if event["repeat"] != progress.get("repeat"):
-            progress["history"] = []
-        progress["repeat"] = event["repeat"]
-    if kind == "plan":
-        plan = cast(PlanEvent, event)
-        progress.update(todo=list(plan["todo"]), repeats=plan["repeats"], repeats_done=plan["repeats_done"])
-    elif kind == "stored":
-        _count_stored(progress, event["repeat"])
-        progress.update(stage="stored", epoch=0)
-    elif kind == "resumed":
-        done = int(cast(ResumedEvent, event)["resumed_at_epoch"])
-        if progress.get("stage") != stage:
-            progress["history"] = []
-        progress["history"] = [row for row in progress.get("history", []) if row["epoch"] <= done]
-        progress.setdefault("resumed", []).append(
-            {"repeat": progress.get("repeat"), "stage": stage, "epoch": done, "attempt": attempt})
-        progress.update(stage=stage, epoch=done)
-    elif kind == "epoch":
-        epoch = cast(EpochEvent, event)
-        if progress.get("stage") != stage:
-            progress["history"] = []
-        logs = epoch.get("logs", {})
-        row = {k: logs[k] for k in HISTORY_KEYS if k in logs}
-        row["epoch"] = epoch["epoch"]
-        progress["history"] = [r for r in progress.get("history", []) if r["epoch"] < epoch["epoch"]] + [row]
-        progress.update(stage=stage, epoch=epoch["epoch"], epochs=epoch["epochs"], logs=logs)
-        group = "stage1" if stage == "stage1" else "stage2"
-        total, n = progress.setdefault("epoch_seconds", {}).get(group, [0.0, 0])
-        progress["epoch_seconds"][group] = [total + float(logs.get("seconds", 0.0)), n + 1]
-    elif stage:
-        progress["stage"] = stage
-        if stage == "repeat":
-            progress["epoch"] = 0
-    progress["eta_seconds"] = eta_seconds(progress)
-
-
-def durable(progress: dict[str, Any]) -> int:
-    """Stored repeats plus finished stage-one epochs so far: the progress a resumed worker keeps (stage-one
-    epochs are checkpointed). A worker that died after adding to it was not killed by its job."""
-    return progress.get("repeats_done", 0) + progress.get("epoch_seconds", {}).get("stage1", [0.0, 0])[1]
-
-
-def _count_stored(progress: dict[str, Any], repeat: int) -> None:
-    progress["repeats_done"] = progress.get("repeats_done", 0) + 1
-    progress["todo"] = [r for r in progress.get("todo", []) if r != repeat]
-    progress["training"] = [r for r in progress.get("training", []) if r != repeat]
-
-
-def _followed(progress: dict[str, Any], event: dict[str, Any]) -> bool:
-    """Whether ``event`` is about the repeat the live view follows (see :func:`apply_event`)."""
-    training = progress.get("training") or []
-    return "repeat" not in event or not training or event["repeat"] == min(training)
-
-
-def eta_seconds(progress: dict[str, Any]) -> float | None:
-    """Time left from the mean epoch seconds so far: the rest of this repeat plus every repeat still to do.
-
-    An upper bound: it assumes every stage runs its full epoch budget, and EarlyStopping often ends sooner.
-    Stage-two epochs (a softmax layer) are timed separately; until one has run they are guessed at a tenth of
-    a stage-one epoch. None until a stage-one epoch has been timed.
-    """
-    seconds = progress.get("epoch_seconds", {})
-    total1, n1 = seconds.get("stage1", [0.0, 0])
-    if not n1:
-        return None
-    m1 = total1 / n1
-    total2, n2 = seconds.get("stage2", [0.0, 0])
-    m2 = total2 / n2 if n2 else m1 / 10
-    epochs = progress.get("epochs") or 0
-    full = epochs * m1 + 2 * epochs * m2
-    stage, epoch = progress.get("stage"), progress.get("epoch", 0)
-    if stage == "stage1":
-        current = (epochs - epoch) * m1 + 2 * epochs * m2
-    elif stage == "stage2_adam":
-        current = (epochs - epoch) * m2 + epochs * m2
-    elif stage == "stage2_sgd":
-        current = (epochs - epoch) * m2
-    elif stage == "features":
-        current = 2 * epochs * m2
-    else:
-        current = 0.0
-    todo = progress.get("todo", [])
-    later = [r for r in todo if r != progress.get("repeat")]
-    if stage in (None, "stored", "loading", "plan", "repeat"):
-        later = todo if stage != "repeat" else later
-        current = full if stage == "repeat" else 0.0
-    return max(0.0, current + len(later) * full)
 
 
 # ------------------------------------------------------------------------------------ starting workers

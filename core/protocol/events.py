@@ -174,3 +174,12 @@ class JobProgress(TypedDict, total=False):
     training: list[int]
     resumed: list[dict[str, Any]]
     epoch_seconds: dict[str, list[float]]
+    clock: dict[str, float]
+    """Wall-clock stamps: ``queued``, ``ahead`` (jobs ahead at submission), ``claimed``, ``active_before``,
+    ``first_event``, ``loading_since``, ``repeat_since``, ``stage_since`` (:mod:`core.jobs.live`)."""
+    measured: dict[str, Any]
+    """What parts of this job took: ``startup``, ``loading`` (seconds), ``between`` ([total, repeats])."""
+    estimate: dict[str, float]
+    """The estimate's parts stored at submission (:meth:`core.app.estimate.Estimate.parts`)."""
+    repeat_epoch_seconds: float
+    repeat_epochs: dict[str, int]

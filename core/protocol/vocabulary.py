@@ -80,8 +80,10 @@ def method_title(method: str) -> str:
 
 TRAINING_STAGES = ("stage1", "stage2_adam", "stage2_sgd")
 """The stages that train epoch by epoch; their ids are the ``stage`` of an epoch's progress event."""
-STAGE_WORDS = {"stage1": METHOD_NAMES["stage1"], "batchnorm": "re-estimating BatchNorm statistics",
-               "features": "extracting features", "stage2_adam": METHOD_NAMES["adam"],
+STAGE_WORDS = {"stage1": METHOD_NAMES["stage1"],
+               "batchnorm": "evaluating stage one and re-estimating its BatchNorm statistics",
+               "evaluating": "evaluating stage one", "features": "second-stage readings on the extracted features",
+               "stage2_adam": METHOD_NAMES["adam"],
                "stage2_sgd": METHOD_NAMES["sgd"], "stored": "repeat stored", "loading": "loading the data",
                "plan": "planning", "repeat": "starting the repeat", "waiting": "waiting for another process",
                "queued": "queued", "finished": "finished"}
