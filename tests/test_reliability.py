@@ -383,3 +383,11 @@ def test_a_long_experiment_link_is_not_echoed_whole(cache_dir, monkeypatch):
     at.switch_page("app_pages/results.py").run()
     warnings = [str(w.value) for w in at.warning if "link names an experiment" in str(w.value)]
     assert warnings and all(len(w) < 200 for w in warnings), [len(w) for w in warnings]
+
+
+def test_a_negative_seed_is_one_line_that_names_it_before_anything_runs(tmp_path, capfd):
+    """`--seed -1` ended in numpy's "expected non-negative integer" after loading the data."""
+    code, _, err = cli(capfd, "run", "--seed", "-1", "--cache", str(tmp_path / "cache"))
+    line = one_error_line(err)
+    assert code == 2 and "seed" in line and "non-negative" not in line
+    assert not (tmp_path / "cache").exists()
