@@ -93,3 +93,13 @@ def test_a_dead_feature_does_not_break_the_fit(constant):
     for split in features:
         features[split][:, 3] = constant  # a ReLU unit that never fires
     assert ceiling.readings(features, labels, 3)["logistic"]["test_accuracy"] == 1.0
+
+
+def test_a_validation_split_too_small_to_halve_leaves_the_held_out_reading_out():
+    """One validation image per class: the held-out head would be fitted on nothing (a tiny sweep job once
+    printed NaN warnings for it); it is left out and the other readings still stand."""
+    rng = np.random.default_rng(0)
+    features = {split: rng.normal(size=(n, 4)) for split, n in (("train", 20), ("val", 2), ("test", 6))}
+    labels = {"train": np.arange(20) % 2, "val": np.array([0, 1]), "test": np.arange(6) % 2}
+    out = ceiling.readings(features, labels, 2)
+    assert "heldout" not in out and 0.0 <= out["logistic"]["test_accuracy"] <= 1.0

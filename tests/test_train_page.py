@@ -91,9 +91,9 @@ def test_after_the_quick_run_see_the_results_opens_that_experiment(stored):
     at = open_page("app_pages/overview.py", quick_job=job_id)
     links = {p.proto.label: p.proto.query_string for p in at.get("page_link") if p.proto.page == "results"}
     assert links["See the results"] == f"experiment={protocol.key()}"
-    table = at.table[0].value
-    verdict = table.loc["Dogs & Cats", "verdict (ours)"]
-    assert verdict.startswith("The second stage's (Adam head) gain")
+    table = at.dataframe[0].value
+    assert table.loc["Dogs & Cats", "verdict (ours)"] != "–"
+    assert any(str(m.value).startswith("**Dogs & Cats.** The second stage's (Adam head) gain") for m in at.markdown)
 
 
 def test_a_tiny_jobs_verdict_comes_with_the_too_few_steps_explanation(stored):

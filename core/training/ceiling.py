@@ -104,14 +104,18 @@ def fit_reading(fit_x: np.ndarray, fit_y: np.ndarray, choose_x: np.ndarray, choo
 def readings(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], num_classes: int,
              bn_features: dict[str, np.ndarray] | None = None, seed: int = 0) -> dict[str, Any]:
     """The three readings of the module docstring for one repeat (``logistic_bn`` only with ``bn_features``,
-    i.e. for a network with BatchNorm layers). ``labels`` are integer class labels per split."""
+    i.e. for a network with BatchNorm layers). ``labels`` are integer class labels per split. A reading whose
+    fitting or choosing rows would be empty (a tiny job's validation split) is left out, not fitted on nothing."""
     y = {split: np.asarray(labels[split], np.int64) for split in SPLITS}
+    if not (len(y["train"]) and len(y["val"])):
+        return {}
     out = {"logistic": fit_reading(features["train"], y["train"], features["val"], y["val"], features, y,
                                    num_classes)}
     half = _half(y["val"], seed)
     val = features["val"]
-    out["heldout"] = fit_reading(val[half], y["val"][half], val[~half], y["val"][~half], features, y, num_classes,
-                                 refit=(val, y["val"]))
+    if half.any() and not half.all():
+        out["heldout"] = fit_reading(val[half], y["val"][half], val[~half], y["val"][~half], features, y,
+                                     num_classes, refit=(val, y["val"]))
     if bn_features is not None:
         out["logistic_bn"] = fit_reading(bn_features["train"], y["train"], bn_features["val"], y["val"],
                                          bn_features, y, num_classes)
