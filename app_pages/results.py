@@ -10,7 +10,7 @@ import math
 
 import streamlit as st
 
-from core.protocol.vocabulary import HEAD_NAMES, HEADS, METHOD_NAMES, dataset_title
+from core.protocol.vocabulary import HEAD_NAMES, HEADS, METHOD_NAMES, SECOND_STAGE_NAMES, dataset_title
 from core.app.catalog import experiment_id, experiment_label, find_experiment
 from core.protocol.words import count_text, repeat_name
 from ui.charts import curves_figure
@@ -119,7 +119,15 @@ def share_text(share: float) -> str:
     return f"{100 * share:.0f}%".replace("-0%", "0%")
 
 
+def holm_text(p: float, primary: bool) -> str:
+    """A row's Holm-adjusted p (:func:`core.results.stats.table3`); the declared primary comparison is not
+    adjusted, so it says so instead of showing a dash that would read as "not computable"."""
+    return "primary" if primary else p_text(p)
+
+
 def table3_section(runs, column: str | None) -> None:
+    """Table 3 as :func:`core.results.stats.table3` makes it: one small table per second stage (the paper's two
+    heads, then the readings that train no network where the records hold them), named from the vocabulary."""
     import pandas as pd
 
     from core.protocol import paper
@@ -128,38 +136,46 @@ def table3_section(runs, column: str | None) -> None:
     st.markdown("#### Table 3: what explains the gain")
     table = stats.table3(runs)
     layers = stats.bn_layers(runs)
-    st.caption("Each head's test accuracy against four readings of stage one, paired over the same repeats: as "
-               "the protocol reports it; its best val_accuracy checkpoint; the same weights with every "
+    primary = SECOND_STAGE_NAMES[stats.PRIMARY[0]], BASELINE_NAMES[stats.PRIMARY[1]]
+    st.caption("Each second stage's test accuracy against four readings of stage one, paired over the same "
+               "repeats: as the protocol reports it; its best val_accuracy checkpoint; the same weights with every "
                "BatchNorm layer's statistics re-estimated on the training split; both. *Share of gain*: how much "
                "of the head's gain over the reported stage one that fix recovers alone (a dash unless that gain is "
-               "significant: a share of noise can be any size). "
+               "significant: a share of noise can be any size). *p (Holm)*: the p-value adjusted for the "
+               f"table's many tests, on every row but the one declared primary ({primary[0]} vs {primary[1]}). "
                + (f"This CNN has {count_text(layers, 'BatchNorm layer')}." if layers else
                   "This CNN has no BatchNorm layer, so the BatchNorm rows equal the others."))
-    for head in HEADS:
-        part = table[table["head"] == head]
+    seconds = list(dict.fromkeys(table["head"]))
+    first_reading = next((k for k in seconds if k in stats.READING_ROWS), None)
+    for second in seconds:
+        if second == first_reading:
+            st.markdown("**Second stages that train no network** (fitted on the same extracted features)")
+        part = table[table["head"] == second]
+        name = SECOND_STAGE_NAMES[second]
         shown = pd.DataFrame({
             "stage one": [BASELINE_NAMES[b] for b in part["baseline"]],
             "stage one test": part["mean first"].map(pct).to_list(),
-            f"{HEAD_NAMES[head]} test": part["mean second"].map(pct).to_list(),
+            f"{name} test": part["mean second"].map(pct).to_list(),
             "difference": part["mean difference"].map(signed_pct).to_list(),
             "95% CI": [f"{signed_pct(lo)} to {signed_pct(hi)}" if math.isfinite(lo) else "–"
                        for lo, hi in zip(part["ci low"], part["ci high"])],
             "p-value": part["p (t-test)"].map(p_text).to_list(),
+            "p (Holm)": [holm_text(p, bool(k)) for p, k in zip(part["p (Holm)"], part["primary"])],
             "significant": [_significance(p) for p in part["p (t-test)"]],
             "share of gain": [share_text(s) for s in part["share of gain"]]})
         n = int(part["n"].iloc[0])
-        st.markdown(f"**{HEAD_NAMES[head]}** ({count_text(n, 'repeat')})")
+        st.markdown(f"**{name}** ({count_text(n, 'repeat')})")
         st.dataframe(shown, hide_index=True, placeholder="–")
-        if column and head in paper.TABLE1[column]:
+        if column and second in paper.TABLE1[column]:
             theirs = paper.TABLE1[column]
-            diff = theirs[head][2] - theirs["stage1"][2]
-            p_part = f", p = {p_text(paper.TABLE2[column][3])}" if head == "adam" else " (no test published)"
-            st.caption(f"Paper, as reported only: {pct(theirs['stage1'][2])} → {pct(theirs[head][2])}, "
+            diff = theirs[second][2] - theirs["stage1"][2]
+            p_part = f", p = {p_text(paper.TABLE2[column][3])}" if second == "adam" else " (no test published)"
+            st.caption(f"Paper, as reported only: {pct(theirs['stage1'][2])} → {pct(theirs[second][2])}, "
                        f"{signed_pct(diff)}{p_part}.")
     with st.expander("All Table 3 columns (t statistic, Wilcoxon test, repeats)"):
         full = table.drop(columns=["comparison"]).copy()
         full["baseline"] = full["baseline"].map(BASELINE_NAMES)
-        full["head"] = full["head"].map(HEAD_NAMES)
+        full["head"] = full["head"].map(SECOND_STAGE_NAMES)
         st.dataframe(full, hide_index=True, placeholder="–", column_config={
             c: st.column_config.NumberColumn(format="%.4f") for c in ("mean first", "mean second",
                                                                      "mean difference", "ci low", "ci high",

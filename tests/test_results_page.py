@@ -225,3 +225,41 @@ def test_stage_one_can_be_read_with_its_batchnorm_statistics_re_estimated(result
     table2 = next(d.value for d in at.dataframe if "head test" in d.value.columns)
     assert table2["stage one, BN re-estimated test"].iloc[0] == table1["test, ours"].iloc[0].split(" ±")[0]
     assert any("stage-one last-epoch BatchNorm-re-estimated / stage-two" in str(c.value) for c in at.caption)
+
+
+def with_readings(runs: list[dict]) -> list[dict]:
+    """The records as they are now made: each repeat also holds the second-stage readings that train no network
+    (:mod:`core.training.ceiling`), here a little above the Adam head."""
+    out = copy.deepcopy(runs)
+    for i, run in enumerate(out):
+        adam = run["adam"][run["protocol"]["stage2_eval"]]["test_accuracy"]
+        run["readings"] = {k: {f"{s}_accuracy": min(1.0, adam + 0.01 * (j + 1) + 0.003 * i) for s in
+                               ("train", "val", "test")} | {"test_loss": 0.5}
+                           for j, k in enumerate(stats.READING_ROWS)}
+    return out
+
+
+def test_table_3_shows_the_readings_and_holm_adjusted_p_values(results_cache, tmp_path):
+    """Table 3 as core.results.stats.table3 makes it: the second-stage readings (cRT, DFR, cRT on BN-re-estimated
+    features) compared like the heads, every row but the declared primary one with its Holm-adjusted p."""
+    from core.protocol.vocabulary import SECOND_STAGE_NAMES
+
+    runs = with_readings(results_cache)
+    store = RunStore(tmp_path / "cache")
+    for run in runs:
+        store.put(run)
+    store.close()
+    at = open_results(runs[0]["key"])
+    text = markdown(at)
+    table = stats.table3(runs)
+    for key in stats.READING_ROWS:
+        assert any(t.startswith(f"**{SECOND_STAGE_NAMES[key]}**") for t in text), (key, text)
+    shown = [d.value for d in at.dataframe if {"p (Holm)", "stage one"} <= set(d.value.columns)]
+    assert len(shown) == len(stats.HEADS) + len(stats.READING_ROWS)
+    adam = shown[0]
+    expected = table[(table["head"] == "adam")]["p (Holm)"]
+    assert adam["p (Holm)"].iloc[0] == ("–" if np.isnan(expected.iloc[0]) else f"{expected.iloc[0]:.4f}"
+                                        if expected.iloc[0] >= 1e-4 else f"{expected.iloc[0]:.2e}")
+    assert adam["p (Holm)"].iloc[3] == "primary", "the primary comparison is not adjusted"
+    full = next(d.value for d in at.dataframe if {"p (Holm)", "t"} <= set(d.value.columns))
+    assert set(full["head"]) == {SECOND_STAGE_NAMES[k] for k in (*stats.HEADS, *stats.READING_ROWS)}

@@ -66,6 +66,11 @@ STAGE_ONE = "stage one"
 HEAD_NAMES = {"adam": "Adam head", "sgd": "SGD head"}
 METHOD_NAMES = {"stage1": f"{STAGE_ONE} (CNN)", **{h: f"stage two, {n}" for h, n in HEAD_NAMES.items()}}
 """A method in running text: "stage one (CNN)", "stage two, Adam head"."""
+READING_NAMES = {"logistic": "convex head (cRT)", "heldout": "held-out head (DFR)",
+                 "logistic_bn": "convex head on BN-re-estimated features"}
+"""Second stages that train no network (:mod:`core.training.ceiling`), keyed as records' ``readings`` hold them."""
+SECOND_STAGE_NAMES = {**HEAD_NAMES, **READING_NAMES}
+"""Every second stage Table 3 compares with stage one, named once for the pages and the docs."""
 TABLE_METHOD_NAMES = {"stage1": "CNN (Adam)", "adam": "CNN + second stage (Adam)", "sgd": "CNN + second stage (SGD)"}
 """A method as the paper's Table 1 names its rows (ours use the same names, so the two tables line up)."""
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from ..protocol.vocabulary import HEADS, SPLITS
+from ..protocol.vocabulary import HEADS, READING_NAMES, SPLITS
 from ..protocol.vocabulary import TABLE_METHOD_NAMES as METHODS
 from ..protocol.words import count_text, repeats_named
 OUTLIER_K = 1.5
@@ -206,7 +206,7 @@ PRIMARY = ("adam", "best_bn")
 """Table 3's declared primary comparison: the Adam head against stage one with both fixes (best checkpoint,
 BatchNorm re-estimated), i.e. "is anything left once the known artefacts are removed". Its p-value stands as
 it is; every other row's p-value is also given Holm-adjusted over the table (:func:`holm`)."""
-READING_ROWS = ("logistic", "heldout", "logistic_bn")
+READING_ROWS = tuple(READING_NAMES)
 """Second stages that train no network (:mod:`core.training.ceiling`), compared like the heads when every
 repeat's record holds them."""
 
@@ -261,8 +261,7 @@ def table3(runs: list[dict[str, Any]], alpha: float = 0.05) -> pd.DataFrame:
     return frame
 
 
-SECOND_STAGES = {**METHODS, "logistic": "convex head (cRT)", "heldout": "held-out head (DFR)",
-                 "logistic_bn": "convex head, BN-re-estimated features"}
+SECOND_STAGES = {**METHODS, **READING_NAMES}
 """Table 3's second stages: the paper's heads and the readings that train no network."""
 
 
