@@ -19,71 +19,35 @@ from ui.common import cache_problem, data_folder_box, guard, limits, store, unex
 from ui.experiments import results_link
 from ui.format import p_text, pct, signed_pct
 from ui.jobs import WATCH_KEY, failure_text, job_queue, run_estimate, submit
-
-WEIGHTS = ("last", "best")
+from ui.protocol_form import option_inputs
 
 
 def protocol_form():
     """The experiment's settings; returns ``(Protocol, repeats)`` when submitted, else None.
 
-    Plain widgets rather than an ``st.form``: a form's widgets cannot react to each other before it is
-    submitted, and here the subset fields follow their checkboxes and the time estimate follows every change.
+    Every protocol widget comes from the option's one declaration on :class:`Protocol`
+    (:func:`ui.protocol_form.option_inputs`); this page adds only what is not a protocol field (the data folder,
+    the repeat count) and the demo's caps. Plain widgets rather than an ``st.form``: a form's widgets cannot
+    react to each other before it is submitted, and here the subset fields follow their checkboxes and the time
+    estimate follows every change.
     """
     from core.protocol.config import Protocol
 
     lim = limits()
-    default = Protocol()
     dataset = st.selectbox("Dataset", DATASETS, format_func=dataset_title, key="train_dataset")
     if is_photo_dataset(dataset) and lim.demo:
         st.info("Photo datasets need a folder on the server, which demo mode does not allow. "
                 "Choose Fashion-MNIST or CIFAR-10.")
     path = data_folder_box(dataset)
-    c = st.columns(4)
-    repeats = c[0].number_input("Repeats", 1, lim.max_repeats, min(3, lim.max_repeats), key="train_repeats",
-                                help="The paper: 20.")
-    epochs = c[1].number_input("Max epochs", 1, lim.max_epochs,
-                               min(default.epochs, lim.max_epochs) if not lim.demo else lim.max_epochs,
-                               key="train_epochs", help="Per stage; the paper: 50, with EarlyStopping.")
-    patience = c[2].number_input("Patience", 1, 100, default.patience, key="train_patience",
-                                 help="EarlyStopping patience on val_accuracy (the paper: 10).")
-    batch = c[3].number_input("Batch size", 1, 1024, default.batch_size, key="train_batch", help="The paper: 32.")
-    c = st.columns(2)
-    use_limit = c[0].checkbox("Subset of training images", value=lim.demo or dataset == "cifar10",
-                              disabled=lim.demo, key="train_use_limit",
-                              help="A stratified subset, for quick looks. Demo mode always subsets.") or lim.demo
-    max_limit = lim.max_train_images or 1_000_000
-    limit = c[0].number_input("Training images", 10, max_limit, min(5000, max_limit), 500, key="train_limit",
-                              disabled=not use_limit, help="Turn on the subset to choose how many.")
-    use_test_limit = c[1].checkbox("Subset of test images", value=lim.demo, disabled=lim.demo,
-                                   key="train_use_test_limit") or lim.demo
-    max_test = lim.max_test_images or 1_000_000
-    test_limit = c[1].number_input("Test images", 10, max_test, min(1000, max_test), 500, key="train_test_limit",
-                                   disabled=not use_test_limit, help="Turn on the subset to choose how many.")
+    repeats = st.number_input("Repeats", 1, lim.max_repeats, min(3, lim.max_repeats), key="train_repeats",
+                              help="The paper: 20.")
+    caps = {"epochs": lim.max_epochs, "limit": lim.max_train_images, "test_limit": lim.max_test_images}
+    forced = ({"limit": lim.max_train_images, "test_limit": lim.max_test_images} if lim.demo else {})
+    values = option_inputs(Protocol, "main", skip=("dataset",), caps={k: v for k, v in caps.items() if v},
+                           forced=forced)
     with st.expander("Protocol options (the points the paper leaves open)"):
-        c = st.columns(3)
-        augment = c[0].radio("Augmentation", ("paper's choice", "on", "off"), key="train_augment",
-                             help="The paper augments only the photo datasets.")
-        reduce_lr = c[1].checkbox("ReduceLROnPlateau", value=False, key="train_reduce_lr",
-                                  help="Face Mask version 2: factor 0.5, patience 3, min 1e-5; the paper's v2 "
-                                       "also uses EarlyStopping patience 5.")
-        head_init = c[2].radio("Stage-two softmax", ("fresh", "warm"), key="train_head_init",
-                               help="fresh = the paper's brand-new model; warm = start from stage one's")
-        c = st.columns(3)
-        stage1_eval = c[0].radio("Stage-one weights reported", WEIGHTS, key="train_stage1_eval",
-                                 help="last epoch (the paper's reading) or the best val_accuracy checkpoint")
-        features_from = c[1].radio("Features from", WEIGHTS, key="train_features_from",
-                                   help="Which stage-one weights extract stage two's features.")
-        stage2_eval = c[2].radio("Stage-two weights reported", WEIGHTS, key="train_stage2_eval")
-        c = st.columns(3)
-        momentum = c[0].number_input("SGD momentum", 0.0, 0.99, default.sgd_momentum, 0.05, key="train_momentum")
-        seed = c[1].number_input("Split seed", 0, 10_000, default.seed, key="train_seed",
-                                 help="Seed of the data split; repeat i trains with seed + i.")
-    values = dict(dataset=dataset, data_path=path, epochs=int(epochs), batch_size=int(batch),
-                  patience=int(patience), reduce_lr=bool(reduce_lr),
-                  augment={"paper's choice": None, "on": True, "off": False}[augment],
-                  limit=int(limit) if use_limit else None, test_limit=int(test_limit) if use_test_limit else None,
-                  stage1_eval=stage1_eval, features_from=features_from, head_init=head_init,
-                  stage2_eval=stage2_eval, sgd_momentum=float(momentum), seed=int(seed))
+        values |= option_inputs(Protocol, "open")
+    values |= {"dataset": dataset, "data_path": path}
     try:
         protocol = Protocol(**values)
     except ValueError as exc:

@@ -57,12 +57,38 @@ def test_the_estimate_is_shown_before_submitting_and_subset_fields_follow_their_
     assert at.number_input(key="train_limit").disabled and at.number_input(key="train_test_limit").disabled
     text = captions(at)
     assert "Estimated time: at most about" in text and "2 stored repeats of the dogs-cats CNN" in text
-    at.checkbox(key="train_use_limit").check().run()
+    at.checkbox(key="train_limit_on").check().run()
     assert not at.number_input(key="train_limit").disabled and at.number_input(key="train_test_limit").disabled
     before = captions(at)
     at.number_input(key="train_repeats").set_value(6).run()
     assert captions(at) != before, "the estimate follows the settings"
     assert not JobQueue().jobs(), "nothing is queued before the button"
+
+
+def test_every_declared_form_option_is_on_the_form_and_reaches_the_submitted_protocol(stored, monkeypatch,
+                                                                                       tmp_path):
+    """The form is derived from the options' declarations: a field with a label appears with its declared
+    title, and what the visitor sets is what is queued (BatchNorm momentum, added this wave, is the check)."""
+    from core.protocol.options import form_fields
+
+    from core.jobs import submit
+
+    queue_only = submit.submit_and_start
+    monkeypatch.setattr(submit, "submit_and_start", lambda *a, **k: queue_only(*a, **k, start_worker=False))
+    images, labels = synthetic_images(10, 2)
+    folder = write_class_folders(tmp_path / "pets", images, labels, ["cats", "dogs"])
+    at = open_page("app_pages/train.py")
+    at.selectbox(key="train_dataset").set_value("dogs-cats").run()
+    at.text_input(key="data_path::dogs-cats").set_value(str(folder)).run()
+    labels = {w.label for kind in ("number_input", "checkbox", "radio", "selectbox") for w in at.get(kind)}
+    for section in ("main", "open"):
+        for f, opt in form_fields(Protocol, section):
+            assert opt.label in labels or f"Use only some {opt.label.lower()}" in labels, f.name
+    at.number_input(key="train_bn_momentum").set_value(0.9).run()
+    at.number_input(key="train_epochs").set_value(3).run()
+    at.button(key="train_submit").click().run()
+    queued = [Protocol.from_dict(job["protocol"]) for job in JobQueue().jobs()]
+    assert [(p.dataset, p.bn_momentum, p.epochs) for p in queued] == [("dogs-cats", 0.9, 3)]
 
 
 def test_a_finished_job_shows_its_accuracies_p_values_and_links_to_its_experiment(stored):
