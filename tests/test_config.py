@@ -102,3 +102,10 @@ def test_bn_momentum_is_a_new_experiment_when_set_and_is_checked():
 def test_tf32_is_a_precision_of_its_own():
     assert Protocol(precision="tf32").key() not in (Protocol().key(), Protocol(precision="bfloat16").key())
     assert "tf32" in Protocol(precision="tf32").describe()
+
+
+def test_a_photo_run_at_another_image_size_says_so_in_its_description():
+    """Runs at 64x64 px (the CPU's momentum and size experiments) must not read like the paper's 128x128 ones."""
+    assert "64x64 px" in Protocol(dataset="dogs-cats", image_size=64).describe()
+    assert "px" not in Protocol(dataset="dogs-cats").describe()
+    assert "px" not in Protocol(dataset="fashion-mnist", image_size=64).describe()

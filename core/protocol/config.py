@@ -26,6 +26,8 @@ ENGINES = ("plain", "lockstep")
 MAX_REPEATS = 1000
 """Upper bound on repeats per experiment (the paper ran 20); it keeps a typo from queueing years of work."""
 MAX_EPOCHS = 1000
+PAPER_IMAGE_SIZE = 128
+"""The side the paper resizes its photos to."""
 IMAGE_SIZES = (8, 512)
 """Smallest and largest side folder images may be resized to (512x512x3 uint8 is 0.8 MB per image)."""
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -73,7 +75,7 @@ class Protocol:
         flag="--architecture", optional=True, metavar="ID", group="stage one",
         help="stage-one model (default: the dataset's own from the paper); one of " + ", ".join(ARCH_INFO)))
     """Model builder id from :mod:`core.models.models`; ``None`` = the dataset's own (``folder`` uses ``dogs-cats``)."""
-    image_size: int = field(default=128, metadata=option(
+    image_size: int = field(default=PAPER_IMAGE_SIZE, metadata=option(
         flag="--image-size", kind="int", low=IMAGE_SIZES[0], high=IMAGE_SIZES[1],
         help="side folder images are resized to (the paper: 128)"))
     """Side that folder images are resized to (the paper: 128x128x3). Ignored for the Keras datasets."""
@@ -349,6 +351,8 @@ class Protocol:
         parts = [self.dataset]
         if self.architecture and self.architecture != self.dataset:
             parts.append(f"model {self.architecture}")
+        if self.dataset in PHOTO_DATASETS and self.image_size != PAPER_IMAGE_SIZE:
+            parts.append(f"{self.image_size}x{self.image_size} px")
         parts += [f"{self.epochs} epochs max", f"batch {self.batch_size}", f"patience {self.patience}"]
         parts += self._describe_stage1_options()
         if self.reduce_lr:
