@@ -70,3 +70,29 @@ def test_table3_says_so_where_there_is_no_batchnorm_layer(shipped):
     text = summary.table3()
     assert "| BatchNorm statistics re-estimated | same as reported (no BatchNorm layer) |" in text
     assert "| *the paper's gain* | +0.11 pp, p = 0.026 |" in text
+
+
+def test_the_engine_table_pairs_each_bundle_with_its_cpu_twin_by_welch_test(shipped):
+    twin = shipped / "fashion-mnist-cpu"
+    twin.mkdir()
+    runs = [record(Protocol(), r, acc) for r, acc in enumerate((0.81, 0.83, 0.85, 0.79))]
+    (twin / "records.json").write_text(json.dumps(runs))
+    text = summary.engines()
+    assert "| `fashion-mnist` vs `fashion-mnist-cpu` | stage one | 3 / 4 | 82.00 % vs 82.00 % | 1.0 |" in text
+    assert "`fashion-mnist-cpu` vs" not in text, "a CPU bundle has no twin of its own"
+
+
+def test_the_environment_table_names_each_bundles_libraries(shipped):
+    records = shipped / "fashion-mnist" / "records.json"
+    runs = json.loads(records.read_text())
+    runs[0]["env"]["versions"] = {"python": "3.12.3", "numpy": "2.5.2", "jax": "0.11.2"}
+    records.write_text(json.dumps(runs))
+    row = next(line for line in summary.environment().splitlines() if line.startswith("| `fashion-mnist`"))
+    assert row.endswith("| float32 | 3.12.3 | 2.5.2 | – | – | 0.11.2 | – |"), row
+
+
+def test_the_docs_reading_is_the_verdict_rule(shipped):
+    from core.results import stats
+
+    runs = reference.load_runs(shipped / "fashion-mnist")
+    assert summary.verdicts() == f"- **Fashion-MNIST** (Fashion-MNIST, 3 repeats): {stats.verdict(runs, 'adam')}\n"

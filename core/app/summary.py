@@ -179,8 +179,61 @@ def _wall(runs: list[dict[str, Any]]) -> str:
     return duration(seconds)
 
 
+def verdicts() -> str:
+    """Each headline experiment's verdict (:func:`core.results.stats.verdict`, Adam head): the same sentences
+    the Overview shows, so the docs' reading of Table 3 is the rule's, not a retyped one."""
+    lines = []
+    for column, exp in headline_experiments():
+        lines.append(f"- **{column}** ({catalog.dataset_form(exp.runs[0])}, {len(exp.runs)} repeats): "
+                     f"{stats.verdict(exp.runs, 'adam')}")
+    return "\n".join(lines) + "\n"
+
+
+ENVIRONMENT_LIBRARIES = ("python", "numpy", "scipy", "keras", "jax", "tensorflow-cpu")
+
+
+def environment() -> str:
+    """Which software and hardware produced each shipped bundle (the first record's; a bundle is one run)."""
+    rows = []
+    for folder in reference.bundles():
+        runs = reference.load_runs(folder)
+        if not runs:
+            continue
+        env = runs[0]["env"]
+        versions = env.get("versions", {})
+        precision = (env.get("precision") or {}).get("name") or runs[0]["protocol"].get("precision", "float32")
+        rows.append([f"`{folder.name}`", str(env.get("device", "–")), precision,
+                     *(versions.get(lib, "–") for lib in ENVIRONMENT_LIBRARIES)])
+    return _markdown(["bundle", "device", "precision", *ENVIRONMENT_LIBRARIES], rows)
+
+
+def engines() -> str:
+    """Each GPU bundle against the CPU run of the same protocol shipped beside it (``NAME`` and ``NAME-cpu``):
+    means and Welch's t-test (unequal variances; the repeats are not paired across engines)."""
+    from scipy.stats import ttest_ind
+
+    rows = []
+    names = {folder.name: folder for folder in reference.bundles()}
+    for name, folder in names.items():
+        cpu = names.get(f"{name}-cpu")
+        if cpu is None:
+            continue
+        gpu_runs, cpu_runs = reference.load_runs(folder), reference.load_runs(cpu)
+        readings = [("stage one", "stage1", None), ("Adam head", "adam", None)]
+        if stats.bn_layers(gpu_runs):
+            readings.insert(1, ("stage one, BatchNorm re-estimated", "stage1", "last_bn"))
+        for label, method, weights in readings:
+            a = [stats.metric(r, method, "test", weights) for r in gpu_runs]
+            b = [stats.metric(r, method, "test", weights) for r in cpu_runs]
+            p = float(ttest_ind(a, b, equal_var=False).pvalue)
+            rows.append([f"`{name}` vs `{cpu.name}`", label, f"{len(a)} / {len(b)}",
+                         f"{_pct(sum(a) / len(a))} vs {_pct(sum(b) / len(b))}", _p(p)])
+    return _markdown(["bundles (GPU vs CPU)", "reading", "repeats", "mean test accuracy", "Welch p"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {"headline": headline, "table3": table3, "bundles": bundles,
-                                        "reports": reports}
+                                        "reports": reports, "verdicts": verdicts, "environment": environment,
+                                        "engines": engines}
 """Every generated table by the name its markers use."""
 
 
