@@ -251,11 +251,11 @@ def experiment_section(report, mine) -> None:
         st.info("These records hold no per-image predictions.")
     else:
         c = st.columns([3, 2])
-        frame = metrics.per_class(matrix, names)
+        frame = metrics.per_class(matrix, names, n)
         c[0].dataframe(frame.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "F1": "{:.3f}"}),
                        height="content")  # the macro average is the last row
-        c[0].caption(f"Test set, {count_text(n, 'repeat')} summed; macro average = plain mean over classes "
-                     "(report 002's equations).")
+        c[0].caption(f"Test set, {count_text(n, 'repeat')} pooled; support: test images of the class in one "
+                     "repeat; macro average = plain mean over classes (report 002's equations).")
         c[1].plotly_chart(confusion_figure(matrix, names, "confusion matrix"), key=f"cm_{report.id}_{index}")
     made = exp.runs[0].get("training_data") or {}
     if made.get("synthetic", {}).get("preview_png"):

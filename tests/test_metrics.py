@@ -44,3 +44,11 @@ def test_confusion_from_stored_predictions_and_summed_over_repeats():
     total, n = experiment_confusion([run, run, {"stage1": {}}], "stage1")
     assert n == 2 and total.sum() == 20
     assert record_confusion({}, "adam") is None
+
+
+def test_support_of_summed_matrices_is_per_repeat():
+    """Repeats' matrices summed pool the rates; support stays the class's test images in one repeat."""
+    one = confusion_matrix(Y_TRUE, Y_PRED, 3)
+    report = per_class(3 * one, ["a", "b", "c"], repeats=3)
+    assert report.equals(per_class(one, ["a", "b", "c"]))
+    assert per_class(one + confusion_matrix([0], [0], 3), ["a", "b", "c"], repeats=2).loc["a", "support"] == 2.5

@@ -263,3 +263,37 @@ def test_table_3_shows_the_readings_and_holm_adjusted_p_values(results_cache, tm
     assert adam["p (Holm)"].iloc[3] == "primary", "the primary comparison is not adjusted"
     full = next(d.value for d in at.dataframe if {"p (Holm)", "t"} <= set(d.value.columns))
     assert set(full["head"]) == {SECOND_STAGE_NAMES[k] for k in (*stats.HEADS, *stats.READING_ROWS)}
+
+
+def test_the_per_class_table_counts_one_repeat_and_its_accuracy_is_table_1s(results_cache, tmp_path):
+    """Summed over repeats, the per-class table's support is still the test images of the class in one repeat
+    (Fashion-MNIST said "support 20000" for 1,000 images), and the accuracy under the matrix is the records'
+    number, rounded as Table 1 rounds it (it said 64.68 % beside Table 1's 64.67 %)."""
+    runs = copy.deepcopy(results_cache)
+    for run in runs:  # the records' number apart from the predictions' (float32 vs exact counts, exaggerated)
+        run["stage1"][run["protocol"]["stage1_eval"]]["test_accuracy"] += 0.0004
+    store = RunStore(tmp_path / "cache")
+    for run in runs:
+        store.put(run)
+    store.close()
+    at = open_results(runs[0]["key"])
+    at.radio(key="cm_method").set_value("stage1").run()
+    table = next(d.value for d in at.dataframe if "support" in d.value.columns)
+    per_repeat = int(runs[0]["predictions"]["n"])
+    assert table.loc["macro average", "support"] == per_repeat
+    assert table.drop(index="macro average")["support"].sum() == per_repeat
+    table1 = next(d.value for d in at.dataframe if "test, ours" in d.value.columns)
+    mean = table1["test, ours"].iloc[0].split(" ±")[0]
+    assert any(str(c.value).startswith(f"Accuracy {mean};") for c in at.caption), mean
+
+
+def test_the_gallery_counts_images_and_occurrences_alike(results_cache):
+    """The outcome's count (occurrences: an image per repeat) and the grid's note (distinct images) said
+    "fixed (68)" beside "all 63 images": the note names both."""
+    at = open_results(results_cache[0]["key"])
+    at.radio(key="chg_outcome").set_value("fixed").run()
+    frame = gallery.changes(results_cache, at.radio(key="chg_head").value)
+    fixed = frame[frame["outcome"] == "fixed"]
+    assert len(fixed) != fixed["id"].nunique(), "the records must hold an image fixed in both repeats"
+    note = next(str(c.value) for c in at.caption if str(c.value).startswith("Showing"))
+    assert f"{fixed['id'].nunique()} images" in note and f"{len(fixed)} occurrences" in note, note

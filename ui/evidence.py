@@ -68,9 +68,12 @@ def image_grid(frame, dataset: str, source: str | None, caption: Any) -> None:
         cols = st.columns(GRID_COLUMNS)
         for col, (img, group) in zip(cols, found[start:start + GRID_COLUMNS]):
             col.image(_upscaled(img), caption=caption(group), width="stretch")
-    more = f"the first {len(shown)} of {len(groups)} images" if len(groups) > len(shown) else \
+    more = f"the first {len(shown)} of {len(groups):,} images" if len(groups) > len(shown) else \
         f"all {count_text(len(groups), 'image')}"
-    note = f"Showing {more}, most confident mistakes first; every occurrence is in the table."
+    if len(frame) > len(groups):  # the counts beside the choices are occurrences: say how the two relate
+        more += (f" ({len(frame):,} occurrences: an image counted once per repeat it is in, shown here once "
+                 "with its repeats)")
+    note = f"Showing {more}, most confident first; every occurrence is in the table."
     if missing:
         note += f" {missing} could not be read from {source}."
     st.caption(note)
@@ -84,6 +87,16 @@ def _table(frame, columns: dict[str, str], percent: tuple[str, ...]) -> None:
 
 
 # --------------------------------------------------------------------------------- confusion matrices
+
+def recorded_accuracy(runs: list[dict[str, Any]], method: str) -> float:
+    """The mean test accuracy the records state for ``method`` (stage one under the weights its predictions
+    were stored for): the number Tables 1-3 show, so the matrix's caption cannot differ from them in the last
+    digit (the count-exact 0.64675 and the stored float32 0.6467499 round apart)."""
+    from core.results import stats
+
+    return float(np.mean([stats.metric(r, method, "test", r["predictions"]["stage1_weights"]
+                                       if method == "stage1" else None) for r in runs]))
+
 
 def cell_options(matrix: np.ndarray) -> list[str]:
     """Off-diagonal cells with mistakes in them, most mistakes first, as ``"true,pred"``."""
@@ -150,12 +163,13 @@ def confusion_section(runs: list[dict[str, Any]]) -> None:
                         width="content", config={"displayModeBar": False})
         st.caption("Rows: true class; columns: predicted. Darker = a larger share of the true class.")
     with right:
-        table = metrics.per_class(matrix, names)
+        table = metrics.per_class(matrix, names, count)
         for col in ("precision", "recall", "F1"):
             table[col] = table[col].map(lambda v: pct(v, 1))
         st.dataframe(table, placeholder="–")
-        st.caption(f"Accuracy {pct(metrics.accuracy(matrix))}; the macro average is the plain mean over classes; "
-                   "support: test images of the class.")
+        st.caption(f"Accuracy {pct(recorded_accuracy(chosen, method))}; the macro average is the plain mean over "
+                   "classes; support: test images of the class in one repeat"
+                   + (f" (the rates are pooled over the {count} repeats)." if count > 1 else "."))
     if st.session_state.get("cm_note"):
         st.caption(st.session_state.pop("cm_note"))
     if not options:

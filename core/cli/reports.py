@@ -347,9 +347,11 @@ def print_metrics(runs: list[dict], out=sys.stdout) -> None:
         if matrix is None:
             continue
         with pd.option_context("display.width", 200, "display.precision", 3):
-            print(f"\nPer-class metrics, {title} (test set, {count_text(n, 'repeat')} summed):", file=out)
-            print(metrics.per_class(matrix, names).to_string(), file=out)
-            print("confusion matrix (rows: true class, columns: predicted):", file=out)
+            print(f"\nPer-class metrics, {title} (test set, {count_text(n, 'repeat')} pooled; support: test "
+                  "images of the class in one repeat):", file=out)
+            print(metrics.per_class(matrix, names, n).to_string(), file=out)
+            print(f"confusion matrix (rows: true class, columns: predicted; {count_text(n, 'repeat')} summed):",
+                  file=out)
             print(pd.DataFrame(matrix, index=names, columns=names).to_string(), file=out)
 
 

@@ -27,8 +27,12 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
                                                                                           num_classes)
 
 
-def per_class(matrix: np.ndarray, class_names: list[str]) -> pd.DataFrame:
-    """Precision, recall, F1 and support per class, plus a ``macro average`` row."""
+def per_class(matrix: np.ndarray, class_names: list[str], repeats: int = 1) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class, plus a ``macro average`` row.
+
+    ``matrix`` may be ``repeats`` repeats' matrices summed (:func:`experiment_confusion`): the rates are then
+    pooled over them, and ``support`` is still the test images of the class in one repeat (a reader takes
+    "support 20000" for the test set's size, not 20 x 1,000)."""
     matrix = np.asarray(matrix, dtype=np.float64)
     tp = np.diag(matrix)
     predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
@@ -36,10 +40,12 @@ def per_class(matrix: np.ndarray, class_names: list[str]) -> pd.DataFrame:
     recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
     both = precision + recall
     f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
-    frame = pd.DataFrame({"precision": precision, "recall": recall, "F1": f1, "support": actual.astype(int)},
+    support = actual / max(int(repeats), 1)
+    frame = pd.DataFrame({"precision": precision, "recall": recall, "F1": f1, "support": support},
                          index=pd.Index(class_names, name="class"))
-    frame.loc["macro average"] = [precision.mean(), recall.mean(), f1.mean(), int(actual.sum())]
-    frame["support"] = frame["support"].astype(int)
+    frame.loc["macro average"] = [precision.mean(), recall.mean(), f1.mean(), support.sum()]
+    whole = np.allclose(frame["support"], np.round(frame["support"]))  # repeats with differing test sets: a mean
+    frame["support"] = frame["support"].round().astype(int) if whole else frame["support"].round(1)
     return frame
 
 
