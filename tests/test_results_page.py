@@ -297,3 +297,20 @@ def test_the_gallery_counts_images_and_occurrences_alike(results_cache):
     assert len(fixed) != fixed["id"].nunique(), "the records must hold an image fixed in both repeats"
     note = next(str(c.value) for c in at.caption if str(c.value).startswith("Showing"))
     assert f"{fixed['id'].nunique()} images" in note and f"{len(fixed)} occurrences" in note, note
+
+
+def test_figure_16_titles_fit_a_phone():
+    """On a 390 px phone each panel is about 160 px wide: its title (plotly's 16 px font, about 0.55 em a
+    character) must fit in it, or the two titles overlap ("stage one → Adam head" did)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"repeat": [0, 1], "stage1_test_accuracy": [0.80, 0.81],
+                          "adam_test_accuracy": [0.85, 0.78], "sgd_test_accuracy": [0.75, 0.80]})
+    for axis in ("stage one", "stage one,<br>BN re-estimated"):
+        fig = figure16(frame, axis)
+        titles = [a for a in fig.layout.annotations]
+        assert len(titles) == 2
+        for title in titles:
+            size = title.font.size or 16
+            widest = max(len(line) for line in title.text.split("<br>"))
+            assert widest * 0.55 * size <= 150, title.text
