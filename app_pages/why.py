@@ -105,15 +105,11 @@ def intervention_section(exp, exps) -> None:
     if not stats.bn_layers(exp.runs):
         st.caption("This dataset's CNN has no BatchNorm layer, so there is no momentum to intervene on.")
         return
-    groups: dict = {}
-    for e in exps:  # experiments of this data that differ only in their BatchNorm momentum, grouped
-        if e.protocol.dataset == exp.protocol.dataset and e.protocol.data_path == exp.protocol.data_path:
-            groups.setdefault(replace(e.protocol, bn_momentum=0.99), []).append(e)
     shown = False
-    for members in groups.values():
-        arms = why.related(exps, members[0], "bn_momentum")
+    for arms in why.families(exps, exp.protocol.dataset, "bn_momentum"):
         control = next((a for a in arms if a.protocol.bn_momentum == 0.99), None)
         for treated in (a for a in arms if control is not None and a is not control):
+            st.caption(f"{dataset_form(control.runs[0])} · {control.protocol.describe()}")
             found = why.intervention(control.runs, treated.runs)
             _arm_table(found, control, treated)
             st.caption(found["reading"] + " Prediction if the lag causes the gain: at the lower momentum stage "
@@ -149,6 +145,10 @@ def size_section(exp, exps, picked: int | None) -> None:
 
     st.markdown("#### 4. The dose: more training images, more optimizer steps per epoch")
     points = why.related(exps, exp, "limit")
+    if len(points) < 2:  # the headline experiment has no size curve: one run elsewhere (other data or size)
+        points = next(iter(why.families(exps, exp.protocol.dataset, "limit")), points)
+        if len(points) > 1:
+            st.caption(f"{dataset_form(points[0].runs[0])} · {replace(points[0].protocol, limit=None).describe()}")
     frame, reading = why.size_curve([p.runs for p in points])
     if len(frame) < 2:
         st.caption("Not run yet for this dataset: the same protocol at several training-set sizes, e.g.")
@@ -176,7 +176,7 @@ def size_section(exp, exps, picked: int | None) -> None:
                "as reported), the selected repeat in red.")
 
 
-def ceiling_section(exp) -> None:
+def ceiling_section(exp, exps) -> None:
     import pandas as pd
 
     from core.results import why
@@ -186,7 +186,14 @@ def ceiling_section(exp) -> None:
     if frame.empty or "logistic" not in set(frame["key"]):
         st.caption(reading + " Runs made from now on store them; rerun the experiment to see them:")
         st.code(command(exp.protocol, len(exp.runs)))
-        return
+        read = [e for e in exps if e.protocol.dataset == exp.protocol.dataset and any(r.get("readings")
+                                                                                     for r in e.runs)]
+        if not read:
+            return
+        exp = max(read, key=lambda e: len(e.runs))  # the readings where some experiment of this dataset has them
+        frame, reading = why.ceiling(exp.runs)
+        st.caption(f"Meanwhile, the readings of another experiment on this dataset: {dataset_form(exp.runs[0])} · "
+                   f"{count_text(len(exp.runs), 'repeat')} · {exp.protocol.describe()}")
     shown = pd.DataFrame({"second stage": frame["second stage"], "repeats": frame["repeats"],
                           "test accuracy": frame["test mean"].map(pct),
                           "95% CI": [f"{pct(lo)} to {pct(hi)}" for lo, hi in zip(frame["ci low"], frame["ci high"])]})
@@ -225,7 +232,7 @@ def main() -> None:
     repeat_curves(exp, picked)
     intervention_section(exp, exps)
     size_section(exp, exps, picked)
-    ceiling_section(exp)
+    ceiling_section(exp, exps)
 
 
 guard(main)

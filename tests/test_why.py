@@ -109,6 +109,25 @@ def test_related_experiments_differ_in_exactly_one_field():
     assert [(e.protocol.limit, e.protocol.bn_momentum) for e in arms] == [(2000, 0.9), (2000, 0.99)]
 
 
+def test_families_find_every_set_differing_in_one_field_largest_first():
+    from types import SimpleNamespace
+
+    def exp(repeats=1, **changes):
+        return SimpleNamespace(protocol=Protocol(**{"dataset": "dogs-cats", "data_path": "/d", **changes}),
+                               runs=[{}] * repeats)
+    small = dict(data_path="/paper", image_size=64)
+    pool = [exp(20), exp(3, limit=2000, **small), exp(2, limit=2000, bn_momentum=0.9, **small),
+            exp(5, limit=1000, **small), exp(5, limit=1000, bn_momentum=0.9, **small), exp(2, epochs=3)]
+    arms = why.families(pool, "dogs-cats", "bn_momentum")
+    assert [[(e.protocol.limit, e.protocol.bn_momentum) for e in f] for f in arms] == [
+        [(1000, 0.9), (1000, 0.99)], [(2000, 0.9), (2000, 0.99)]]
+    sizes = why.families(pool, "dogs-cats", "limit")
+    # one curve per momentum, the one with more repeats first; the 20-repeat run has no partner
+    assert [[(e.protocol.limit, e.protocol.bn_momentum) for e in f] for f in sizes] == [
+        [(1000, 0.99), (2000, 0.99)], [(1000, 0.9), (2000, 0.9)]]
+    assert why.families(pool, "face-mask", "limit") == []
+
+
 def test_the_gain_is_also_scored_without_test_copies_of_training_images():
     """Two repeats of 10 test images; the head is right on rows 0-7, stage one on rows 0-5 and 8-9. Rows 8
     and 9 copy training images: on the 8 others the gain is 2/8, on all 10 it is 0."""

@@ -81,3 +81,23 @@ def test_the_overview_links_each_verdict_to_its_dataset_on_the_why_page(cache_di
     app.query_params["dataset"] = "face-mask"
     app.switch_page("app_pages/why.py").run()
     assert "Face Mask" in "\n".join(c.value for c in app.caption)
+
+
+@pytest.mark.slow
+def test_an_intervention_on_other_data_is_found_and_says_which_data_and_size(cache_dir, monkeypatch):
+    """The CPU's momentum and size runs are on the paper-size photos at 64x64 px, not the headline's data:
+    the page still shows them, naming their protocol, and the headline's missing readings come from them."""
+    runs = json.loads((ROOT / "reference" / "dogs-cats" / "records.json").read_text())
+    assert not any(run.get("readings") for run in runs)  # the shipped GPU runs predate the readings
+    other = {"data_path": "/elsewhere/dogs-cats-paper", "image_size": 64}
+    exps = [Experiment(r[0]["key"], Protocol.from_dict(r[0]["protocol"]), r, REFERENCE)
+            for r in (runs, arm(runs[:5], limit=2000, **other), arm(runs[:5], limit=2000, bn_momentum=0.9, **other),
+                      arm(runs[:5], limit=1000, **other))]
+    import ui.common
+
+    monkeypatch.setattr(ui.common, "experiments", lambda: exps)
+    text = texts(open_why("dogs-cats"))
+    assert "At BatchNorm momentum 0.9 the head's gain is" in text and "5 paired repeats" in text
+    assert "64x64 px" in text and "2000 training images" in text
+    assert "From 800 to 1,600 training images" in text
+    assert "Meanwhile, the readings of another experiment on this dataset" in text

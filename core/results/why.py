@@ -232,6 +232,22 @@ def related(experiments: list[Any], base: Any, field: str) -> list[Any]:
     return [unique[k] for k in sorted(unique, key=lambda v: (v is None, v if v is not None else 0))]
 
 
+def families(experiments: list[Any], dataset: str, field: str) -> list[list[Any]]:
+    """Every set of ``dataset``'s experiments that differ only in ``field`` (at least two values of it), each
+    ordered as :func:`related` orders it, the set with the most repeats first. An intervention or a size curve
+    is often run on other data or at another image size than the dataset's headline experiment (the CPU's
+    64x64 px runs on the paper-size photos), so the page finds them wherever they are."""
+    from dataclasses import replace
+
+    bases: dict[Any, Any] = {}
+    for e in experiments:
+        if e.protocol.dataset == dataset:
+            bases.setdefault(replace(e.protocol, **{field: getattr(type(e.protocol)(), field)}), e)
+    found = [related(experiments, e, field) for e in bases.values()]
+    found = [f for f in found if len(f) > 1]
+    return sorted(found, key=lambda f: -sum(len(e.runs) for e in f))
+
+
 def without_duplicates(runs: list[dict[str, Any]], head: str = "adam") -> dict[str, Any] | None:
     """The gain scored twice: on the whole test split and on the test images that are not copies of a
     training or validation image of the same split (Face Mask ships such copies). None when no record says
