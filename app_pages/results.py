@@ -275,10 +275,7 @@ def table2_section(runs, column, s1w, s2w, prov: str) -> None:
     if ours.empty:
         st.info("No repeats to test.")
         return
-    frame = stats.runs_frame(runs, s1w, s2w)
-    outliers = stats.outlier_mask(frame["stage1_test_accuracy"].to_numpy())
-    named = ", ".join(repeat_name(r) for r in frame["repeat"][outliers])
-    used = ["all repeats" if u == "all repeats" else f"without outlier {named}" for u in ours["repeats used"]]
+    used = list(ours["repeats used"])  # stats names the excluded repeats, as the verdict's sentence does
     head = ["Adam head" if "Adam" in c else "SGD head" for c in ours["comparison"]]
     stage1 = BN_STAGE1 if bn_reading(s1w) else "stage one"
     shown = pd.DataFrame({

@@ -314,3 +314,25 @@ def test_figure_16_titles_fit_a_phone():
             size = title.font.size or 16
             widest = max(len(line) for line in title.text.split("<br>"))
             assert widest * 0.55 * size <= 150, title.text
+
+
+def test_table_2_without_outliers_and_the_verdict_say_the_same(tmp_path, monkeypatch):
+    """The shipped Face Mask v1 records: Table 2's outlier row said "18 (without outlier repeat 3, repeat 19)",
+    +1.15 pp, while the README said +1.30 pp without repeat 3. Now both the row and the verdict (the docs'
+    sentence) come from core.results.stats.table2."""
+    import shutil
+
+    bundle = tmp_path / "reference" / "face-mask-v1"
+    bundle.mkdir(parents=True)
+    shutil.copy(Path(reference.__file__).resolve().parents[2] / "reference" / "face-mask-v1" / "records.json", bundle)
+    monkeypatch.setattr(reference, "REFERENCE_DIR", tmp_path / "reference")
+    monkeypatch.setenv("TWO_STAGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TWO_STAGE_DEMO", raising=False)
+    runs = reference.load_runs(bundle)
+    at = open_results(runs[0]["key"])
+    table2 = next(d.value for d in at.dataframe if "head test" in d.value.columns)
+    row = table2[(table2["head"] == "Adam head") & table2["repeats"].str.contains("outlying")].iloc[0]
+    verdict = next(t for t in markdown(at) if t.startswith("**Ours, Adam head:**"))
+    assert stats.outlier_note(runs, "adam") in verdict
+    used = row["repeats"].split(" (", 1)[1].rstrip(")")
+    assert used[0].upper() + used[1:] in verdict and f"the gain is {row['difference']}" in verdict, (row, verdict)

@@ -70,7 +70,7 @@ def test_table2_adds_an_outlier_excluded_row_like_the_paper():
     s1 = [0.978, 0.975, 0.980, 0.977, 0.976, 0.70]
     adam = [0.984, 0.983, 0.985, 0.984, 0.982, 0.97]
     t2 = table2([fake_run(i, a, b) for i, (a, b) in enumerate(zip(s1, adam))])
-    assert list(t2["repeats used"]) == ["all repeats", "excluding outlier repeat 6"] * 2  # numbered from 1
+    assert list(t2["repeats used"]) == ["all repeats", "without the outlying repeat 6"] * 2  # numbered from 1
     excluded = t2.iloc[1]
     assert excluded["n"] == 5 and excluded["mean first"] == pytest.approx(np.mean(s1[:5]))
     assert excluded["significant"] and excluded["p (t-test)"] < t2.iloc[0]["p (t-test)"]

@@ -141,6 +141,13 @@ def outlier_mask(values: np.ndarray, k: float = OUTLIER_K) -> np.ndarray:
     return (values < q1 - k * iqr) | (values > q3 + k * iqr)
 
 
+def outlying_repeats(frame: pd.DataFrame) -> str:
+    """The repeats :func:`outlier_mask` excludes from a :func:`runs_frame`, in words ("outlying repeats 3,
+    19"), or "" when none: Table 2's row label and the verdict's sentence both name them from here."""
+    mask = outlier_mask(frame["stage1_test_accuracy"].to_numpy()) if len(frame) else np.zeros(0, bool)
+    return f"the outlying {repeats_named(frame['repeat'][mask])}" if mask.any() else ""
+
+
 def table2(runs: list[dict[str, Any]], stage1_weights: str | None = None, stage2_weights: str | None = None,
            alpha: float = 0.05) -> pd.DataFrame:
     """Paired tests of test accuracy, stage one vs each head; plus outlier-excluded rows when any."""
@@ -154,7 +161,7 @@ def table2(runs: list[dict[str, Any]], stage1_weights: str | None = None, stage2
         second = frame[f"{head}_test_accuracy"].to_numpy()
         subsets = [("all repeats", np.ones(len(first), bool))]
         if outliers.any():
-            subsets.append((f"excluding outlier {repeats_named(frame['repeat'][outliers])}", ~outliers))
+            subsets.append((f"without {outlying_repeats(frame)}", ~outliers))
         for subset, mask in subsets:
             row = {"comparison": f"stage one vs {METHODS[head]}", "repeats used": subset}
             row.update(paired_test(first[mask], second[mask], alpha))
@@ -287,7 +294,8 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
        (Shares of a gain that may be noise are not stated: they can be any size.)
     3. Where the signed-rank test (Wilcoxon, on the same pairs) and the t-test disagree on significance, it
        says so: a mean can be carried by one repeat where the head collapsed or soared, which a rank test
-       weighs as one repeat among many (:func:`_rank_test_note`).
+       weighs as one repeat among many (:func:`_rank_test_note`). Where Tukey's fences mark outlying repeats,
+       it gives the gain without them, Table 2's second row (:func:`outlier_note`).
     4. It ends with the head against stage one with both fixes: whether anything significant is left, and
        (for a reproduced gain) which explanation that leaves standing.
     5. Where the records hold the second-stage readings, how the convex optimum on the same features compares
@@ -311,6 +319,7 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
         state = f"is not significant with {n} repeats"
     text = f"The second stage's ({head_name} head) gain {state}: {100 * gain:+.2f} pp, p = {p:.2g}."
     text += _rank_test_note(with_bn_evaluations(runs), head, main, alpha)
+    text += outlier_note(with_bn_evaluations(runs), head, alpha)
     if gain > 0 and p < alpha:
         parts = []
         if bn_layers(runs):
@@ -335,6 +344,24 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
                      " Left standing: a gain of the second stage beyond the known artefacts.")
     text += _ceiling_note(table, head)
     return text
+
+
+def outlier_note(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05) -> str:
+    """The head's gain without the outlying repeats, as :func:`table2`'s second row for ``head`` states it
+    (protocol's weights), in one sentence; "" when no repeat is outlying. The Results page's Table 2 and the
+    docs' verdicts (the paper's "excluding one outlier" column) then say the same thing from the same rows."""
+    if not outlier_mask([metric(r, "stage1", "test") for r in runs]).any():  # the common case, cheaply
+        return ""
+    table = table2(runs, alpha=alpha)
+    rows = table[(table["comparison"] == f"stage one vs {METHODS[head]}") & (table["repeats used"] != "all repeats")]
+    if rows.empty:
+        return ""
+    row = rows.iloc[0]
+    p = float(row["p (t-test)"])
+    tested = f"p = {p:.2g}, {'significant' if p < alpha else 'not significant'}" if np.isfinite(p) else "untestable"
+    return (f" {row['repeats used'][0].upper()}{row['repeats used'][1:]} (Tukey's fences on stage one's test "
+            f"accuracy; {count_text(int(row['n']), 'repeat')} left) the gain is "
+            f"{100 * float(row['mean difference']):+.2f} pp ({tested}).")
 
 
 def _ceiling_note(table: pd.DataFrame, head: str) -> str:
