@@ -50,16 +50,16 @@ def choose_experiment(exps):
         else:
             st.warning(unknown_link(wanted))
     datasets = sorted({e.protocol.dataset for e in exps}, key=DATASETS.index)
-    c = st.columns([1, 3])
-    dataset = c[0].selectbox("Dataset", datasets, format_func=dataset_title, key="results_dataset")
+    dataset = st.columns([1, 3])[0].selectbox("Dataset", datasets, format_func=dataset_title, key="results_dataset")
     mine = [e for e in exps if e.protocol.dataset == dataset]
     ids = [experiment_id(e, exps) for e in mine]
     if st.session_state.get("results_exp") not in ids:
         best = catalog.best_experiment(exps, dataset)
         st.session_state["results_exp"] = experiment_id(best, exps) if best in mine else ids[0]
     by_id = dict(zip(ids, mine))
-    chosen = c[1].selectbox("Experiment", ids, key="results_exp", format_func=lambda i: experiment_label(by_id[i]),
-                            help="Repeats · where it comes from · what differs from the paper's protocol · date")
+    # the page's full width: an experiment's label names what differs from the paper, which can be long
+    chosen = st.selectbox("Experiment", ids, key="results_exp", format_func=lambda i: experiment_label(by_id[i]),
+                          help="Repeats · where it comes from · what differs from the paper's protocol · date")
     st.query_params[EXPERIMENT_PARAM] = chosen
     st.session_state["results_synced"] = chosen
     exp = by_id[chosen]
@@ -358,13 +358,13 @@ def option_section(exp, exps, runs) -> None:
     for e in same:
         f = stats.runs_frame(e.runs)
         values = e.protocol.to_dict()
-        row = {k: "default" if values[k] is None else str(values[k]) for k in fields}
+        row = {catalog.option_name(k): catalog.option_value(values[k]) for k in fields}
         row.update({"repeats": len(e.runs), "stage one test": pct(f["stage1_test_accuracy"].mean()),
                     "Adam head test": pct(f["adam_test_accuracy"].mean()),
                     "gain": signed_pct((f["adam_test_accuracy"] - f["stage1_test_accuracy"]).mean()),
                     "source": e.source})
         rows.append(row)
-    st.markdown(f"**Experiments of this dataset that differ in:** {', '.join(fields)}")
+    st.markdown(f"**Experiments of this dataset that differ in:** {', '.join(map(catalog.option_name, fields))}")
     st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder="–")
 
 

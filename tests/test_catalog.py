@@ -44,8 +44,16 @@ def test_labels_say_what_differs_from_the_paper(shipped):
     assert catalog.protocol_summary(Protocol(epochs=3, limit=1000, reduce_lr=True)) == \
         "3 epochs, 1,000 training images, ReduceLROnPlateau"
     exp = catalog.experiments()[0]
-    assert catalog.experiment_label(exp) == "2 repeats · shipped reference · paper protocol · 2025-01-01"
+    assert catalog.experiment_label(exp) == "2 repeats · shipped · paper protocol · 2025-01-01"
     assert catalog.protocol_differences([Protocol(), Protocol(epochs=3, seed=1)]) == ["epochs", "seed"]
+
+
+def test_the_longest_shipped_label_fits_the_results_pages_experiment_box():
+    """Face Mask v2's label was cut in the Results page's box (three quarters of a 1280 px page); the box now has
+    the page's width (about 850 px there, some 7.5 px a character) and the label says "shipped" in short."""
+    v2 = Protocol.paper_v2(resplit=True, engine="lockstep")
+    exp = catalog.Experiment(v2.key(), v2, [{"finished_at": "2026-11-23T00:00:00"}] * 20, catalog.REFERENCE)
+    assert len(catalog.experiment_label(exp)) * 7.5 <= 850, catalog.experiment_label(exp)
 
 
 def test_every_number_carries_its_provenance(shipped):

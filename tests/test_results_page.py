@@ -336,3 +336,20 @@ def test_table_2_without_outliers_and_the_verdict_say_the_same(tmp_path, monkeyp
     assert stats.outlier_note(runs, "adam") in verdict
     used = row["repeats"].split(" (", 1)[1].rstrip(")")
     assert used[0].upper() + used[1:] in verdict and f"the gain is {row['difference']}" in verdict, (row, verdict)
+
+
+def test_experiments_that_differ_name_their_options_and_values_in_words(results_cache, tmp_path):
+    """"differ in: patience, reduce_lr, engine" and True/False cells: the options' own labels (or flags) and
+    on/off instead."""
+    other = other_experiment(results_cache)
+    for run in other:
+        run["protocol"]["reduce_lr"] = True
+    store = RunStore(tmp_path / "cache")
+    for run in other:
+        store.put(run)
+    store.close()
+    at = open_results(results_cache[0]["key"])
+    said = next(t for t in markdown(at) if t.startswith("**Experiments of this dataset that differ in:**"))
+    assert "ReduceLROnPlateau" in said and "Max epochs" in said and "reduce_lr" not in said, said
+    table = next(d.value for d in at.dataframe if "ReduceLROnPlateau" in d.value.columns)
+    assert set(table["ReduceLROnPlateau"]) == {"on", "off"}

@@ -20,7 +20,8 @@ from . import reference
 
 REFERENCE = "reference (shipped with the app)"
 CACHE = "your runs"
-SHORT_SOURCE = {REFERENCE: "shipped reference", CACHE: "your run"}
+SHORT_SOURCE = {REFERENCE: "shipped", CACHE: "your run"}
+"""A source in a selectbox label, short: Face Mask v2's label was cut at 1280 px."""
 REFERENCE_SUFFIX = "-reference"
 """Added to an experiment's id when the shipped reference and the user's cache both hold its key."""
 _LABEL_FIELDS = {"epochs": "{} epochs", "limit": "{:,} training images", "test_limit": "{:,} test images",
@@ -225,6 +226,26 @@ def protocol_differences(protocols: list[Protocol]) -> list[str]:
         return []
     dicts = [p.to_dict() for p in protocols]
     return [k for k in dicts[0] if k not in ("data_path",) and any(d[k] != dicts[0][k] for d in dicts[1:])]
+
+
+def option_name(name: str) -> str:
+    """A protocol field as a person knows it: its Train-form label, else its command-line flag (a table that
+    said "differ in: reduce_lr" showed the Python name)."""
+    from dataclasses import fields
+
+    found = {f.name: f.metadata.get("option") for f in fields(Protocol)}.get(name)
+    return (found.label or found.flag) if found else name.replace("_", " ")
+
+
+def option_value(value: Any) -> str:
+    """A protocol value in words: switches on/off (not True/False), None the paper's default."""
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {option_value(v)}" for k, v in value.items())
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def experiment_id(exp: Experiment, exps: list[Experiment]) -> str:
