@@ -353,3 +353,20 @@ def test_experiments_that_differ_name_their_options_and_values_in_words(results_
     assert "ReduceLROnPlateau" in said and "Max epochs" in said and "reduce_lr" not in said, said
     table = next(d.value for d in at.dataframe if "ReduceLROnPlateau" in d.value.columns)
     assert set(table["ReduceLROnPlateau"]) == {"on", "off"}
+
+
+def test_the_per_class_tables_macro_average_is_never_below_the_fold(results_cache, monkeypatch):
+    """A table shows ten rows unless told otherwise: Fashion-MNIST's ten classes hid their macro average."""
+    import streamlit as st
+
+    heights: list[object] = []
+    original = st.dataframe
+
+    def recording(data=None, *args, **kwargs):
+        if "macro average" in getattr(data, "index", []):
+            heights.append(kwargs.get("height"))
+        return original(data, *args, **kwargs)
+
+    monkeypatch.setattr(st, "dataframe", recording)
+    open_results(results_cache[0]["key"])
+    assert heights and set(heights) == {"content"}, heights

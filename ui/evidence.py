@@ -166,7 +166,7 @@ def confusion_section(runs: list[dict[str, Any]]) -> None:
         table = metrics.per_class(matrix, names, count)
         for col in ("precision", "recall", "F1"):
             table[col] = table[col].map(lambda v: pct(v, 1))
-        st.dataframe(table, placeholder="–")
+        st.dataframe(table, placeholder="–", height="content")  # all rows: ten classes hid the macro average
         st.caption(f"Accuracy {pct(recorded_accuracy(chosen, method))}; the macro average is the plain mean over "
                    "classes; support: test images of the class in one repeat"
                    + (f" (the rates are pooled over the {count} repeats)." if count > 1 else "."))
