@@ -169,3 +169,31 @@ def _write(out: Path, rows: list[dict], best: dict[str, str]) -> None:
         lines.append(f"| {r['dataset']} | {r['form']} | {r['precision']} | {'on' if r['augmentation'] else 'off'} "
                      f"| {r['ms_per_step']} | {r['images_per_s']:,} | {r['tflops']} | {r['compile_s']} |")
     (out / "profile.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.gpu_profile --out DIR [--members N --steps N --datasets ...]``: the formulations timed
+    on whatever device JAX has (on a CPU, fewer members keep it to minutes; bench/README.md has such a run)."""
+    import argparse
+
+    from core.training.stacked import CONV_FORMS
+
+    global MEMBERS, STEPS
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_profile", description=main.__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--members", type=int, default=MEMBERS)
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--datasets", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--no-augment", action="store_true", help="time Dogs & Cats without its augmentation")
+    args = parser.parse_args(argv)
+    MEMBERS, STEPS = args.members, args.steps
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for name in args.datasets:
+        rows += _variants(name, list(CONV_FORMS), "float32", MODELS[name][2] and not args.no_augment)
+        _write(args.out, rows, {})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
