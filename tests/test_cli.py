@@ -131,3 +131,16 @@ def test_two_identical_runs_at_once_train_each_repeat_once(tmp_path):
     assert all("Table 1 (ours): 2 repeats" in out for out, _ in outputs)
     protocol = Protocol(dataset="fashion-mnist", epochs=1, limit=200, test_limit=100)
     assert [r["repeat"] for r in RunStore(tmp_path / "c").runs(protocol.key())] == [0, 1]
+
+
+def test_table_3_of_one_repeat_prints_dashes_not_nan():
+    """A one-repeat run (issue 25's quick checks) has no interval or p: the table says "-", not "+nan pp"."""
+    import io
+
+    from core.cli.main import print_table3
+    from tests.test_why import record
+
+    out = io.StringIO()
+    print_table3([record(0, 0.60, 0.70, 0.65)], out=out)
+    text = out.getvalue()
+    assert "nan" not in text and "+5.00 pp" in text and "cannot be tested" in text

@@ -132,11 +132,11 @@ def print_table3(runs: list[dict], out=None) -> None:
     shown = table[["comparison", "n", "mean difference", "ci low", "ci high", "p (t-test)", "p (Holm)",
                    "significant", "share of gain"]].copy()
     for col in ("mean difference", "ci low", "ci high"):
-        shown[col] = shown[col].map(lambda v: f"{100 * v:+.2f} pp")
+        shown[col] = shown[col].map(lambda v: "-" if v != v else f"{100 * v:+.2f} pp")  # NaN: one repeat
     shown["share of gain"] = shown["share of gain"].map(lambda v: "-" if v != v else f"{100 * v:.0f}%")
-    shown["p (t-test)"] = shown["p (t-test)"].map(lambda v: f"{v:.2g}")
-    shown["p (Holm)"] = ["primary" if primary else f"{v:.2g}" for primary, v in zip(table["primary"],
-                                                                                    table["p (Holm)"])]
+    shown["p (t-test)"] = shown["p (t-test)"].map(lambda v: "-" if v != v else f"{v:.2g}")
+    shown["p (Holm)"] = ["primary" if primary else "-" if v != v else f"{v:.2g}"
+                         for primary, v in zip(table["primary"], table["p (Holm)"])]
     print("\nTable 3 (ours): what explains the gain (test accuracy, paired over repeats; the primary comparison "
           "is the Adam head against stage one with both fixes, the other p-values also Holm-adjusted)", file=out)
     print(shown.to_string(index=False), file=out)
