@@ -101,27 +101,38 @@ def scatter_section(exp) -> int | None:
 def intervention_section(exp, exps) -> None:
     from core.results import stats, why
 
-    st.markdown("#### 3. The intervention: lower BatchNorm momentum during training")
+    st.markdown("#### 3. The interventions: lower BatchNorm momentum, no augmentation")
     if not stats.bn_layers(exp.runs):
         st.caption("This dataset's CNN has no BatchNorm layer, so there is no momentum to intervene on.")
         return
+    st.caption("Re-estimating BatchNorm replaces the moving averages kept during training by the statistics of "
+               "clean training images. Two things can make them differ: the averages lag behind the weights "
+               "(a lower momentum shortens the lag) and the training batches were augmented while the test "
+               "images are not (training without augmentation removes that gap). Each arm below changes one.")
     shown = False
-    for arms in why.families(exps, exp.protocol.dataset, "bn_momentum"):
-        control = next((a for a in arms if a.protocol.bn_momentum == 0.99), None)
-        for treated in (a for a in arms if control is not None and a is not control):
-            st.caption(f"{dataset_form(control.runs[0])} · {control.protocol.describe()}")
-            found = why.intervention(control.runs, treated.runs)
-            _arm_table(found, control, treated)
-            st.caption(found["reading"] + " Prediction if the lag causes the gain: at the lower momentum stage "
-                       "one's reported score rises to about its re-estimated value, and the gain shrinks to what "
-                       "Table 3's both-fixes row leaves.")
-            shown = True
+    for field in why.INTERVENTIONS:
+        for arms in why.families(exps, exp.protocol.dataset, field):
+            control = next((a for a in arms if _is_control(a.protocol, field)), None)
+            for treated in (a for a in arms if control is not None and a is not control):
+                st.caption(f"{dataset_form(control.runs[0])} · {control.protocol.describe()}")
+                found = why.intervention(control.runs, treated.runs, field=field)
+                _arm_table(found, control, treated)
+                st.caption(found["reading"] + (" Prediction if the lag causes the gain: at the lower momentum "
+                           "stage one's reported score rises to about its re-estimated value, and the gain "
+                           "shrinks to what Table 3's both-fixes row leaves." if field == "bn_momentum" else ""))
+                shown = True
     if not shown:
         st.caption("Not run yet for this dataset. On a CPU a subset keeps it to hours; both arms need the same "
                    "options and seeds:")
         limit = exp.protocol.limit or 2000
         st.code(f"{command(exp.protocol.with_(limit=limit))}\n"
-                f"{command(exp.protocol.with_(limit=limit, bn_momentum=0.9))}")
+                f"{command(exp.protocol.with_(limit=limit, bn_momentum=0.9))}\n"
+                f"{command(exp.protocol.with_(limit=limit, augment=False))}")
+
+
+def _is_control(protocol, field: str) -> bool:
+    """The arm as the paper trains it: Keras' momentum, the paper's augmentation."""
+    return protocol.bn_momentum == 0.99 if field == "bn_momentum" else protocol.augment is not False
 
 
 def _arm_table(found: dict, control, treated) -> None:
@@ -129,7 +140,7 @@ def _arm_table(found: dict, control, treated) -> None:
 
     rows = []
     for name, arm, exp in (("control", found["control"], control), ("treated", found["treated"], treated)):
-        rows.append({"BatchNorm momentum": f"{exp.protocol.bn_momentum:g}",
+        rows.append({"arm": found["arms"][0 if name == "control" else 1],
                      "training images": arm["train_images"], "repeats": arm["repeats"],
                      "stage one": pct(arm["stage1"][0]), "stage one, BN re-estimated": pct(arm["stage1_bn"][0]),
                      "Adam head": pct(arm["head"][0]), "gain": signed_pct(arm["gain"][0]),

@@ -96,3 +96,25 @@ def test_the_docs_reading_is_the_verdict_rule(shipped):
 
     runs = reference.load_runs(shipped / "fashion-mnist")
     assert summary.verdicts() == f"- **Fashion-MNIST** (Fashion-MNIST, 3 repeats): {stats.verdict(runs, 'adam')}\n"
+
+
+def test_the_why_tables_read_the_interventions_and_size_curves_the_records_hold(monkeypatch):
+    """docs/results.md's intervention and size tables come from the same functions as the Why page."""
+    from types import SimpleNamespace
+
+    from core.app import catalog
+    from tests.test_why import record
+
+    def exp(momentum=0.99, train=800, shift=0.0):
+        runs = [record(i, 0.60 + shift + 0.01 * i, 0.70 + 0.01 * i, 0.69 + 0.01 * i, momentum, train)
+                for i in range(3)]
+        for run in runs:
+            run["protocol"]["limit"] = train * 5 // 4
+        return SimpleNamespace(protocol=Protocol.from_dict(runs[0]["protocol"]), runs=runs)
+    exps = [exp(), exp(momentum=0.9, shift=0.05), exp(train=1600)]
+    monkeypatch.setattr(catalog, "experiments", lambda store=None: exps)
+    text = summary.intervention()
+    assert "| BatchNorm momentum 0.99 | 800 | 3 | 61.00 % | 71.00 % | 70.00 % |" in text
+    assert "At BatchNorm momentum 0.9 the head's gain is +4.00 pp against +9.00 pp at 0.99 (3 paired" in text
+    assert "From 800 to 1,600 training images" in summary.sizes()
+    assert summary.ceilings() == "No shipped experiment holds the readings yet.\n"

@@ -92,12 +92,13 @@ def test_an_intervention_on_other_data_is_found_and_says_which_data_and_size(cac
     other = {"data_path": "/elsewhere/dogs-cats-paper", "image_size": 64}
     exps = [Experiment(r[0]["key"], Protocol.from_dict(r[0]["protocol"]), r, REFERENCE)
             for r in (runs, arm(runs[:5], limit=2000, **other), arm(runs[:5], limit=2000, bn_momentum=0.9, **other),
-                      arm(runs[:5], limit=1000, **other))]
+                      arm(runs[:5], limit=1000, **other), arm(runs[:5], limit=2000, augment=False, **other))]
     import ui.common
 
     monkeypatch.setattr(ui.common, "experiments", lambda: exps)
     text = texts(open_why("dogs-cats"))
     assert "At BatchNorm momentum 0.9 the head's gain is" in text and "5 paired repeats" in text
     assert "64x64 px" in text and "2000 training images" in text
+    assert "Without augmentation the head's gain is" in text  # the second intervention, on the same base
     assert "From 800 to 1,600 training images" in text
     assert "Meanwhile, the readings of another experiment on this dataset" in text

@@ -231,9 +231,84 @@ def engines() -> str:
     return _markdown(["bundles (GPU vs CPU)", "reading", "repeats", "mean test accuracy", "Welch p"], rows)
 
 
+def _ci(mean_low_high: tuple[float, float, float]) -> str:
+    mean, low, high = mean_low_high
+    return f"{_pp(mean)} ({_pp(low)[:-3]} to {_pp(high)[:-3]})" if math.isfinite(low) else _pp(mean)
+
+
+def _family_caption(exp: Any) -> str:
+    sizes = exp.runs[0]["dataset"].get("sizes") or {}
+    total = sum(sizes.get(k, 0) for k in ("train", "val"))
+    return f"{catalog.dataset_form(exp.runs[0])} ({total:,} training + validation images available per repeat)"
+
+
+def intervention() -> str:
+    """The interventions (BatchNorm momentum, augmentation) wherever the shipped records hold one (:func:`core.results.why.
+    families`): per arm its means, the head's gain over stage one as reported and over the BN-re-estimated
+    stage one (95 % CIs), then the paired reading."""
+    from ..results import why
+
+    exps = catalog.experiments(None)
+    blocks = []
+    for dataset, field in sorted({(e.protocol.dataset, f) for e in exps for f in why.INTERVENTIONS}):
+        for arms in why.families(exps, dataset, field):
+            control = next((a for a in arms if why.arm_name(a.protocol.to_dict(), field) in (
+                "BatchNorm momentum 0.99", "with augmentation")), None)
+            for treated in (a for a in arms if control is not None and a is not control):
+                found = why.intervention(control.runs, treated.runs, field=field)
+                rows = [[name, f"{arm['train_images']:,}", str(arm["repeats"]),
+                         _pct(arm["stage1"][0]), _pct(arm["stage1_bn"][0]), _pct(arm["head"][0]), _ci(arm["gain"]),
+                         _ci(arm["gain_over_bn"])]
+                        for name, arm in zip(found["arms"], (found["control"], found["treated"]))]
+                blocks.append(f"{_family_caption(control)}, {control.protocol.describe()}:\n\n" + _markdown(
+                    ["arm", "training images", "repeats", "stage one (test)",
+                     "stage one, BN re-estimated", "+ Adam head", "gain (95 % CI)", "gain over BN-fixed stage one"],
+                    rows) + f"\n{found['reading']}\n")
+    return "\n".join(blocks) if blocks else "No shipped experiment holds an intervention yet.\n"
+
+
+def sizes() -> str:
+    """The size curves wherever the shipped records hold one: per training-set size the head's gain over stage
+    one as reported and over the BN-re-estimated stage one (95 % CIs), then the reading."""
+    from ..results import why
+
+    exps = catalog.experiments(None)
+    blocks = []
+    for dataset in sorted({e.protocol.dataset for e in exps}):
+        for points in why.families(exps, dataset, "limit"):
+            frame, reading = why.size_curve([p.runs for p in points])
+            rows = [[f"{int(r['training images']):,}", str(int(r["steps per epoch"])), str(int(r["repeats"])),
+                     _ci((r["gain"], r["gain low"], r["gain high"])),
+                     _ci((r["gain over BN"], r["gain over BN low"], r["gain over BN high"])), _pp(r["BN lift"])]
+                    for _, r in frame.iterrows()]
+            base = points[0].protocol.with_(limit=None)
+            blocks.append(f"{_family_caption(points[0])}, {base.describe()}:\n\n" + _markdown(
+                ["training images", "steps per epoch", "repeats", "gain (95 % CI)", "gain over BN-fixed stage one",
+                 "BatchNorm lift of stage one"], rows) + f"\n{reading}\n")
+    return "\n".join(blocks) if blocks else "No shipped experiment holds a size curve yet.\n"
+
+
+def ceilings() -> str:
+    """The second-stage readings (cRT, DFR, cRT on BN-re-estimated features) of every shipped experiment whose
+    records hold them, beside stage one and the paper's heads (mean test accuracy, 95 % CI)."""
+    from ..results import why
+
+    blocks = []
+    for exp in catalog.experiments(None):
+        frame, reading = why.ceiling(exp.runs)
+        if frame.empty or "logistic" not in set(frame["key"]):
+            continue
+        rows = [[r["second stage"], str(r["repeats"]), f"{_pct(r['test mean'])} ({_pct(r['ci low'])[:-2]} to "
+                 f"{_pct(r['ci high'])})"] for _, r in frame.iterrows()]
+        blocks.append(f"{_family_caption(exp)}, {exp.protocol.describe()}:\n\n"
+                      + _markdown(["second stage", "repeats", "test accuracy (95 % CI)"], rows) + f"\n{reading}\n")
+    return "\n".join(blocks) if blocks else "No shipped experiment holds the readings yet.\n"
+
+
 TABLES: dict[str, Callable[[], str]] = {"headline": headline, "table3": table3, "bundles": bundles,
                                         "reports": reports, "verdicts": verdicts, "environment": environment,
-                                        "engines": engines}
+                                        "engines": engines, "intervention": intervention, "sizes": sizes,
+                                        "ceilings": ceilings}
 """Every generated table by the name its markers use."""
 
 

@@ -6,9 +6,10 @@ test the explanation more directly, each a function of stored records only:
 - :func:`lift_scatter`: per repeat, the head's gain over stage one against how much re-estimating stage one's
   BatchNorm statistics lifts it (the PreciseBN reading, Wu & Johnson 2021), with Spearman's rank correlation;
   and the same against the volatility of stage one's last validation epochs (the alternative explanation);
-- :func:`intervention`: the same experiment trained at two BatchNorm momenta, repeat by repeat (same seeds,
-  same splits): if the lag causes the gain, a lower momentum lifts stage one's inference-mode score and the
-  gain shrinks;
+- :func:`intervention`: the same experiment trained two ways, repeat by repeat (same seeds, same splits):
+  at a lower BatchNorm momentum (if the moving averages' lag causes the gain, stage one's inference-mode score
+  rises and the gain shrinks), or without augmentation (re-estimation uses clean images, so part of its lift
+  may be the gap between augmented training batches and clean images, not lag);
 - :func:`size_curve`: the same protocol at several training-set sizes (optimizer steps per epoch): the gain
   over stage one as reported and over stage one with BatchNorm re-estimated, with 95 % confidence intervals;
 - :func:`ceiling`: the paper's heads beside second stages that train no network (the convex optimum cRT,
@@ -32,6 +33,8 @@ from .stats import baseline_weights, metric, paired_test
 READINGS = {"logistic": "convex head (L-BFGS, cRT)", "heldout": "held-out head (validation only, DFR)",
             "logistic_bn": "convex head on BN-re-estimated features"}
 """The second-stage readings that train no network, as the pages name them."""
+INTERVENTIONS = {"bn_momentum": "BatchNorm momentum", "augment": "augmentation"}
+"""The protocol fields an intervention varies, and what each is called."""
 VOLATILITY_EPOCHS = 10
 """Stage one's last epochs whose validation accuracy's spread measures how unsettled it ended."""
 
@@ -109,42 +112,54 @@ def arm_summary(runs: list[dict[str, Any]], head: str = "adam") -> dict[str, Any
     return out
 
 
-def intervention(control: list[dict[str, Any]], treated: list[dict[str, Any]], head: str = "adam"
-                 ) -> dict[str, Any]:
-    """Two arms of one experiment that differ only in BatchNorm momentum, paired repeat by repeat: each arm's
-    summary, the paired differences treated - control of stage one, of its BatchNorm lift and of the gain,
-    and the reading of the prediction "a lower momentum removes the lag, and the gain with it"."""
+def intervention(control: list[dict[str, Any]], treated: list[dict[str, Any]], head: str = "adam",
+                 field: str = "bn_momentum") -> dict[str, Any]:
+    """Two arms of one experiment that differ only in ``field`` (:data:`INTERVENTIONS`), paired repeat by
+    repeat: each arm's summary, the paired differences treated - control of stage one, of its BatchNorm lift
+    and of the gain, and the reading of the prediction "removing the cause removes the lift, and the gain"."""
     by_repeat = {r["repeat"]: r for r in control if "last_bn" in r["stage1"]}
     pairs = [(by_repeat[r["repeat"]], r) for r in treated if r["repeat"] in by_repeat and "last_bn" in r["stage1"]]
     out = {"control": arm_summary([a for a, _ in pairs], head), "treated": arm_summary([b for _, b in pairs], head),
-           "pairs": len(pairs)}
+           "pairs": len(pairs), "field": field}
     for name, value in (("stage1", lambda r: metric(r, "stage1", "test", baseline_weights(r, "reported"))),
                         ("bn_lift", _bn_lift), ("gain", lambda r: _gain(r, head))):
         first = np.array([value(a) for a, _ in pairs])
         second = np.array([value(b) for _, b in pairs])
         out[f"delta_{name}"] = paired_test(first, second)
-    out["momenta"] = (control[0]["protocol"].get("bn_momentum", 0.99) if control else None,
-                      treated[0]["protocol"].get("bn_momentum", 0.99) if treated else None)
+    out["arms"] = (arm_name(control[0]["protocol"], field) if control else None,
+                   arm_name(treated[0]["protocol"], field) if treated else None)
     out["reading"] = _intervention_reading(out)
     return out
+
+
+def arm_name(protocol: dict[str, Any], field: str) -> str:
+    """"BatchNorm momentum 0.9", "without augmentation": an arm in words."""
+    if field == "bn_momentum":
+        return f"BatchNorm momentum {protocol.get('bn_momentum', 0.99):g}"
+    return "without augmentation" if protocol.get("augment") is False else "with augmentation"
 
 
 def _intervention_reading(found: dict[str, Any]) -> str:
     n = found["pairs"]
     if n < 2:
-        return f"{n} paired repeat(s) so far: at least 2 are needed to compare the two momenta."
-    low, high = found["momenta"]
+        return f"{n} paired repeat(s) so far: at least 2 are needed to compare the two arms."
+    control, treated = found["arms"]
     gain, lift = found["delta_gain"], found["delta_bn_lift"]
     c, t = found["control"]["gain"][0], found["treated"]["gain"][0]
-    said = (f"At BatchNorm momentum {high:g} the head's gain is {100 * t:+.2f} pp against {100 * c:+.2f} pp at "
-            f"{low:g} ({n} paired repeats; change {100 * gain['mean difference']:+.2f} pp, p = "
-            f"{gain['p (t-test)']:.2g}); re-estimation's lift changes by {100 * lift['mean difference']:+.2f} pp "
-            f"(p = {lift['p (t-test)']:.2g}).")
+    lead = f"At {treated}" if found["field"] == "bn_momentum" else treated.capitalize()
+    said = (f"{lead} the head's gain is {100 * t:+.2f} pp against {100 * c:+.2f} pp "
+            f"{'at ' + control.split()[-1] if found['field'] == 'bn_momentum' else control} ({n} paired repeats; "
+            f"change {100 * gain['mean difference']:+.2f} pp, p = {gain['p (t-test)']:.2g}); re-estimation's lift "
+            f"changes by {100 * lift['mean difference']:+.2f} pp (p = {lift['p (t-test)']:.2g}).")
     if np.isfinite(gain["p (t-test)"]) and gain["p (t-test)"] < 0.05 and gain["mean difference"] < 0:
-        return said + " The intervention removes gain, as the BatchNorm explanation predicts."
-    if np.isfinite(gain["p (t-test)"]) and gain["p (t-test)"] < 0.05:
-        return said + " The gain grows: the BatchNorm explanation does not predict that."
-    return said + " No significant change in the gain with this many repeats."
+        said += " The intervention removes gain, as the BatchNorm explanation predicts."
+    elif np.isfinite(gain["p (t-test)"]) and gain["p (t-test)"] < 0.05:
+        said += " The gain grows: the BatchNorm explanation does not predict that."
+    else:
+        said += " No significant change in the gain with this many repeats."
+    if np.isfinite(lift["p (t-test)"]) and lift["p (t-test)"] < 0.05 and lift["mean difference"] < 0:
+        return said + " Re-estimation's lift shrinks: this arm removes part of what re-estimation corrects."
+    return said + " Re-estimation's lift does not shrink significantly with this many repeats."
 
 
 def size_curve(experiments: list[list[dict[str, Any]]], head: str = "adam") -> tuple[pd.DataFrame, str]:
