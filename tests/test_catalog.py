@@ -78,3 +78,13 @@ def test_classify_lists_the_users_models_but_not_a_frozen_backbones(tmp_path, mo
     assert [c.dataset for c in choices] == ["fashion-mnist"] and not choices[0].shipped
     assert "your run" in choices[0].label and "test accuracy 80.0 % (CNN)" in choices[0].label
     assert catalog.model_chooser(choices) is None  # no chooser shipped here
+
+
+def test_provenance_words_the_protocol_as_the_current_code_does():
+    """Records made before the image size was described still say "64x64 px" where they ran at that size."""
+    protocol = Protocol(dataset="dogs-cats", image_size=64, limit=1000)
+    run = {"protocol": protocol.to_dict(), "describe": "dogs-cats, 1000 training images", "env": {},
+           "finished_at": "2026-12-07T01:00:00+00:00"}
+    assert "64x64 px" in catalog.provenance([run])["protocol"]
+    broken = {**run, "protocol": {"dataset": "no-such-dataset"}}
+    assert catalog.provenance([broken])["protocol"] == "dogs-cats, 1000 training images"

@@ -195,10 +195,20 @@ def provenance(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not runs:
         return {"repeats": 0}
     dates = sorted(r.get("finished_at", "")[:10] for r in runs)
-    return {"repeats": len(runs), "protocol": runs[0].get("describe", ""),
+    return {"repeats": len(runs), "protocol": _describe(runs[0]),
             "backend": runs[0]["env"].get("backend"), "device": runs[0]["env"].get("device"),
             "date": dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}",
             "keras": runs[0]["env"].get("versions", {}).get("keras")}
+
+
+def _describe(run: dict[str, Any]) -> str:
+    """The run's protocol in one line, as the current code words it (a record's stored ``describe`` is the
+    wording of the code that made it, which may omit an option it did not yet mention, such as the image
+    size); the stored text where the protocol no longer parses."""
+    try:
+        return Protocol.from_dict(run["protocol"]).describe()
+    except (KeyError, TypeError, ValueError):
+        return run.get("describe", "")
 
 
 def provenance_line(runs: list[dict[str, Any]], source: str | None = None) -> str:
