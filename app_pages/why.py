@@ -101,18 +101,21 @@ def scatter_section(exp) -> int | None:
 def intervention_section(exp, exps) -> None:
     from core.results import stats, why
 
-    st.markdown("#### 3. The interventions: lower BatchNorm momentum, no augmentation")
+    st.markdown("#### 3. The interventions: lower BatchNorm momentum, no augmentation, no dropout")
     if not stats.bn_layers(exp.runs):
         st.caption("This dataset's CNN has no BatchNorm layer, so there is no momentum to intervene on.")
         return
     st.caption("Re-estimating BatchNorm replaces the moving averages kept during training by the statistics of "
-               "clean training images. Two things can make them differ: the averages lag behind the weights "
-               "(a lower momentum shortens the lag) and the training batches were augmented while the test "
-               "images are not (training without augmentation removes that gap). Each arm below changes one.")
+               "clean training images computed with dropout off. Three things can make them differ: the averages "
+               "lag behind the weights (a lower momentum shortens the lag); the training batches were augmented "
+               "while the test images are not (training without augmentation removes that gap); and dropout "
+               "before a BatchNorm layer changes the variance it sees in training but not at inference (the "
+               "variance shift, Li et al. 2019; training without dropout removes it). Each arm below changes "
+               "one, paired repeat by repeat with the paper's arm.")
     shown = False
     for field in why.INTERVENTIONS:
         for arms in why.families(exps, exp.protocol.dataset, field):
-            control = next((a for a in arms if _is_control(a.protocol, field)), None)
+            control = next((a for a in arms if why.is_control(a.protocol.to_dict(), field)), None)
             for treated in (a for a in arms if control is not None and a is not control):
                 st.caption(f"{dataset_form(control.runs[0])} · {control.protocol.describe()}")
                 found = why.intervention(control.runs, treated.runs, field=field)
@@ -127,12 +130,8 @@ def intervention_section(exp, exps) -> None:
         limit = exp.protocol.limit or 2000
         st.code(f"{command(exp.protocol.with_(limit=limit))}\n"
                 f"{command(exp.protocol.with_(limit=limit, bn_momentum=0.9))}\n"
-                f"{command(exp.protocol.with_(limit=limit, augment=False))}")
-
-
-def _is_control(protocol, field: str) -> bool:
-    """The arm as the paper trains it: Keras' momentum, the paper's augmentation."""
-    return protocol.bn_momentum == 0.99 if field == "bn_momentum" else protocol.augment is not False
+                f"{command(exp.protocol.with_(limit=limit, augment=False))}\n"
+                f"{command(exp.protocol.with_(limit=limit, no_dropout=True))}")
 
 
 def _arm_table(found: dict, control, treated) -> None:

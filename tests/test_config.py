@@ -109,3 +109,9 @@ def test_a_photo_run_at_another_image_size_says_so_in_its_description():
     assert "64x64 px" in Protocol(dataset="dogs-cats", image_size=64).describe()
     assert "px" not in Protocol(dataset="dogs-cats").describe()
     assert "px" not in Protocol(dataset="fashion-mnist", image_size=64).describe()
+
+
+def test_no_dropout_is_a_new_experiment_only_when_set():
+    assert Protocol(no_dropout=False).key() == Protocol().key() == "331fd390860ac1bc"
+    assert Protocol(no_dropout=True).key() != Protocol().key()
+    assert "no dropout" in Protocol(no_dropout=True).describe() and "dropout" not in Protocol().describe()

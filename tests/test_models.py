@@ -181,3 +181,21 @@ def test_bn_momentum_reaches_every_batchnorm_layer_of_every_architecture_that_ha
     assert all(layer.get_config()["momentum"] == 0.9 for layer in found)
     default = build_for_protocol(protocol.with_(bn_momentum=0.99), shape, classes, seed=0)
     assert {layer.momentum for layer in batchnorm_layers(default)} == {0.99}
+
+
+def test_no_dropout_sets_every_dropout_rate_to_zero_and_keeps_the_layers():
+    """--no-dropout, the intervention on dropout's variance shift: every Dropout layer of stage one stays (the
+    feature layer is one) with rate 0, so training-mode dropout passes its input through unchanged."""
+    import keras
+
+    from core.models.models import FEATURE_LAYER, build_for_protocol
+    from core.protocol.config import Protocol
+
+    protocol = Protocol(dataset="dogs-cats", data_path="/x", image_size=32, augment=False)
+    rates = lambda m: [layer.rate for layer in m.layers if isinstance(layer, keras.layers.Dropout)]  # noqa: E731
+    assert rates(build_for_protocol(protocol, (32, 32, 3), 2, seed=0)) == [0.25, 0.25, 0.25, 0.5]
+    model = build_for_protocol(protocol.with_(no_dropout=True), (32, 32, 3), 2, seed=0)
+    assert rates(model) == [0.0, 0.0, 0.0, 0.0]
+    features = model.get_layer(FEATURE_LAYER)
+    x = np.ones((4, 8), "float32")
+    assert np.array_equal(keras.ops.convert_to_numpy(features(x, training=True)), x)

@@ -174,3 +174,10 @@ def test_the_augmentation_arm_is_read_like_the_momentum_arm_and_says_when_the_li
     assert found["arms"] == ("with augmentation", "without augmentation")
     assert found["reading"].startswith("Without augmentation the head's gain is")
     assert "Re-estimation's lift shrinks" in found["reading"]
+
+
+def test_each_intervention_names_its_arms_and_knows_the_papers_arm():
+    assert why.arm_name({"no_dropout": True}, "no_dropout") == "without dropout"
+    assert why.is_control({"no_dropout": False}, "no_dropout") and why.is_control({"augment": None}, "augment")
+    assert not why.is_control({"augment": False}, "augment")
+    assert not why.is_control({"bn_momentum": 0.9}, "bn_momentum")

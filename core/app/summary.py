@@ -252,8 +252,7 @@ def intervention() -> str:
     blocks = []
     for dataset, field in sorted({(e.protocol.dataset, f) for e in exps for f in why.INTERVENTIONS}):
         for arms in why.families(exps, dataset, field):
-            control = next((a for a in arms if why.arm_name(a.protocol.to_dict(), field) in (
-                "BatchNorm momentum 0.99", "with augmentation")), None)
+            control = next((a for a in arms if why.is_control(a.protocol.to_dict(), field)), None)
             for treated in (a for a in arms if control is not None and a is not control):
                 found = why.intervention(control.runs, treated.runs, field=field)
                 rows = [[name, f"{arm['train_images']:,}", str(arm["repeats"]),

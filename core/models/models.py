@@ -184,6 +184,8 @@ def build_for_protocol(protocol: Protocol, input_shape: tuple[int, ...], num_cla
     model = build_stage1(protocol.model_id, input_shape, num_classes, augment.preset_for(protocol), seed,
                          protocol.precision, weights=protocol.weights)
     set_batchnorm_momentum(model, protocol.bn_momentum)
+    if protocol.no_dropout:
+        switch_off_dropout(model)
     if x_train is not None:
         augment.fit_whitening(model, x_train)
     return model
@@ -196,6 +198,26 @@ def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
     for layer in found:
         layer.momentum = float(momentum)
     return len(found)
+
+
+def switch_off_dropout(model: keras.Model) -> int:
+    """Set every Dropout layer's rate (nested backbones' too) to 0; returns how many. The layers stay, so
+    layer names (the feature layer is a Dropout) and weights are unchanged; Keras reads ``rate`` when the
+    layer is called, on the plain and the lock-step engine alike."""
+    found = _layers_of(model, layers.Dropout)
+    for layer in found:
+        layer.rate = 0.0
+    return len(found)
+
+
+def _layers_of(model: keras.Model, kind: type) -> list[layers.Layer]:
+    out: list[layers.Layer] = []
+    for layer in model.layers:
+        if isinstance(layer, kind):
+            out.append(layer)
+        elif isinstance(layer, keras.Model):
+            out += _layers_of(layer, kind)
+    return out
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:
@@ -218,13 +240,7 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 def batchnorm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
     """Every BatchNormalization layer in order, including those of a nested backbone (report 004's ResNet50)."""
-    out: list[layers.BatchNormalization] = []
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            out.append(layer)
-        elif isinstance(layer, keras.Model):
-            out += batchnorm_layers(layer)
-    return out
+    return _layers_of(model, layers.BatchNormalization)
 
 
 class SampleMoments(layers.Layer):

@@ -152,6 +152,15 @@ class Protocol:
     values make the inference-mode statistics follow the weights more closely: the intervention that tests
     whether the second stage's gain is BatchNorm statistics lagging behind the weights."""
 
+    no_dropout: bool = field(default=False, metadata=option(
+        flag="--no-dropout", kind="bool", label="Stage one without dropout", section="open",
+        help="train stage one with every dropout rate set to 0 (the intervention on dropout's variance shift)"))
+    """Train stage one with every Dropout layer's rate at 0 (the layers stay, so the feature layer keeps its
+    name). Dropout scales its kept units by 1/(1-rate) in training only, so a BatchNorm layer after it sees a
+    different variance in training than at inference (the "variance shift", Li et al. 2019); re-estimating the
+    statistics with dropout off corrects exactly that. Training without dropout tests whether that, rather than
+    the moving averages' lag, is what the second stage's gain was."""
+
     resplit: bool = field(default=False, metadata=option(
         flag="--resplit", kind="bool", label="New split per repeat", section="open",
         help="a new train/validation(/test) split per repeat (seed+i), as the paper's unseeded train_test_split "
@@ -362,6 +371,8 @@ class Protocol:
                      f"{self.head_init} head")
         if self.bn_momentum != _DEFAULTS["bn_momentum"]:
             parts.append(f"BatchNorm momentum {self.bn_momentum:g}")
+        if self.no_dropout:
+            parts.append("no dropout")
         if self.resplit:
             parts.append("new split per repeat")
         if self.precision != "float32":
@@ -399,6 +410,6 @@ class Protocol:
 REPORT_FIELDS = ("optimizer", "learning_rate", "momentum", "weight_decay", "augment_preset", "per_class",
                  "weights", "gan_images", "gan_epochs", "gan_latent", "gan_filters")
 """Options added for the related reports' systems (issue 13)."""
-KEYED_WHEN_SET = ("resplit", "precision", "engine", "bn_momentum") + REPORT_FIELDS
+KEYED_WHEN_SET = ("resplit", "precision", "engine", "bn_momentum", "no_dropout") + REPORT_FIELDS
 """Protocol fields that entered the key after records existed; see :meth:`Protocol.key`."""
 _DEFAULTS = {f.name: f.default for f in fields(Protocol) if f.name in KEYED_WHEN_SET}

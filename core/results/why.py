@@ -33,7 +33,7 @@ from .stats import baseline_weights, metric, paired_test
 READINGS = {"logistic": "convex head (L-BFGS, cRT)", "heldout": "held-out head (validation only, DFR)",
             "logistic_bn": "convex head on BN-re-estimated features"}
 """The second-stage readings that train no network, as the pages name them."""
-INTERVENTIONS = {"bn_momentum": "BatchNorm momentum", "augment": "augmentation"}
+INTERVENTIONS = {"bn_momentum": "BatchNorm momentum", "augment": "augmentation", "no_dropout": "dropout"}
 """The protocol fields an intervention varies, and what each is called."""
 VOLATILITY_EPOCHS = 10
 """Stage one's last epochs whose validation accuracy's spread measures how unsettled it ended."""
@@ -136,7 +136,14 @@ def arm_name(protocol: dict[str, Any], field: str) -> str:
     """"BatchNorm momentum 0.9", "without augmentation": an arm in words."""
     if field == "bn_momentum":
         return f"BatchNorm momentum {protocol.get('bn_momentum', 0.99):g}"
+    if field == "no_dropout":
+        return "without dropout" if protocol.get("no_dropout") else "with dropout"
     return "without augmentation" if protocol.get("augment") is False else "with augmentation"
+
+
+def is_control(protocol: dict[str, Any], field: str) -> bool:
+    """The arm trained as the paper trains it: Keras' momentum, the paper's augmentation, its dropout."""
+    return arm_name(protocol, field) in ("BatchNorm momentum 0.99", "with augmentation", "with dropout")
 
 
 def _intervention_reading(found: dict[str, Any]) -> str:
