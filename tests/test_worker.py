@@ -74,3 +74,20 @@ def test_error_text_is_one_line_a_user_can_act_on():
     assert error_text(DatasetUnavailable("No folder at /x.")) == "No folder at /x."
     assert error_text(MemoryError()).startswith("Out of memory while training")
     assert error_text(ValueError("bad value")) == "ValueError: bad value" and error_text(KeyError()) == "KeyError"
+
+
+def test_a_job_queued_by_newer_code_fails_in_one_line_rather_than_running_another_experiment(
+        cache_dir, protocol, monkeypatch):
+    """An old worker once read a no-dropout job without its new field, found the paper-protocol repeats stored
+    and marked the job done. A field this code does not know, set, now fails the job saying so."""
+    monkeypatch.setattr(experiment, "run_repeat", stand_in())
+    plain = Protocol.to_dict
+    monkeypatch.setattr(Protocol, "to_dict", lambda self: {**plain(self), "future_option": True})
+    queue = JobQueue(cache_dir)
+    job_id = queue.submit(protocol, 1)
+    monkeypatch.setattr(Protocol, "to_dict", plain)
+    worker(cache_dir, [], max_jobs=1).run()
+    job = queue.job(job_id)
+    assert job["state"] == "failed" and "sets future_option, which this worker's code does not know" in job["error"]
+    assert queue.store.runs(protocol.key()) == []
+    assert Protocol.unknown_fields({**plain(protocol), "future_option": False, "other": None}) == []

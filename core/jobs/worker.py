@@ -88,6 +88,10 @@ def execute(job: dict[str, Any], store: RunStore, progress: Callable[[dict], Non
 
         return execute_job(job, store, progress, should_stop, executor=job_executor(job, executor),
                            after_store=lambda record: store.prune_artefacts(artefact_budget()))
+    unknown = Protocol.unknown_fields(job["protocol"])
+    if unknown:  # queued by newer code: reading it without them would train (or find stored) another experiment
+        raise ValueError(f"this job sets {', '.join(unknown)}, which this worker's code does not know; run a worker "
+                         f"from the code that queued it")
     protocol = Protocol.from_dict(job["protocol"])
     repeats = int(job["repeats"])
     todo = missing_repeats(store, protocol, repeats)

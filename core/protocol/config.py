@@ -322,6 +322,15 @@ class Protocol:
             values["augmentation"] = Augmentation(**values["augmentation"])
         return cls(**values)
 
+    @classmethod
+    def unknown_fields(cls, data: dict[str, Any]) -> list[str]:
+        """Fields of ``data`` this code does not know, set to something other than off (None, False): a job
+        queued by newer code. :meth:`from_dict` drops unknown fields (old records must load), so a worker
+        asks first; a dropped ``no_dropout: true`` once made an old worker answer a no-dropout job with the
+        paper-protocol experiment's stored repeats."""
+        known = {f.name for f in fields(cls)}
+        return sorted(k for k, v in data.items() if k not in known and v not in (None, False))
+
     def key(self) -> str:
         """Stable hash of everything that changes the numbers.
 
