@@ -74,7 +74,7 @@ def scatter_section(exp) -> int | None:
 
     st.markdown("#### 2. Per repeat: does the gain follow the BatchNorm lift?")
     if not stats.bn_layers(exp.runs):
-        st.caption("This dataset's CNN has no BatchNorm layer: there is no lag to re-estimate.")
+        st.caption("This dataset's CNN has no BatchNorm layer: there are no statistics to re-estimate.")
         return None
     frame, found = why.lift_scatter(exp.runs)
     if frame.empty:

@@ -156,7 +156,8 @@ def test_the_verdict_says_which_explanation_is_left_standing_and_where_the_ceili
     explained = [record(i, 0.60 + 0.01 * i, 0.70 + 0.012 * i, 0.70 + 0.012 * i + 0.001 * (i % 2),
                         readings={"logistic": {"test_accuracy": 0.72 + 0.012 * i}}) for i in range(6)]
     text = verdict(explained)
-    assert "Left standing: the BatchNorm lag and the checkpoint choice explain the gain." in text
+    assert ("Left standing: the BatchNorm statistics stage one uses at inference and the checkpoint choice explain "
+            "the gain.") in text
     assert "the same features (a logistic regression fitted to convergence) scores +1.95 pp against the Adam" in text
     # a real gain: the head beats even the fixed stage one, consistently
     real = [record(i, 0.60 + 0.01 * i, 0.62 + 0.01 * i, 0.70 + 0.011 * i) for i in range(6)]

@@ -93,13 +93,20 @@ def report_experiments(report_id: str) -> list[Experiment]:
 
 
 def dataset_form(run: dict[str, Any]) -> str:
-    """"CIFAR-10, JPEG copy", "Dogs & Cats, image folder": which data a record's numbers are on, in words."""
+    """"CIFAR-10, JPEG copy of 50,000 + 10,000 images", "Dogs & Cats, image folder of 8,000 + 2,000 images":
+    which data, and which copy of it, a record's numbers are on, in words (the copy's training + test sizes
+    as found, before any split or ``--limit``)."""
     from ..data.datasets import FORMS
 
     dataset = run.get("dataset", {})
     form = dataset.get("form")
     title = dataset_title(dataset.get("name", ""))
-    return f"{title}, {FORMS.get(form, form)}" if form else title
+    text = f"{title}, {FORMS.get(form, form)}" if form else title
+    copy = dataset.get("source_sizes") or {}
+    if copy.get("train"):  # which copy: the paper's 8,000 + 2,000 photos or a 1,400 + 1,600 subset of them
+        text += (f" of {copy['train']:,} + {copy['test']:,} images" if copy.get("test") else
+                 f" of {copy['train']:,} images")
+    return text
 
 
 def models(store: RunStore | None = None) -> list[ModelChoice]:

@@ -237,9 +237,7 @@ def _ci(mean_low_high: tuple[float, float, float]) -> str:
 
 
 def _family_caption(exp: Any) -> str:
-    sizes = exp.runs[0]["dataset"].get("sizes") or {}
-    total = sum(sizes.get(k, 0) for k in ("train", "val"))
-    return f"{catalog.dataset_form(exp.runs[0])} ({total:,} training + validation images available per repeat)"
+    return catalog.dataset_form(exp.runs[0])
 
 
 def intervention() -> str:

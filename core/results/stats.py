@@ -339,7 +339,8 @@ def verdict(runs: list[dict[str, Any]], head: str = "adam", alpha: float = 0.05)
         text += (f" Against {against} the head is {100 * float(rest['mean difference']):+.2f} pp "
                  f"(p = {left_p:.2g}, {judged}).")
         if gain > 0 and p < alpha:
-            cause = "the BatchNorm lag and the checkpoint choice" if bn_layers(runs) else "the checkpoint choice"
+            cause = ("the BatchNorm statistics stage one uses at inference and the checkpoint choice" if bn_layers(runs)
+                     else "the checkpoint choice")
             text += (f" Left standing: {cause} explain the gain." if left_p >= alpha else
                      " Left standing: a gain of the second stage beyond the known artefacts.")
     text += _ceiling_note(table, head)
