@@ -409,7 +409,7 @@ def body() -> None:
         return
     exp = choose_experiment(exps)
     runs = exp.runs
-    prov = "Ours: " + catalog.provenance_line(runs, exp.source)
+    prov = f"Ours: {catalog.dataset_form(runs[0])} · {catalog.provenance_line(runs, exp.source)}"
     st.info(prov, icon=":material/receipt_long:")
     default_column = paper_column(exp.protocol)
     verdict_section(runs, default_column)

@@ -370,3 +370,16 @@ def test_the_per_class_tables_macro_average_is_never_below_the_fold(results_cach
     monkeypatch.setattr(st, "dataframe", recording)
     open_results(results_cache[0]["key"])
     assert heights and set(heights) == {"content"}, heights
+
+
+def test_ours_names_the_data_and_which_copy_of_it(results_cache):
+    """Issue 25: every result says which form and copy of the data produced it (CIFAR-10's official batches vs
+    its JPEG copy; the paper's 8,000 + 2,000 pet photos vs a subset)."""
+    from core.app import catalog
+
+    at = open_results(results_cache[0]["key"])
+    ours = next(str(i.value) for i in at.info if str(i.value).startswith("Ours: "))
+    run = results_cache[0]
+    assert ours.startswith(f"Ours: {catalog.dataset_form(run)} · ")
+    assert catalog.dataset_form({**run, "dataset": {**run["dataset"], "form": "folder", "source_sizes": {
+        "train": 8000, "test": 2000}}}) == "Dogs & Cats, image folder of 8,000 + 2,000 images"
