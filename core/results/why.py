@@ -222,7 +222,8 @@ def ceiling(runs: list[dict[str, Any]]) -> tuple[pd.DataFrame, str]:
         return frame, "These records hold no readings of a second stage that trains no network (made before them)."
     means = dict(zip(frame["key"], frame["test mean"]))
     text = (f"The convex optimum on the same features reaches {100 * means['logistic']:.2f} % against the Adam "
-            f"head's {100 * means['adam']:.2f} % ({100 * (means['adam'] - means['logistic']):+.2f} pp)")
+            f"head's {100 * means['adam']:.2f} % (the head is {100 * (means['adam'] - means['logistic']):+.2f} pp from "
+            f"the optimum)")
     if "heldout" in means:
         text += f"; a head fitted on held-out data only reaches {100 * means['heldout']:.2f} %"
     if "logistic_bn" in means:
