@@ -182,3 +182,20 @@ def test_each_intervention_names_its_arms_and_knows_the_papers_arm():
     assert why.is_control({"no_dropout": False}, "no_dropout") and why.is_control({"augment": None}, "augment")
     assert not why.is_control({"augment": False}, "augment")
     assert not why.is_control({"bn_momentum": 0.9}, "bn_momentum")
+
+
+def test_the_interventions_summary_names_the_causes_ruled_out_or_confirmed():
+    control = [record(i, 0.60 + 0.01 * i, 0.70 + 0.01 * i, 0.69 + 0.01 * i) for i in range(5)]
+    same = [record(i, 0.60 + 0.01 * i + 0.003 * (-1) ** i, 0.70 + 0.01 * i, 0.69 + 0.01 * i, momentum=0.9)
+            for i in range(5)]
+    fixed = [record(i, 0.69 + 0.01 * i, 0.70 + 0.01 * i + 0.001 * (i % 2), 0.69 + 0.01 * i) for i in range(5)]
+    for run in fixed:
+        run["protocol"]["no_dropout"] = True
+    momentum = why.intervention(control, same)
+    dropout = why.intervention(control, fixed, field="no_dropout")
+    assert why.interventions_summary([momentum]).startswith(
+        "None of the 1 interventions shrinks re-estimation's lift significantly: what re-estimating BatchNorm "
+        "corrects here is not the moving averages' lag")
+    assert why.interventions_summary([momentum, dropout]) == (
+        "Of 2 interventions, 1 shrinks re-estimation's lift significantly: without dropout (dropout's variance "
+        "shift).")

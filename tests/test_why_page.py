@@ -40,6 +40,7 @@ def test_the_shipped_dogs_and_cats_runs_answer_with_their_numbers_and_the_shippe
                  "Without dropout the head's gain is", "training images the head's gain over stage one goes"):
         assert lead in text, lead
     assert "of 8,000 + 2,000 images" in text and "64x64 px" in text
+    assert "**In short:**" in text and "re-estimation's lift significantly" in text  # all arms read together
     assert "hold no readings of a second stage" in text  # the 20 GPU repeats predate the readings ...
     assert "Meanwhile, the readings of another experiment on this dataset" in text  # ... the 64 px runs hold them
 

@@ -247,12 +247,13 @@ def intervention() -> str:
     from ..results import why
 
     exps = catalog.experiments(None)
-    blocks = []
+    blocks, read = [], []
     for dataset, field in sorted({(e.protocol.dataset, f) for e in exps for f in why.INTERVENTIONS}):
         for arms in why.families(exps, dataset, field):
             control = next((a for a in arms if why.is_control(a.protocol.to_dict(), field)), None)
             for treated in (a for a in arms if control is not None and a is not control):
                 found = why.intervention(control.runs, treated.runs, field=field)
+                read.append(found)
                 rows = [[name, f"{arm['train_images']:,}", str(arm["repeats"]),
                          _pct(arm["stage1"][0]), _pct(arm["stage1_bn"][0]), _pct(arm["head"][0]), _ci(arm["gain"]),
                          _ci(arm["gain_over_bn"])]
@@ -261,7 +262,9 @@ def intervention() -> str:
                     ["arm", "training images", "repeats", "stage one (test)",
                      "stage one, BN re-estimated", "+ Adam head", "gain (95 % CI)", "gain over BN-fixed stage one"],
                     rows) + f"\n{found['reading']}\n")
-    return "\n".join(blocks) if blocks else "No shipped experiment holds an intervention yet.\n"
+    if not blocks:
+        return "No shipped experiment holds an intervention yet.\n"
+    return "\n".join(blocks) + f"\n**In short:** {why.interventions_summary(read)}\n"
 
 
 def sizes() -> str:

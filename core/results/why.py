@@ -169,6 +169,30 @@ def _intervention_reading(found: dict[str, Any]) -> str:
     return said + " Re-estimation's lift does not shrink significantly with this many repeats."
 
 
+CAUSES = {"bn_momentum": "the moving averages' lag", "augment": "augmented training batches",
+          "no_dropout": "dropout's variance shift"}
+"""What each intervention removes, as the summary of the interventions names it."""
+
+
+def interventions_summary(found: list[dict[str, Any]], alpha: float = 0.05) -> str:
+    """One sentence over every intervention read (:func:`intervention` results): which of them shrink
+    re-estimation's lift significantly, i.e. which suspected cause of the BatchNorm mismatch is confirmed."""
+    read = [f for f in found if f["pairs"] >= 2]
+    if not read:
+        return ""
+    shrinks = [f for f in read if np.isfinite(f["delta_bn_lift"]["p (t-test)"])
+               and f["delta_bn_lift"]["p (t-test)"] < alpha and f["delta_bn_lift"]["mean difference"] < 0]
+    if shrinks:
+        names = ", ".join(f"{f['arms'][1]} ({CAUSES[f['field']]})" for f in shrinks)
+        verb = "shrinks" if len(shrinks) == 1 else "shrink"
+        return f"Of {len(read)} interventions, {len(shrinks)} {verb} re-estimation's lift significantly: {names}."
+    causes = sorted({CAUSES[f["field"]] for f in read}, key=list(CAUSES.values()).index)
+    listed = causes[0] if len(causes) == 1 else ", ".join(causes[:-1]) + " nor " + causes[-1]
+    return (f"None of the {len(read)} interventions shrinks re-estimation's lift significantly: what re-estimating "
+            f"BatchNorm corrects here is {'not' if len(causes) == 1 else 'neither'} {listed}, as far as these "
+            f"repeats can tell.")
+
+
 def size_curve(experiments: list[list[dict[str, Any]]], head: str = "adam") -> tuple[pd.DataFrame, str]:
     """The same protocol at several training-set sizes (each item one experiment's records): a row per size
     with the training images, optimizer steps per epoch, repeats and the gains with 95 % CIs; and a reading."""
