@@ -241,9 +241,9 @@ def _family_caption(exp: Any) -> str:
 
 
 def intervention() -> str:
-    """The interventions (BatchNorm momentum, augmentation) wherever the shipped records hold one (:func:`core.results.why.
-    families`): per arm its means, the head's gain over stage one as reported and over the BN-re-estimated
-    stage one (95 % CIs), then the paired reading."""
+    """The interventions (BatchNorm momentum, augmentation, dropout) wherever the shipped records hold one
+    (:func:`core.results.why.families`): per arm its means, the head's gain over stage one as reported and over
+    the BN-re-estimated stage one (95 % CIs), the paired reading, and one sentence over them all."""
     from ..results import why
 
     exps = catalog.experiments(None)

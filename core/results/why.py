@@ -8,8 +8,10 @@ test the explanation more directly, each a function of stored records only:
   and the same against the volatility of stage one's last validation epochs (the alternative explanation);
 - :func:`intervention`: the same experiment trained two ways, repeat by repeat (same seeds, same splits):
   at a lower BatchNorm momentum (if the moving averages' lag causes the gain, stage one's inference-mode score
-  rises and the gain shrinks), or without augmentation (re-estimation uses clean images, so part of its lift
-  may be the gap between augmented training batches and clean images, not lag);
+  rises and the gain shrinks), without augmentation (re-estimation uses clean images, so part of its lift
+  may be the gap between augmented training batches and clean images, not lag) or without dropout (dropout
+  ahead of a BatchNorm layer shifts the variance it sees in training only); :func:`interventions_summary`
+  reads them together;
 - :func:`size_curve`: the same protocol at several training-set sizes (optimizer steps per epoch): the gain
   over stage one as reported and over stage one with BatchNorm re-estimated, with 95 % confidence intervals;
 - :func:`ceiling`: the paper's heads beside second stages that train no network (the convex optimum cRT,
@@ -33,8 +35,9 @@ from .stats import baseline_weights, metric, paired_test
 READINGS = {"logistic": "convex head (L-BFGS, cRT)", "heldout": "held-out head (validation only, DFR)",
             "logistic_bn": "convex head on BN-re-estimated features"}
 """The second-stage readings that train no network, as the pages name them."""
-INTERVENTIONS = {"bn_momentum": "BatchNorm momentum", "augment": "augmentation", "no_dropout": "dropout"}
-"""The protocol fields an intervention varies, and what each is called."""
+INTERVENTIONS = {"bn_momentum": "the moving averages' lag", "augment": "augmented training batches",
+                 "no_dropout": "dropout's variance shift"}
+"""The protocol fields an intervention varies, and the suspected cause of the BatchNorm mismatch each removes."""
 VOLATILITY_EPOCHS = 10
 """Stage one's last epochs whose validation accuracy's spread measures how unsettled it ended."""
 
@@ -169,11 +172,6 @@ def _intervention_reading(found: dict[str, Any]) -> str:
     return said + " Re-estimation's lift does not shrink significantly with this many repeats."
 
 
-CAUSES = {"bn_momentum": "the moving averages' lag", "augment": "augmented training batches",
-          "no_dropout": "dropout's variance shift"}
-"""What each intervention removes, as the summary of the interventions names it."""
-
-
 def interventions_summary(found: list[dict[str, Any]], alpha: float = 0.05) -> str:
     """One sentence over every intervention read (:func:`intervention` results): which of them shrink
     re-estimation's lift significantly, i.e. which suspected cause of the BatchNorm mismatch is confirmed."""
@@ -183,10 +181,10 @@ def interventions_summary(found: list[dict[str, Any]], alpha: float = 0.05) -> s
     shrinks = [f for f in read if np.isfinite(f["delta_bn_lift"]["p (t-test)"])
                and f["delta_bn_lift"]["p (t-test)"] < alpha and f["delta_bn_lift"]["mean difference"] < 0]
     if shrinks:
-        names = ", ".join(f"{f['arms'][1]} ({CAUSES[f['field']]})" for f in shrinks)
+        names = ", ".join(f"{f['arms'][1]} ({INTERVENTIONS[f['field']]})" for f in shrinks)
         verb = "shrinks" if len(shrinks) == 1 else "shrink"
         return f"Of {len(read)} interventions, {len(shrinks)} {verb} re-estimation's lift significantly: {names}."
-    causes = sorted({CAUSES[f["field"]] for f in read}, key=list(CAUSES.values()).index)
+    causes = sorted({INTERVENTIONS[f["field"]] for f in read}, key=list(INTERVENTIONS.values()).index)
     listed = causes[0] if len(causes) == 1 else ", ".join(causes[:-1]) + " nor " + causes[-1]
     return (f"None of the {len(read)} interventions shrinks re-estimation's lift significantly: what re-estimating "
             f"BatchNorm corrects here is {'not' if len(causes) == 1 else 'neither'} {listed}, as far as these "
