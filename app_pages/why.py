@@ -112,22 +112,16 @@ def intervention_section(exp, exps) -> None:
                "before a BatchNorm layer changes the variance it sees in training but not at inference (the "
                "variance shift, Li et al. 2019; training without dropout removes it). Each arm below changes "
                "one, paired repeat by repeat with the paper's arm.")
-    shown, read = False, []
-    for field in why.INTERVENTIONS:
-        for arms in why.families(exps, exp.protocol.dataset, field):
-            control = next((a for a in arms if why.is_control(a.protocol.to_dict(), field)), None)
-            for treated in (a for a in arms if control is not None and a is not control):
-                st.caption(f"{dataset_form(control.runs[0])} · {control.protocol.describe()}")
-                found = why.intervention(control.runs, treated.runs, field=field)
-                read.append(found)
-                _arm_table(found, control, treated)
-                st.caption(found["reading"] + (" Prediction if the lag causes the gain: at the lower momentum "
-                           "stage one's reported score rises to about its re-estimated value, and the gain "
-                           "shrinks to what Table 3's both-fixes row leaves." if field == "bn_momentum" else ""))
-                shown = True
-    if why.interventions_summary(read):
-        st.markdown(f"**In short:** {why.interventions_summary(read)}")
-    if not shown:
+    pairs = why.intervention_pairs(exps, exp.protocol.dataset)
+    for control, _, found in pairs:
+        st.caption(f"{dataset_form(control.runs[0])} · {control.protocol.describe()}")
+        _arm_table(found)
+        st.caption(found["reading"] + (" Prediction if the lag causes the gain: at the lower momentum stage one's "
+                   "reported score rises to about its re-estimated value, and the gain shrinks to what Table 3's "
+                   "both-fixes row leaves." if found["field"] == "bn_momentum" else ""))
+    if pairs:
+        st.markdown(f"**In short:** {why.interventions_summary([found for *_, found in pairs])}")
+    else:
         st.caption("Not run yet for this dataset. On a CPU a subset keeps it to hours; both arms need the same "
                    "options and seeds:")
         limit = exp.protocol.limit or 2000
@@ -137,12 +131,12 @@ def intervention_section(exp, exps) -> None:
                 f"{command(exp.protocol.with_(limit=limit, no_dropout=True))}")
 
 
-def _arm_table(found: dict, control, treated) -> None:
+def _arm_table(found: dict) -> None:
     import pandas as pd
 
     rows = []
-    for name, arm, exp in (("control", found["control"], control), ("treated", found["treated"], treated)):
-        rows.append({"arm": found["arms"][0 if name == "control" else 1],
+    for name, arm in zip(found["arms"], (found["control"], found["treated"])):
+        rows.append({"arm": name,
                      "training images": arm["train_images"], "repeats": arm["repeats"],
                      "stage one": pct(arm["stage1"][0]), "stage one, BN re-estimated": pct(arm["stage1_bn"][0]),
                      "Adam head": pct(arm["head"][0]), "gain": signed_pct(arm["gain"][0]),

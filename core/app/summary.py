@@ -110,13 +110,16 @@ def _paper_gain(column: str) -> str:
     return text
 
 
+def _shipped() -> list[tuple[Any, list[dict[str, Any]]]]:
+    """Every shipped bundle that holds records, with its records: ``(folder, runs)``."""
+    found = [(folder, reference.load_runs(folder)) for folder in reference.bundles()]
+    return [(folder, runs) for folder, runs in found if runs]
+
+
 def bundles() -> str:
     """Every shipped experiment: where it ran and its mean test accuracy per method."""
     rows = []
-    for folder in reference.bundles():
-        runs = reference.load_runs(folder)
-        if not runs:
-            continue
+    for folder, runs in _shipped():
         env = runs[0]["env"]
         means = stats.table1(runs)["test mean"]
         engine = runs[0]["protocol"].get("engine", "plain")
@@ -195,10 +198,7 @@ ENVIRONMENT_LIBRARIES = ("python", "numpy", "scipy", "keras", "jax", "tensorflow
 def environment() -> str:
     """Which software and hardware produced each shipped bundle (the first record's; a bundle is one run)."""
     rows = []
-    for folder in reference.bundles():
-        runs = reference.load_runs(folder)
-        if not runs:
-            continue
+    for folder, runs in _shipped():
         env = runs[0]["env"]
         versions = env.get("versions", {})
         precision = (env.get("precision") or {}).get("name") or runs[0]["protocol"].get("precision", "float32")
@@ -213,12 +213,11 @@ def engines() -> str:
     from scipy.stats import ttest_ind
 
     rows = []
-    names = {folder.name: folder for folder in reference.bundles()}
-    for name, folder in names.items():
-        cpu = names.get(f"{name}-cpu")
-        if cpu is None:
+    shipped = {folder.name: runs for folder, runs in _shipped()}
+    for name, gpu_runs in shipped.items():
+        cpu_runs = shipped.get(f"{name}-cpu")
+        if cpu_runs is None:
             continue
-        gpu_runs, cpu_runs = reference.load_runs(folder), reference.load_runs(cpu)
         readings = [("stage one", "stage1", None), ("Adam head", "adam", None)]
         if stats.bn_layers(gpu_runs):
             readings.insert(1, ("stage one, BatchNorm re-estimated", "stage1", "last_bn"))
@@ -226,7 +225,7 @@ def engines() -> str:
             a = [stats.metric(r, method, "test", weights) for r in gpu_runs]
             b = [stats.metric(r, method, "test", weights) for r in cpu_runs]
             p = float(ttest_ind(a, b, equal_var=False).pvalue)
-            rows.append([f"`{name}` vs `{cpu.name}`", label, f"{len(a)} / {len(b)}",
+            rows.append([f"`{name}` vs `{name}-cpu`", label, f"{len(a)} / {len(b)}",
                          f"{_pct(sum(a) / len(a))} vs {_pct(sum(b) / len(b))}", _p(p)])
     return _markdown(["bundles (GPU vs CPU)", "reading", "repeats", "mean test accuracy", "Welch p"], rows)
 
@@ -236,35 +235,24 @@ def _ci(mean_low_high: tuple[float, float, float]) -> str:
     return f"{_pp(mean)} ({_pp(low)[:-3]} to {_pp(high)[:-3]})" if math.isfinite(low) else _pp(mean)
 
 
-def _family_caption(exp: Any) -> str:
-    return catalog.dataset_form(exp.runs[0])
-
-
 def intervention() -> str:
     """The interventions (BatchNorm momentum, augmentation, dropout) wherever the shipped records hold one
-    (:func:`core.results.why.families`): per arm its means, the head's gain over stage one as reported and over
+    (:func:`core.results.why.intervention_pairs`): per arm its means, the head's gain over stage one as reported and over
     the BN-re-estimated stage one (95 % CIs), the paired reading, and one sentence over them all."""
     from ..results import why
 
-    exps = catalog.experiments(None)
-    blocks, read = [], []
-    for dataset, field in sorted({(e.protocol.dataset, f) for e in exps for f in why.INTERVENTIONS}):
-        for arms in why.families(exps, dataset, field):
-            control = next((a for a in arms if why.is_control(a.protocol.to_dict(), field)), None)
-            for treated in (a for a in arms if control is not None and a is not control):
-                found = why.intervention(control.runs, treated.runs, field=field)
-                read.append(found)
-                rows = [[name, f"{arm['train_images']:,}", str(arm["repeats"]),
-                         _pct(arm["stage1"][0]), _pct(arm["stage1_bn"][0]), _pct(arm["head"][0]), _ci(arm["gain"]),
-                         _ci(arm["gain_over_bn"])]
-                        for name, arm in zip(found["arms"], (found["control"], found["treated"]))]
-                blocks.append(f"{_family_caption(control)}, {control.protocol.describe()}:\n\n" + _markdown(
-                    ["arm", "training images", "repeats", "stage one (test)",
-                     "stage one, BN re-estimated", "+ Adam head", "gain (95 % CI)", "gain over BN-fixed stage one"],
-                    rows) + f"\n{found['reading']}\n")
+    pairs = why.intervention_pairs(catalog.experiments(None))
+    blocks = []
+    for control, _, found in pairs:
+        rows = [[name, f"{arm['train_images']:,}", str(arm["repeats"]), _pct(arm["stage1"][0]),
+                 _pct(arm["stage1_bn"][0]), _pct(arm["head"][0]), _ci(arm["gain"]), _ci(arm["gain_over_bn"])]
+                for name, arm in zip(found["arms"], (found["control"], found["treated"]))]
+        blocks.append(f"{catalog.dataset_form(control.runs[0])}, {control.protocol.describe()}:\n\n" + _markdown(
+            ["arm", "training images", "repeats", "stage one (test)", "stage one, BN re-estimated", "+ Adam head",
+             "gain (95 % CI)", "gain over BN-fixed stage one"], rows) + f"\n{found['reading']}\n")
     if not blocks:
         return "No shipped experiment holds an intervention yet.\n"
-    return "\n".join(blocks) + f"\n**In short:** {why.interventions_summary(read)}\n"
+    return "\n".join(blocks) + f"\n**In short:** {why.interventions_summary([f for *_, f in pairs])}\n"
 
 
 def sizes() -> str:
@@ -282,7 +270,7 @@ def sizes() -> str:
                      _ci((r["gain over BN"], r["gain over BN low"], r["gain over BN high"])), _pp(r["BN lift"])]
                     for _, r in frame.iterrows()]
             base = points[0].protocol.with_(limit=None)
-            blocks.append(f"{_family_caption(points[0])}, {base.describe()}:\n\n" + _markdown(
+            blocks.append(f"{catalog.dataset_form(points[0].runs[0])}, {base.describe()}:\n\n" + _markdown(
                 ["training images", "steps per epoch", "repeats", "gain (95 % CI)", "gain over BN-fixed stage one",
                  "BatchNorm lift of stage one"], rows) + f"\n{reading}\n")
     return "\n".join(blocks) if blocks else "No shipped experiment holds a size curve yet.\n"
@@ -300,7 +288,7 @@ def ceilings() -> str:
             continue
         rows = [[r["second stage"], str(r["repeats"]), f"{_pct(r['test mean'])} ({_pct(r['ci low'])[:-2]} to "
                  f"{_pct(r['ci high'])})"] for _, r in frame.iterrows()]
-        blocks.append(f"{_family_caption(exp)}, {exp.protocol.describe()}:\n\n"
+        blocks.append(f"{catalog.dataset_form(exp.runs[0])}, {exp.protocol.describe()}:\n\n"
                       + _markdown(["second stage", "repeats", "test accuracy (95 % CI)"], rows) + f"\n{reading}\n")
     return "\n".join(blocks) if blocks else "No shipped experiment holds the readings yet.\n"
 

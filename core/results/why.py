@@ -172,6 +172,20 @@ def _intervention_reading(found: dict[str, Any]) -> str:
     return said + " Re-estimation's lift does not shrink significantly with this many repeats."
 
 
+def intervention_pairs(experiments: list[Any], dataset: str | None = None) -> list[tuple[Any, Any, dict[str, Any]]]:
+    """Every intervention the experiments hold (of ``dataset``, or of every dataset): ``(control, treated,
+    :func:`intervention`)`` per treated arm, paired with the arm trained as the paper trains it."""
+    datasets = [dataset] if dataset else sorted({e.protocol.dataset for e in experiments})
+    out = []
+    for name in datasets:
+        for field in INTERVENTIONS:
+            for arms in families(experiments, name, field):
+                control = next((a for a in arms if is_control(a.protocol.to_dict(), field)), None)
+                out += [(control, treated, intervention(control.runs, treated.runs, field=field))
+                        for treated in arms if control is not None and treated is not control]
+    return out
+
+
 def interventions_summary(found: list[dict[str, Any]], alpha: float = 0.05) -> str:
     """One sentence over every intervention read (:func:`intervention` results): which of them shrink
     re-estimation's lift significantly, i.e. which suspected cause of the BatchNorm mismatch is confirmed."""
