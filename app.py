@@ -13,6 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st  # noqa: E402
 
+from core.protocol.settings import apply_server_environment  # noqa: E402
+
+apply_server_environment()  # before anything loads TensorFlow
+
 
 def _copy_demo_secret() -> None:
     """A hosted deployment turns demo mode on with a ``TWO_STAGE_DEMO`` secret; core reads the environment."""

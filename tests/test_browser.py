@@ -130,6 +130,31 @@ def test_classify_an_uploaded_photo_in_chromium(app_url, tmp_path):
         assert page.locator("[data-testid='stException']").count() == 0
 
 
+def test_results_downloads_are_written_when_clicked(app_url, tmp_path):
+    """The Results downloads are made on click (not on every visit, which held 12 MB per visitor): the file
+    a click gives is the experiment's records."""
+    import csv
+    import io
+    import json
+
+    from playwright.sync_api import expect
+
+    with chromium_page(1400, 1200) as page:
+        page.goto(app_url)
+        page.locator("[data-testid='stSidebarNav'] a", has_text="Results").click()
+        button = page.get_by_role("button", name="Experiment (CSV)")
+        expect(button).to_be_visible(timeout=60_000)
+        with page.expect_download(timeout=60_000) as got:
+            button.click()
+        rows = list(csv.DictReader(io.StringIO(Path(got.value.path()).read_text())))
+        assert rows and "repeat" in rows[0]
+        with page.expect_download(timeout=60_000) as got:
+            page.get_by_role("button", name="All runs (JSON)").click()
+        records = json.loads(Path(got.value.path()).read_text())
+        assert len(records) >= len(rows) and all("protocol" in r for r in records)
+        assert page.locator("[data-testid='stException']").count() == 0
+
+
 def test_a_page_opened_directly_on_a_fresh_server_gets_the_apps_navigation(tmp_path):
     """The first request of a new server process goes straight to /results (a shared link): the page must
     still be routed by app.py (its navigation titles, its page config), not by Streamlit's legacy mode."""

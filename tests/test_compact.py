@@ -68,3 +68,36 @@ def test_compact_dogs_cats_cnn_agrees_with_float32_on_at_least_99_5_percent(tmp_
     assert compact.agreement(p16, p32) >= compact.MIN_AGREEMENT
     assert np.abs(p16 - p32).max() < 0.02
     assert (tmp_path / "stage1.npz").stat().st_size < 0.5 * full.stat().st_size
+
+
+def test_batchnorm_and_dropout_models_load_with_every_stored_weight(tmp_path):
+    """The loader builds with zero initialisers and fills the weights one by one (to spare the server's memory):
+    BatchNorm's moving statistics and every other weight must still come back as saved."""
+    import keras
+
+    from core.models.models import build_stage1
+
+    keras.utils.set_random_seed(3)
+    model = build_stage1("dogs-cats", (32, 32, 3), 2)
+    x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype(np.float32)
+    for variable in model.non_trainable_weights:  # moving statistics unlike their initial values
+        if variable.path.endswith(("moving_mean", "moving_variance")):
+            variable.assign(np.full(tuple(variable.shape), 1.5 if variable.path.endswith("variance") else 0.5))
+    back = compact.load(compact.save(model, tmp_path / "stage1.npz"))
+    for original, loaded in zip(model.weights, back.weights):
+        np.testing.assert_array_equal(np.asarray(loaded), np.asarray(original).astype(np.float16).astype(np.float32)
+                                      if np.issubdtype(np.asarray(original).dtype, np.floating) else original)
+    np.testing.assert_allclose(back.predict(x, verbose=0), model.predict(x, verbose=0), atol=2e-2)
+
+
+def test_a_weight_of_the_wrong_shape_is_one_line(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    path = compact.save(model, tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {n: stored[n] for n in stored.files}
+    arrays["w0000"] = np.zeros((2, 4), np.float16)
+    np.savez_compressed(path, **arrays)
+    with pytest.raises(compact.UnloadableModel, match=r"^m\.npz cannot be loaded as a model \(m\.npz: weight w0000"):
+        compact.load_model_file(path)

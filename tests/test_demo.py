@@ -19,10 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = ["Overview", "Datasets", "Augmentation", "Architectures", "Train", "Results", "Classify", "Related reports"]
 HEADINGS = {"Overview": "Image classification by CNN with two-stage training",
             "Related reports": "The four related reports"}  # where a page's title differs from its nav entry
-MEMORY_LIMIT = 1536 * 2**20
-"""A guard against a gross regression (a page that keeps a whole dataset or every model in memory), not the
-target: the demo host's budget is 1 GiB, and the server's measured peak sits at it (1,008-1,078 MiB in five
-runs on 2026-11-23; docs/reference.md, the hosted demo), too close for a test that must never flake. The peak is printed."""
+MEMORY_LIMIT = 1152 * 2**20
+"""A guard against a regression (a page that keeps a whole dataset, or every model twice, in memory), set above
+the target so that the test never flakes: the demo host's budget is 1 GiB, and the server's peak while doing
+what this test does was 991-1,010 MiB in three runs on 2026-12-07 (1,182-1,185 MiB before that day's changes;
+docs/reference.md, the hosted demo). The peak is printed."""
 
 pytestmark = [
     pytest.mark.browser,
@@ -46,6 +47,17 @@ def _fresh_venv(base: Path) -> Path:
 def _tree_rss(proc: psutil.Process) -> int:
     members = [proc] + proc.children(recursive=True)
     return sum(p.memory_info().rss for p in members if p.is_running())
+
+
+def _status(proc: psutil.Process, field: str) -> int | None:
+    """A field of ``/proc/PID/status`` in bytes (Linux): ``VmHWM`` is the true peak, which samples can miss."""
+    try:
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +96,10 @@ def test_demo_pages_and_classify_in_a_fresh_environment(demo_server, tmp_path):
         # The shipped results are on the Results page, labelled as the reference run.
         page.locator("[data-testid='stSidebarNav'] a", has_text="Results").click()
         expect(page.get_by_text("reference", exact=False).first).to_be_visible(timeout=60_000)
-    print(f"demo server peak RSS while browsing and classifying: {peak / 2**20:.0f} MiB")
+    peak = max(peak, _status(server, "VmHWM") or 0)
+    anonymous = _status(server, "RssAnon")
+    print(f"demo server peak RSS while browsing and classifying: {peak / 2**20:.0f} MiB"
+          + (f" (anonymous memory at the end: {anonymous / 2**20:.0f} MiB)" if anonymous else ""))
     assert peak < MEMORY_LIMIT
     # Nothing the visitor uploaded was written anywhere under the cache.
     cache = base / "cache"

@@ -78,3 +78,23 @@ def test_where_the_images_are_is_read_from_the_record(tmp_path):
     assert gallery.image_source(run) == str(tmp_path)
     run["dataset"]["source"] = "/also/gone"
     assert gallery.image_source(run) is None
+
+
+def test_a_keras_dataset_image_comes_from_its_split_alone(tmp_path, monkeypatch):
+    """Gallery images of Fashion-MNIST are read from the files; only the split asked for stays cached (the whole
+    set held for a gallery once cost the server more than a page)."""
+    from tests.test_datasets import _write_idx
+
+    rng = np.random.default_rng(4)
+    x_train, x_test = rng.integers(0, 255, (30, 28, 28)), rng.integers(0, 255, (20, 28, 28))
+    for name, arr in (("train-images-idx3-ubyte", x_train), ("train-labels-idx1-ubyte", np.arange(30) % 10),
+                      ("t10k-images-idx3-ubyte", x_test), ("t10k-labels-idx1-ubyte", np.arange(20) % 10)):
+        _write_idx(tmp_path / name, arr, gz=True)
+    gallery._keras_split.cache_clear()
+    img = gallery.image("fashion-mnist", "test #7", str(tmp_path))
+    np.testing.assert_array_equal(img[..., 0], x_test[7])
+    assert gallery.image("fashion-mnist", "test #20", str(tmp_path)) is None  # past the end
+    np.testing.assert_array_equal(gallery.image("fashion-mnist", "train #29", str(tmp_path))[..., 0], x_train[29])
+    cached = gallery._keras_split("fashion-mnist", str(tmp_path), "test")
+    assert cached.shape == (20, 28, 28, 1) and cached.base is None  # the split alone, not a view of the set
+    gallery._keras_split.cache_clear()

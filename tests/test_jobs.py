@@ -388,6 +388,37 @@ def test_ensure_worker_starts_one_detached_worker(cache_dir):
     assert "idle for" in log.read_text()
 
 
+@pytest.mark.parametrize("users_own", [False, True])
+def test_a_worker_the_server_starts_trains_without_the_servers_own_settings(cache_dir, monkeypatch, users_own):
+    """The app's server turns oneDNN's kernels off for itself (memory, core.protocol.settings); a worker it starts
+    trains as the command line does, unless the user set the variable themselves."""
+    import core.jobs.queue as queue
+    from core.protocol import settings
+
+    for name in ("TF_ENABLE_ONEDNN_OPTS", settings.SERVER_SET):  # set, then unset: both are restored afterwards
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    if users_own:
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    settings.apply_server_environment()
+    assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"  # the server's own process
+    started = {}
+
+    class Recorder:
+        pid = 4242
+
+        def __init__(self, cmd, **kwargs):
+            started.update(kwargs["env"])
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(queue.subprocess, "Popen", Recorder)
+    queue.spawn_worker(cache_dir, idle_exit=1)
+    assert settings.SERVER_SET not in started
+    assert started.get("TF_ENABLE_ONEDNN_OPTS") == ("0" if users_own else None)
+
+
 def test_cli_submit_jobs_cancel(cache_dir, photo_folder, capsys):
     from core.cli.main import main
 

@@ -41,3 +41,19 @@ def test_no_duplicates_in_distinct_images(tmp_path):
     images, labels = synthetic_images(3, 2, seed=3)
     found = find_duplicates(str(write_class_folders(tmp_path / "x", images, labels, ["a", "b"])))
     assert found.groups == [] and found.copies == 0 and found.test_with_copy == 0
+
+
+def test_samples_are_copies_that_do_not_keep_the_whole_set_alive():
+    """A view would keep all of Fashion-MNIST (55 MB) in the server for as long as a page held its samples."""
+    import numpy as np
+
+    from core.app.preview import array_samples
+
+    x = np.arange(40 * 4 * 4, dtype=np.uint8).reshape(40, 4, 4, 1)
+    y = np.arange(40) % 4
+    grid = array_samples(x, y, 4, per_class=3, seed=0)
+    assert [len(row) for row in grid] == [3, 3, 3, 3]
+    for label, row in enumerate(grid):
+        for image in row:
+            assert image.base is None and not np.shares_memory(image, x)
+            assert any(np.array_equal(image, x[i]) for i in np.flatnonzero(y == label))

@@ -180,17 +180,20 @@ def _keras_image(dataset: str, source: str, image_id: str) -> np.ndarray | None:
     split, _, index = image_id.partition(" #")
     if split not in ("test", "train") or not index.isdigit():
         return None
-    raw = _keras_raw(dataset, source)
-    x = raw.x_test if split == "test" else raw.x_train
+    x = _keras_split(dataset, source, split)
     i = int(index)
-    return None if x is None or i >= len(x) else np.asarray(x[i])
+    return None if x is None or i >= len(x) else np.array(x[i])
 
 
 @functools.lru_cache(maxsize=2)
-def _keras_raw(dataset: str, source: str):
+def _keras_split(dataset: str, source: str, split: str) -> np.ndarray | None:
+    """One split's images of a Keras dataset. Only the split is kept: the galleries show test images, and the
+    whole set (CIFAR-10's 180 MB, Fashion-MNIST's 55 MB) held in a server for them outweighed a page."""
     from ..data.datasets import load_raw
 
-    return load_raw(dataset, source)
+    raw = load_raw(dataset, source)
+    x = raw.x_test if split == "test" else raw.x_train
+    return None if x is None else np.array(x)  # a copy: a view would keep the whole set alive
 
 
 @functools.lru_cache(maxsize=1024)

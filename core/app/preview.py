@@ -203,13 +203,14 @@ def find_duplicates(data_path: str, test_split: float = 0.2) -> Duplicates:
 
 def array_samples(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int,
                   seed: int = 0) -> list[list[np.ndarray]]:
-    """``per_class`` random images of each class from arrays (no copy of the whole set)."""
+    """``per_class`` random images of each class from arrays, each a copy: a view would keep the whole set
+    (Fashion-MNIST's 55 MB) alive for as long as a page or a cache holds the samples."""
     rng = np.random.default_rng(seed)
     out = []
     for label in range(num_classes):
         idx = np.flatnonzero(y == label)
         pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False) if len(idx) else []
-        out.append([np.asarray(x[i]) for i in sorted(pick)])
+        out.append([np.array(x[i]) for i in sorted(pick)])
     return out
 
 

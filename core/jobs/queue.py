@@ -59,6 +59,7 @@ from typing import Any, Callable, Iterator
 
 from ..data.safe_load import UnsafeCacheError
 from ..protocol.config import Protocol
+from ..protocol.settings import worker_environment
 from .live import apply_event, durable, note_claim, note_queued, note_release  # noqa: F401 - apply_event: API
 from ..training.leases import STALE_AFTER_S, hostname, pid_alive
 from ..results.store import (PROJECT_ROOT, RunStore, StoreError, create_cache_dir, default_cache_dir, is_read_only,
@@ -487,7 +488,7 @@ def spawn_worker(root: str | Path, *, worker_id: str | None = None, idle_exit: f
         cmd += ["--stale-after", str(stale_after)]
     if heartbeat is not None:
         cmd += ["--heartbeat", str(heartbeat)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**worker_environment(dict(os.environ)), "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     tmp_log = logs / f"worker-{worker_id}.log"
     fd = os.open(tmp_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
