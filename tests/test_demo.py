@@ -16,14 +16,17 @@ from tests.test_browser import CHROMIUM, HAS_CHROMIUM, HAS_PLAYWRIGHT, chromium_
 from tests.test_classify import jpeg_with_exif_rotation
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ["Overview", "Datasets", "Augmentation", "Architectures", "Train", "Results", "Classify", "Related reports"]
-HEADINGS = {"Overview": "Image classification by CNN with two-stage training",
+PAGES = ["Overview", "Datasets", "Augmentation", "Architectures", "Train", "Results", "Why", "Classify",
+         "Related reports"]
+HEADINGS = {"Overview": "Image classification by CNN with two-stage training", "Why": "Why does the second stage help?",
             "Related reports": "The four related reports"}  # where a page's title differs from its nav entry
 MEMORY_LIMIT = 1152 * 2**20
 """A guard against a regression (a page that keeps a whole dataset, or every model twice, in memory), set above
 the target so that the test never flakes: the demo host's budget is 1 GiB, and the server's peak while doing
-what this test does was 991-1,010 MiB in three runs on 2026-12-07 (1,182-1,185 MiB before that day's changes;
-docs/reference.md, the hosted demo). The peak is printed."""
+what this test does was 991-1,010 MiB in three runs on 2026-12-07 (1,182-1,185 MiB before that day's changes).
+Most of the margin that matters is elsewhere: about 420 MiB of that peak is library code a limited host drops,
+and ``python -m bench.demo_memory`` shows the visit served inside a 690 MiB limit (docs/reference.md, the hosted
+demo). The peak is printed."""
 
 pytestmark = [
     pytest.mark.browser,
@@ -49,10 +52,11 @@ def _tree_rss(proc: psutil.Process) -> int:
     return sum(p.memory_info().rss for p in members if p.is_running())
 
 
-def _status(proc: psutil.Process, field: str) -> int | None:
+def _status(proc: psutil.Process | int, field: str) -> int | None:
     """A field of ``/proc/PID/status`` in bytes (Linux): ``VmHWM`` is the true peak, which samples can miss."""
     try:
-        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        pid = proc if isinstance(proc, int) else proc.pid
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
@@ -70,13 +74,12 @@ def demo_server(tmp_path_factory):
         yield url, psutil.Process(proc.pid), base
 
 
-def test_demo_pages_and_classify_in_a_fresh_environment(demo_server, tmp_path):
+def visit_and_classify(url: str, photo: Path, on_step=lambda step: None) -> None:
+    """What a visitor does (also ``bench/demo_memory.py``'s flow): every page, checked for errors; a photo on
+    Classify, answered by the shipped model with no training and no network; back to Results. ``on_step`` is
+    called after each step with its name."""
     from playwright.sync_api import expect
 
-    url, server, base = demo_server
-    photo = tmp_path / "phone_photo.jpg"
-    photo.write_bytes(jpeg_with_exif_rotation())
-    peak = 0
     with chromium_page(1400, 1200) as page:
         page.goto(url)
         expect(page.get_by_text("Demo mode.")).to_be_visible(timeout=90_000)
@@ -86,17 +89,25 @@ def test_demo_pages_and_classify_in_a_fresh_environment(demo_server, tmp_path):
             page.wait_for_timeout(1500)  # let the page finish its run before checking for errors
             assert page.locator("[data-testid='stException']").count() == 0, f"{title} shows an exception"
             assert "Traceback" not in page.content(), title
-            peak = max(peak, _tree_rss(server))
-        # Classify works at once with the shipped model: no training, no network.
+            on_step(title)
         page.locator("[data-testid='stSidebarNav'] a", has_text="Classify").click()
         expect(page.get_by_role("heading", name="Classify")).to_be_visible(timeout=60_000)
         upload_photo(page, photo)
         expect(page.locator("[data-testid='stMetric']")).to_have_count(3, timeout=30_000)
-        peak = max(peak, _tree_rss(server))
+        on_step("classified a photo")
         # The shipped results are on the Results page, labelled as the reference run.
         page.locator("[data-testid='stSidebarNav'] a", has_text="Results").click()
         expect(page.get_by_text("reference", exact=False).first).to_be_visible(timeout=60_000)
-    peak = max(peak, _status(server, "VmHWM") or 0)
+        on_step("Results again")
+
+
+def test_demo_pages_and_classify_in_a_fresh_environment(demo_server, tmp_path):
+    url, server, base = demo_server
+    photo = tmp_path / "phone_photo.jpg"
+    photo.write_bytes(jpeg_with_exif_rotation())
+    samples = []
+    visit_and_classify(url, photo, lambda step: samples.append(_tree_rss(server)))
+    peak = max(samples + [_status(server, "VmHWM") or 0])
     anonymous = _status(server, "RssAnon")
     print(f"demo server peak RSS while browsing and classifying: {peak / 2**20:.0f} MiB"
           + (f" (anonymous memory at the end: {anonymous / 2**20:.0f} MiB)" if anonymous else ""))
