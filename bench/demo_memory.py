@@ -75,7 +75,7 @@ def one_visit(streamlit: str, limit_mib: int | None) -> dict:
     """Serve the app in demo mode (inside a limited cgroup when ``limit_mib``), make the visit, measure."""
     from tests.test_browser import running_app
     from tests.test_classify import jpeg_with_exif_rotation
-    from tests.test_demo import _status, visit_and_classify
+    from tests.test_demo import status_field, visit_and_classify
 
     row: dict = {"limit_mib": limit_mib}
     group, why = make_cgroup(limit_mib) if limit_mib else (None, "")
@@ -101,8 +101,8 @@ def one_visit(streamlit: str, limit_mib: int | None) -> dict:
                 row["result"] = f"failed after {steps[-1] if steps else 'the start'}: {str(exc).splitlines()[0]}"
             row["seconds"] = round(time.perf_counter() - started, 1)
             if proc.poll() is None:
-                row["peak_rss_mib"] = round((_status(proc.pid, "VmHWM") or 0) / 2**20)
-                row["anonymous_mib_at_end"] = round((_status(proc.pid, "RssAnon") or 0) / 2**20)
+                row["peak_rss_mib"] = round((status_field(proc.pid, "VmHWM") or 0) / 2**20)
+                row["anonymous_mib_at_end"] = round((status_field(proc.pid, "RssAnon") or 0) / 2**20)
             else:
                 row["result"] += f" (the server died, exit {proc.returncode})"
     finally:

@@ -52,7 +52,7 @@ def _tree_rss(proc: psutil.Process) -> int:
     return sum(p.memory_info().rss for p in members if p.is_running())
 
 
-def _status(proc: psutil.Process | int, field: str) -> int | None:
+def status_field(proc: psutil.Process | int, field: str) -> int | None:
     """A field of ``/proc/PID/status`` in bytes (Linux): ``VmHWM`` is the true peak, which samples can miss."""
     try:
         pid = proc if isinstance(proc, int) else proc.pid
@@ -107,8 +107,8 @@ def test_demo_pages_and_classify_in_a_fresh_environment(demo_server, tmp_path):
     photo.write_bytes(jpeg_with_exif_rotation())
     samples = []
     visit_and_classify(url, photo, lambda step: samples.append(_tree_rss(server)))
-    peak = max(samples + [_status(server, "VmHWM") or 0])
-    anonymous = _status(server, "RssAnon")
+    peak = max(samples + [status_field(server, "VmHWM") or 0])
+    anonymous = status_field(server, "RssAnon")
     print(f"demo server peak RSS while browsing and classifying: {peak / 2**20:.0f} MiB"
           + (f" (anonymous memory at the end: {anonymous / 2**20:.0f} MiB)" if anonymous else ""))
     assert peak < MEMORY_LIMIT

@@ -401,6 +401,7 @@ def test_a_worker_the_server_starts_trains_without_the_servers_own_settings(cach
     if users_own:
         monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     settings.apply_server_environment()
+    settings.apply_server_environment()  # app.py runs again on every page view
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"  # the server's own process
     started = {}
 
