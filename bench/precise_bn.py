@@ -14,7 +14,7 @@ dropout do to the estimate. Per repeat, with the experiment's own split of the d
 
 - ``stage one``: the kept model as trained (its moving averages);
 - ``ours``: :func:`~core.models.models.reestimate_batchnorm` on the training split;
-- ``PreciseBN``: fvcore's procedure: ``--iters`` training batches of the protocol's batch size, the model in
+- ``PreciseBN``: :func:`core.models.models.precise_bn`, fvcore's procedure: ``--iters`` training batches of the protocol's batch size, the model in
   training mode (augmentation and dropout on, as the batches training saw), each layer's moving mean and
   variance the plain average of the batches' (momentum ``1 - 1/i`` at batch ``i``);
 - ``PreciseBN, BN only``: the same with augmentation and dropout off, only the BatchNorm layers in training mode.
@@ -41,37 +41,6 @@ sys.path.insert(0, str(ROOT))
 COLUMNS = ("stage one", "ours", "PreciseBN", "PreciseBN, BN only")
 
 
-def precise_bn(model, x: np.ndarray, *, iters: int = 200, batch_size: int = 32, bn_only: bool = False,
-               seed: int = 0) -> None:
-    """Set every BatchNorm layer's moving statistics to the average of ``iters`` training batches' statistics.
-
-    ``bn_only`` calls the layers one after another (a chain, as every stage-one CNN here is) with only the
-    BatchNorm layers in training mode; otherwise the whole model runs in training mode, as fvcore's does."""
-    import keras
-
-    from core.models.models import batchnorm_layers
-
-    layers = batchnorm_layers(model)
-    momenta = [layer.momentum for layer in layers]
-    rng = np.random.default_rng(seed)
-    order = np.concatenate([rng.permutation(len(x)) for _ in range(iters * batch_size // len(x) + 1)])
-    try:
-        for i in range(iters):
-            for layer in layers:
-                layer.momentum = 1.0 - 1.0 / (i + 1)  # Keras keeps `momentum` of the old value: a running mean
-            batch = x[order[i * batch_size:(i + 1) * batch_size]]
-            if not bn_only:
-                model(batch, training=True)
-                continue
-            out = batch
-            for layer in model.layers:
-                if not isinstance(layer, keras.layers.InputLayer):
-                    out = layer(out, training=isinstance(layer, keras.layers.BatchNormalization))
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-
-
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(model.predict(x, batch_size=256, verbose=0), axis=1) == y))
 
@@ -80,7 +49,7 @@ def one_repeat(record: dict, model_path: Path, iters: int) -> dict:
     import keras
 
     from core.data.datasets import load_dataset
-    from core.models.models import reestimate_batchnorm
+    from core.models.models import precise_bn, reestimate_batchnorm
     from core.protocol.config import Protocol
 
     protocol = Protocol.from_dict(record["protocol"])

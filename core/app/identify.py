@@ -35,14 +35,14 @@ def identify(runs: list[dict[str, Any]], data_path: str | None,
     out = []
     for run in runs:
         data = split_raw(raw, Protocol.from_dict(run["protocol"]), run["repeat"], copy=True)
-        _check_same_split(run, data)
+        check_same_split(run, data)
         out.append({**run, "dataset": {**run["dataset"], **data.identity()}})
         report(f"{run['repeat'] + 1}: {len(out[-1]['dataset']['test_duplicates_of_train'])} test images duplicate "
                "a training image")
     return out
 
 
-def _check_same_split(run: dict[str, Any], data) -> None:
+def check_same_split(run: dict[str, Any], data) -> None:
     recorded = run["dataset"].get("sizes")
     if recorded != data.sizes():
         raise IdentityMismatch(f"repeat {run['repeat'] + 1}: the data gives splits of {data.sizes()}, the record "

@@ -337,6 +337,36 @@ def _identify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_precise_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="+", help="bundle folders under --dest (e.g. dogs-cats-64px-1000)")
+    add_cache_argument(parser)
+    parser.add_argument("--data", metavar="PATH", help="where the records' dataset is now, if not at the "
+                                                       "recorded path")
+    parser.add_argument("--dest", metavar="DIR", help="default: $TWO_STAGE_REFERENCE, else reference/")
+
+
+@command("precise-bn", "add PreciseBN's reading (fvcore's update_bn_stats) to shipped records, from the stage-one "
+                       "models their experiment kept in --cache; nothing is retrained", _add_precise_arguments)
+def _precise(args: argparse.Namespace) -> int:
+    from ..app import reference
+    from ..app.precise import precise_file
+    from ..data.datasets import DatasetUnavailable
+    from ..results.store import RunStore
+
+    root = Path(args.dest) if args.dest else reference.REFERENCE_DIR
+    store = RunStore(args.cache)
+    for name in args.name:
+        records = root / name / "records.json"
+        if not records.is_file():
+            raise ValueError(f"{records} does not exist")
+        try:
+            done = precise_file(records, store, args.data, report=lambda line: print(f"  {name} {line}"))
+        except DatasetUnavailable as exc:
+            raise ValueError(str(exc)) from None
+        print(f"{name}: {done} records now carry PreciseBN's reading")
+    return 0
+
+
 def _add_router_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", metavar="DATASET=PATH", action="append", default=[],
                         help="where a shipped photo dataset's images are, e.g. dogs-cats=~/data/dogs-cats "

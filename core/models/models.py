@@ -339,6 +339,41 @@ def reestimate_batchnorm(model: keras.Model, x: np.ndarray, batch_size: int = 25
     return len(found)
 
 
+PRECISE_BN_ITERS = 200
+"""Training batches PreciseBN averages (fvcore's ``update_bn_stats`` default)."""
+
+
+def precise_bn(model: keras.Model, x: np.ndarray, *, iters: int = PRECISE_BN_ITERS, batch_size: int = 32,
+               bn_only: bool = False, seed: int = 0) -> None:
+    """PreciseBN (Wu & Johnson 2021; fvcore's ``update_bn_stats``): every BatchNorm layer's moving statistics
+    become the plain average of ``iters`` training batches' statistics.
+
+    Why beside :func:`reestimate_batchnorm`: that one computes exact statistics of clean images; this one
+    averages what training mode sees, so the two tell apart the moving averages' lag (which averaging removes)
+    from the difference between training batches and clean images. As fvcore runs it the whole model is in
+    training mode: augmentation and dropout on, as the batches training saw. ``bn_only`` calls the layers one
+    after another (a chain, as every stage-one CNN here is) with only BatchNorm in training mode."""
+    found = batchnorm_layers(model)
+    momenta = [layer.momentum for layer in found]
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(x)) for _ in range(iters * batch_size // len(x) + 1)])
+    try:
+        for i in range(iters):
+            for layer in found:
+                layer.momentum = 1.0 - 1.0 / (i + 1)  # Keras keeps `momentum` of the old value: a running mean
+            batch = x[order[i * batch_size:(i + 1) * batch_size]]
+            if not bn_only:
+                model(batch, training=True)
+                continue
+            out = batch
+            for layer in model.layers:
+                if not isinstance(layer, layers.InputLayer):
+                    out = layer(out, training=isinstance(layer, layers.BatchNormalization))
+    finally:
+        for layer, momentum in zip(found, momenta):
+            layer.momentum = momentum
+
+
 def feature_extractor(model: keras.Model) -> keras.Model:
     """The stage-one network cut at the last hidden layer (shares weights with ``model``)."""
     return keras.Model(model.input, model.get_layer(FEATURE_LAYER).output, name="feature_extractor")
