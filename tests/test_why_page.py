@@ -43,6 +43,8 @@ def test_the_shipped_dogs_and_cats_runs_answer_with_their_numbers_and_the_shippe
     assert "**In short:**" in text and "re-estimation's lift significantly" in text  # all arms read together
     assert "hold no readings of a second stage" in text  # the 20 GPU repeats predate the readings ...
     assert "Meanwhile, the readings of another experiment on this dataset" in text  # ... the 64 px runs hold them
+    # PreciseBN on the 64 px runs' kept models splits re-estimation's lift (core.app.precise)
+    assert "Trained as the paper trains it, averaging the training batches' statistics as fvcore does" in text
 
 
 def arm(runs: list[dict], **changes) -> list[dict]:
@@ -76,6 +78,7 @@ def test_an_intervention_a_size_curve_and_the_readings_are_read_when_they_exist(
     assert "removes gain, as the BatchNorm explanation predicts" in text
     assert "From 560 to 1,120 training images" in text
     assert "The convex optimum on the same features reaches" in text
+    assert "Not read yet for this dataset. `python -m core precise-bn NAME --cache DIR`" in text
     assert any(df.value.shape[0] == 2 for df in app.dataframe)  # the two arms side by side
 
 

@@ -255,6 +255,29 @@ def intervention() -> str:
     return "\n".join(blocks) + f"\n**In short:** {why.interventions_summary([f for *_, f in pairs])}\n"
 
 
+def precise() -> str:
+    """PreciseBN beside exact re-estimation on the same kept models (:func:`core.results.why.precise_split`), per
+    dataset whose shipped records carry the reading: the table and its reading."""
+    from ..results import why
+
+    exps = catalog.experiments(None)
+    blocks = []
+    for dataset in sorted({e.protocol.dataset for e in exps}):
+        frame, reading = why.precise_split(exps, dataset)
+        if frame.empty:
+            continue
+        first, base = why.precise_source(exps, dataset)
+        rows = [[r["arm"], f"{int(r['training images']):,}", str(int(r["repeats"])), _pct(r["stage one"]),
+                 _pct(r["PreciseBN"]), _pct(r["PreciseBN, BatchNorm only"]), _pct(r["re-estimated"]),
+                 f"{100 * r['share recovered']:.0f} %" if math.isfinite(r["share recovered"]) else "-"]
+                for _, r in frame.iterrows()]
+        blocks.append(f"{catalog.dataset_form(first.runs[0])}, {base.describe()}:\n\n" + _markdown(
+            ["arm", "training images", "repeats", "stage one", "PreciseBN (augmentation, dropout on)",
+             "PreciseBN, BatchNorm only", "re-estimated", "share of the lift PreciseBN recovers"], rows)
+            + f"\n{reading}\n")
+    return "\n".join(blocks) if blocks else "No shipped experiment carries PreciseBN's reading yet.\n"
+
+
 def sizes() -> str:
     """The size curves wherever the shipped records hold one: per training-set size the head's gain over stage
     one as reported and over the BN-re-estimated stage one (95 % CIs), then the reading."""
@@ -295,7 +318,7 @@ def ceilings() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {"headline": headline, "table3": table3, "bundles": bundles,
                                         "reports": reports, "verdicts": verdicts, "environment": environment,
-                                        "engines": engines, "intervention": intervention, "sizes": sizes,
+                                        "engines": engines, "intervention": intervention, "precise": precise, "sizes": sizes,
                                         "ceilings": ceilings}
 """Every generated table by the name its markers use."""
 

@@ -12,6 +12,9 @@ test the explanation more directly, each a function of stored records only:
   may be the gap between augmented training batches and clean images, not lag) or without dropout (dropout
   ahead of a BatchNorm layer shifts the variance it sees in training only); :func:`interventions_summary`
   reads them together;
+- :func:`precise_split`: on the same models, PreciseBN's average of training batches' statistics (fvcore's
+  ``update_bn_stats``) beside exact re-estimation: how much of the lift averaging alone recovers (the moving
+  averages' lag and noise) and how much is left to the training batches' augmentation and dropout;
 - :func:`size_curve`: the same protocol at several training-set sizes (optimizer steps per epoch): the gain
   over stage one as reported and over stage one with BatchNorm re-estimated, with 95 % confidence intervals;
 - :func:`ceiling`: the paper's heads beside second stages that train no network (the convex optimum cRT,
@@ -199,10 +202,77 @@ def interventions_summary(found: list[dict[str, Any]], alpha: float = 0.05) -> s
         verb = "shrinks" if len(shrinks) == 1 else "shrink"
         return f"Of {len(read)} interventions, {len(shrinks)} {verb} re-estimation's lift significantly: {names}."
     causes = sorted({INTERVENTIONS[f["field"]] for f in read}, key=list(INTERVENTIONS.values()).index)
-    listed = causes[0] if len(causes) == 1 else ", ".join(causes[:-1]) + " nor " + causes[-1]
-    return (f"None of the {len(read)} interventions shrinks re-estimation's lift significantly: what re-estimating "
-            f"BatchNorm corrects here is {'not' if len(causes) == 1 else 'neither'} {listed}, as far as these "
+    listed = causes[0] if len(causes) == 1 else ", ".join(causes[:-1]) + " or " + causes[-1]
+    return (f"None of the {len(read)} interventions shrinks re-estimation's lift significantly: removing "
+            f"{listed} from training, one at a time, leaves the mismatch re-estimation corrects, as far as these "
             f"repeats can tell.")
+
+
+def arm_label(protocol: dict[str, Any]) -> str:
+    """"the paper's protocol", or the intervention arm it is ("BatchNorm momentum 0.9", ...)."""
+    return next((arm_name(protocol, f) for f in INTERVENTIONS if not is_control(protocol, f)), "the paper's protocol")
+
+
+def precise_split(experiments: list[Any], dataset: str | None = None) -> tuple[pd.DataFrame, str]:
+    """Every experiment (of ``dataset``) whose records carry PreciseBN's reading (:mod:`core.app.precise`): a row
+    with its arm, training images, repeats and mean test accuracies of stage one, PreciseBN as fvcore runs it,
+    PreciseBN with only BatchNorm in training mode and exact re-estimation; the share of re-estimation's lift
+    that PreciseBN recovers (ratio of the means); and a reading."""
+    rows = []
+    for exp in experiments:
+        if dataset and exp.protocol.dataset != dataset:
+            continue
+        read = [r for r in exp.runs if "precise_bn" in r["stage1"]]
+        if not read or len(read) != len(exp.runs):
+            continue
+        weights = read[0]["stage1"]["precise_bn"]["weights"]
+        mean = {name: float(np.mean(values)) for name, values in {
+            "stage one": [r["stage1"][weights]["test_accuracy"] for r in read],
+            "PreciseBN": [r["stage1"]["precise_bn"]["test_accuracy"] for r in read],
+            "PreciseBN, BatchNorm only": [r["stage1"]["precise_bn"]["bn_only_test_accuracy"] for r in read],
+            "re-estimated": [r["stage1"][f"{weights}_bn"]["test_accuracy"] for r in read]}.items()}
+        lift = mean["re-estimated"] - mean["stage one"]
+        rows.append({"arm": arm_label(read[0]["protocol"]), "training images": read[0]["dataset"]["sizes"]["train"],
+                     "repeats": len(read), **mean,
+                     "share recovered": (mean["PreciseBN"] - mean["stage one"]) / lift if lift > 0 else float("nan")})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame, "No experiment's records carry PreciseBN's reading yet."
+    frame = frame.sort_values(["arm", "training images"], key=lambda c: c.map(
+        lambda v: (v != "the paper's protocol", v) if isinstance(v, str) else v)).reset_index(drop=True)
+    return frame, _precise_reading(frame)
+
+
+def precise_source(experiments: list[Any], dataset: str) -> tuple[Any, Any] | None:
+    """For a caption: the first experiment of ``dataset`` whose records carry PreciseBN's reading, and the protocol
+    :func:`precise_split`'s rows share (the paper's arm, any size); None when none carries it."""
+    first = next((e for e in experiments if e.protocol.dataset == dataset and e.runs
+                  and all("precise_bn" in r["stage1"] for r in e.runs)), None)
+    if first is None:
+        return None
+    return first, first.protocol.with_(limit=None, bn_momentum=0.99, augment=None, no_dropout=False)
+
+
+def _precise_reading(frame: pd.DataFrame) -> str:
+    paper = frame[frame["arm"] == "the paper's protocol"]
+    main, others = (paper, frame.drop(paper.index)) if len(paper) else (frame, frame.iloc[:0])
+    share = main["share recovered"].dropna()
+    if share.empty:
+        return "Re-estimation does not lift stage one here, so there is no lift to split."
+    low, high = 100 * share.min(), 100 * share.max()
+    amount = f"{low:.0f} %" if round(low) == round(high) else f"{low:.0f} to {high:.0f} %"
+    gap = 100 * (frame["PreciseBN, BatchNorm only"] - frame["re-estimated"]).abs().max()
+    within = "the same mean" if gap < 0.005 else f"means within {gap:.2f} pp"
+    text = (f"{'Trained as the paper trains it, a' if len(paper) else 'A'}veraging the training batches' statistics "
+            f"as fvcore does (augmentation and dropout on) recovers {amount} of re-estimation's lift: that part is "
+            f"the moving averages' lag and noise. With only BatchNorm in training mode the batches' statistics give "
+            f"re-estimation's accuracy ({within}), so the rest is the difference between augmented, "
+            f"dropout-perturbed training batches and clean images, not how the statistics are computed.")
+    if len(others):
+        arms = "; ".join(f"{r['arm']} ({int(r['training images']):,} images) {100 * r['share recovered']:.0f} %"
+                         for _, r in others.iterrows() if np.isfinite(r["share recovered"]))
+        text += f" The share averaging recovers in the intervention arms: {arms}."
+    return text
 
 
 def size_curve(experiments: list[list[dict[str, Any]]], head: str = "adam") -> tuple[pd.DataFrame, str]:
