@@ -162,8 +162,8 @@ def precise_section(exp, exps) -> None:
         "recovered": frame["share recovered"].map(lambda v: f"{100 * v:.0f} %" if v == v else "–")})
     st.dataframe(shown, hide_index=True)
     st.caption("PreciseBN (fvcore): augmentation and dropout on, as fvcore runs it; BN only: PreciseBN with only "
-               "BatchNorm in training mode; recovered: PreciseBN (fvcore)'s share of re-estimation's lift over stage one. "
-               + reading)
+               "BatchNorm in training mode; recovered: PreciseBN (fvcore)'s share of re-estimation's lift over "
+               "stage one. " + reading)
 
 
 def _arm_table(found: dict) -> None:

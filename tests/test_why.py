@@ -208,7 +208,8 @@ def test_precise_split_reads_how_much_of_the_lift_averaging_recovers():
 
     def with_reading(runs, precise, bn_only):
         for run in runs:
-            run["stage1"]["precise_bn"] = {"weights": "last", "test_accuracy": precise, "bn_only_test_accuracy": bn_only}
+            run["stage1"]["precise_bn"] = {"weights": "last", "test_accuracy": precise,
+                                           "bn_only_test_accuracy": bn_only}
         return runs
 
     paper = with_reading([record(i, 0.60, 0.70, 0.69, train=800) for i in range(3)], 0.66, 0.702)
