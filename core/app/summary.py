@@ -319,8 +319,7 @@ def ceilings() -> str:
 TABLES: dict[str, Callable[[], str]] = {"headline": headline, "table3": table3, "bundles": bundles,
                                         "reports": reports, "verdicts": verdicts, "environment": environment,
                                         "engines": engines, "intervention": intervention, "precise": precise,
-                                        "sizes": sizes,
-                                        "ceilings": ceilings}
+                                        "sizes": sizes, "ceilings": ceilings}
 """Every generated table by the name its markers use."""
 
 
