@@ -32,13 +32,16 @@ def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def precise_readings(runs: list[dict[str, Any]], store: RunStore, data_path: str | None = None,
-                     report: Callable[[str], None] = lambda line: None) -> list[dict[str, Any]]:
+                     report: Callable[[str], None] = lambda line: None,
+                     iters: int | None = None) -> list[dict[str, Any]]:
     """The records with ``stage1["precise_bn"]`` added (test accuracies after PreciseBN as fvcore runs it, and
     with only BatchNorm in training mode, with how and where they were computed). Raises
-    :class:`ReadingMismatch` naming the first repeat that cannot be read; the input is left as it was."""
+    :class:`ReadingMismatch` naming the first repeat that cannot be read; the input is left as it was. ``iters``:
+    training batches averaged (default fvcore's 200)."""
     from ..models.compact import load_model_file
     from ..models.models import PRECISE_BN_ITERS, precise_bn
 
+    iters = iters or PRECISE_BN_ITERS
     protocol = Protocol.from_dict(runs[0]["protocol"])
     raw = load_raw(protocol.dataset, data_path or protocol.data_path, protocol.image_size)
     where = {"backend": env.backend(), "device": env.device(), "versions": env.versions(),
@@ -59,11 +62,12 @@ def precise_readings(runs: list[dict[str, Any]], store: RunStore, data_path: str
             raise ReadingMismatch(f"{name}: the kept model scores {measured:.2%} on the test split, the record "
                                   f"{recorded:.2%}; it is not the model this record was made with")
         trained = model.get_weights()
-        reading = {"iters": PRECISE_BN_ITERS, "batch_size": protocol.batch_size, "weights": weights,
+        reading = {"iters": iters, "batch_size": protocol.batch_size, "weights": weights,
                    "seed": run["seed"], "added_at": now_iso(), **where}
         for field, bn_only in (("test_accuracy", False), ("bn_only_test_accuracy", True)):
             model.set_weights(trained)
-            precise_bn(model, data.x_train, batch_size=protocol.batch_size, bn_only=bn_only, seed=run["seed"])
+            precise_bn(model, data.x_train, iters=iters, batch_size=protocol.batch_size, bn_only=bn_only,
+                       seed=run["seed"])
             reading[field] = _accuracy(model, data.x_test, data.y_test)
         out.append({**run, "stage1": {**run["stage1"], "precise_bn": reading}})
         report(f"{name}: stage one {measured:.2%}, PreciseBN {reading['test_accuracy']:.2%}, BatchNorm only "
@@ -72,14 +76,14 @@ def precise_readings(runs: list[dict[str, Any]], store: RunStore, data_path: str
 
 
 def precise_file(records: Path, store: RunStore, data_path: str | None = None,
-                 report: Callable[[str], None] = lambda line: None) -> int:
+                 report: Callable[[str], None] = lambda line: None, iters: int | None = None) -> int:
     """:func:`precise_readings` for a ``records.json`` (a bundle's), rewritten atomically; returns the records done."""
     import json
 
     from ..protocol.files import atomic_write
 
     runs = json.loads(records.read_text())
-    done = precise_readings(runs, store, data_path, report)
+    done = precise_readings(runs, store, data_path, report, iters)
     with atomic_write(records, "w") as fh:
         json.dump(done, fh, indent=1, sort_keys=True)
     return len(done)
