@@ -14,9 +14,9 @@ dropout do to the estimate. Per repeat, with the experiment's own split of the d
 
 - ``stage one``: the kept model as trained (its moving averages);
 - ``ours``: :func:`~core.models.models.reestimate_batchnorm` on the training split;
-- ``PreciseBN``: :func:`core.models.models.precise_bn`, fvcore's procedure: ``--iters`` training batches of the protocol's batch size, the model in
-  training mode (augmentation and dropout on, as the batches training saw), each layer's moving mean and
-  variance the plain average of the batches' (momentum ``1 - 1/i`` at batch ``i``);
+- ``PreciseBN``: :func:`core.models.models.precise_bn`, fvcore's procedure: ``--iters`` training batches of the
+  protocol's batch size, the model in training mode (augmentation and dropout on, as the batches training saw),
+  each layer's moving mean and variance the plain average of the batches' (momentum ``1 - 1/i`` at batch ``i``);
 - ``PreciseBN, BN only``: the same with augmentation and dropout off, only the BatchNorm layers in training mode.
 
 Every figure is a test accuracy of the experiment's test split; the records' own stage-one and re-estimated
