@@ -52,10 +52,11 @@ def precise_readings(runs: list[dict[str, Any]], store: RunStore, data_path: str
         paths = store.model_paths(run["key"], run["repeat"])
         if paths is None:
             raise ReadingMismatch(f"{name}: the cache kept no models for it")
-        data = split_raw(raw, Protocol.from_dict(run["protocol"]), run["repeat"], copy=True)
+        run_protocol = Protocol.from_dict(run["protocol"])
+        data = split_raw(raw, run_protocol, run["repeat"], copy=True)
         check_same_split(run, data)
         model = load_model_file(paths["stage1"])
-        weights = Protocol.from_dict(run["protocol"]).features_from
+        weights = run_protocol.features_from
         recorded = run["stage1"][weights]["test_accuracy"]
         measured = _accuracy(model, data.x_test, data.y_test)
         if abs(measured - recorded) > 1.5 / len(data.y_test):

@@ -222,11 +222,9 @@ def precise_split(experiments: list[Any], dataset: str | None = None) -> tuple[p
     that PreciseBN recovers (ratio of the means); and a reading."""
     rows = []
     for exp in experiments:
-        if dataset and exp.protocol.dataset != dataset:
+        if (dataset and exp.protocol.dataset != dataset) or not _carries_precise(exp):
             continue
-        read = [r for r in exp.runs if "precise_bn" in r["stage1"]]
-        if not read or len(read) != len(exp.runs):
-            continue
+        read = exp.runs
         weights = read[0]["stage1"]["precise_bn"]["weights"]
         mean = {name: float(np.mean(values)) for name, values in {
             "stage one": [r["stage1"][weights]["test_accuracy"] for r in read],
@@ -245,11 +243,15 @@ def precise_split(experiments: list[Any], dataset: str | None = None) -> tuple[p
     return frame, _precise_reading(frame)
 
 
+def _carries_precise(exp: Any) -> bool:
+    """Whether every record of the experiment carries PreciseBN's reading (a partly read one is not shown)."""
+    return bool(exp.runs) and all("precise_bn" in r["stage1"] for r in exp.runs)
+
+
 def precise_source(experiments: list[Any], dataset: str) -> tuple[Any, Any] | None:
     """For a caption: the first experiment of ``dataset`` whose records carry PreciseBN's reading, and the protocol
     :func:`precise_split`'s rows share (the paper's arm, any size); None when none carries it."""
-    first = next((e for e in experiments if e.protocol.dataset == dataset and e.runs
-                  and all("precise_bn" in r["stage1"] for r in e.runs)), None)
+    first = next((e for e in experiments if e.protocol.dataset == dataset and _carries_precise(e)), None)
     if first is None:
         return None
     return first, first.protocol.with_(limit=None, bn_momentum=0.99, augment=None, no_dropout=False)
